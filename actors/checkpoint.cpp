@@ -1,0 +1,176 @@
+// The checkpoint actor: on `save` it snapshots every local rank's shards (working copy, fp32
+// master, m, v) into host memory, answers at once so training continues, then writes them in the
+// background and publishes the checkpoint atomically:
+//   <dir>/.tmp-step-N/{rank-R.bin, manifest.json} --fsync--> rename to <dir>/step-N --> `latest`
+// rank-R.bin holds, per unit in order, working | master | m | v as raw little-endian arrays; the
+// manifest lists every file with its size and CRC-32, the units with their shard sizes, the step,
+// the data position and the model config.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "actors/actors.hpp"
+
+namespace fs = std::filesystem;
+
+namespace xy {
+namespace {
+
+struct Snapshot {
+  CheckpointInfo info;
+  std::vector<std::vector<at::Tensor>> ranks;  // per local rank: per unit 4 tensors
+};
+
+struct CheckpointState {
+  std::shared_ptr<NodeContext> ctx;
+  std::string last_published;
+  static inline const char* name = "checkpoint";
+};
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+void fsync_path(const fs::path& p, bool dir) {
+  int fd = ::open(p.c_str(), dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) throw std::runtime_error("cannot open " + p.string() + ": " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw std::runtime_error("fsync of " + p.string() + " failed: " + std::strerror(errno));
+}
+
+// Writes `tensors` back to back into `path`; returns {bytes, crc32}.
+std::pair<int64_t, uint32_t> write_tensors(const fs::path& path, const std::vector<at::Tensor>& ts) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) throw std::runtime_error("cannot create " + path.string() + ": " + std::strerror(errno));
+  uLong crc = crc32(0L, Z_NULL, 0);
+  int64_t bytes = 0;
+  for (const auto& t : ts) {
+    at::Tensor c = t.contiguous();
+    const size_t n = c.numel() * c.element_size();
+    const auto* p = static_cast<const unsigned char*>(c.data_ptr());
+    if (std::fwrite(p, 1, n, f) != n) {
+      const std::string err = std::strerror(errno);
+      std::fclose(f);
+      throw std::runtime_error("write of " + path.string() + " failed: " + err);
+    }
+    // crc32 takes uInt lengths: feed it in pieces.
+    for (size_t off = 0; off < n; off += (1u << 30))
+      crc = crc32(crc, p + off, static_cast<uInt>(std::min<size_t>(n - off, 1u << 30)));
+    bytes += static_cast<int64_t>(n);
+  }
+  if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) {
+    const std::string err = std::strerror(errno);
+    std::fclose(f);
+    throw std::runtime_error("flush of " + path.string() + " failed: " + err);
+  }
+  std::fclose(f);
+  return {bytes, static_cast<uint32_t>(crc)};
+}
+
+std::string publish(NodeContext& ctx, const Snapshot& snap) {
+  const fs::path root = ctx.cfg.checkpoint.dir;
+  fs::create_directories(root);
+  const std::string name = step_name(snap.info.step);
+  const fs::path tmp = root / (".tmp-" + name), final_dir = root / name;
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  nlohmann::json man;
+  man["format"] = "xy-checkpoint-1";
+  man["step"] = snap.info.step;
+  man["adam_step"] = snap.info.adam_step;
+  man["samples_per_rank"] = snap.info.samples_per_rank;
+  man["loss"] = snap.info.loss;
+  man["world_size"] = ctx.world;
+  man["working_dtype"] = std::string(c10::toString(ctx.working_dtype));
+  const ModelConfig& mc = ctx.cfg.model;
+  man["model"] = {{"vocab_size", mc.vocab_size}, {"hidden", mc.hidden},
+                  {"intermediate", mc.intermediate}, {"layers", mc.layers},
+                  {"heads", mc.heads}, {"kv_heads", mc.kv_heads}, {"rms_eps", mc.rms_eps},
+                  {"rope_theta", mc.rope_theta}, {"max_seq_len", mc.max_seq_len}};
+  for (const auto& u : ctx.layout.units)
+    man["units"].push_back({{"name", u.name}, {"numel", u.numel}, {"shard_numel", u.shard_numel}});
+  for (size_t local = 0; local < snap.ranks.size(); ++local) {
+    const int rank = ctx.first_rank + static_cast<int>(local);
+    char fname[32];
+    std::snprintf(fname, sizeof fname, "rank-%05d.bin", rank);
+    auto [bytes, crc] = write_tensors(tmp / fname, snap.ranks[local]);
+    man["files"].push_back({{"name", fname}, {"rank", rank}, {"bytes", bytes}, {"crc32", crc}});
+  }
+  {
+    std::ofstream o(tmp / "manifest.json");
+    o << man.dump(2) << "\n";
+    if (!o) throw std::runtime_error("cannot write " + (tmp / "manifest.json").string());
+  }
+  fsync_path(tmp / "manifest.json", false);
+  fsync_path(tmp, true);
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  // `latest` names the newest published checkpoint; replaced atomically.
+  {
+    std::ofstream o(root / ".latest.tmp");
+    o << name << "\n";
+  }
+  fsync_path(root / ".latest.tmp", false);
+  fs::rename(root / ".latest.tmp", root / "latest");
+  fsync_path(root, true);
+  // Retention: keep the newest keep_last checkpoints.
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
+      names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  const size_t keep = static_cast<size_t>(std::max(1, ctx.cfg.checkpoint.keep_last));
+  for (size_t i = 0; i + keep < names.size(); ++i) fs::remove_all(root / names[i]);
+  return final_dir.string();
+}
+
+checkpoint_actor::behavior_type checkpoint_fn(
+    checkpoint_actor::stateful_pointer<CheckpointState> self, std::shared_ptr<NodeContext> ctx) {
+  self->state.ctx = ctx;
+  return {
+      [=](save_atom, CheckpointInfo info) -> caf::typed_response_promise<std::string> {
+        auto& s = self->state;
+        auto rp = self->make_response_promise<std::string>();
+        Snapshot snap;
+        snap.info = info;
+        for (const auto& sh : s.ctx->shards) {
+          std::vector<at::Tensor> ts;
+          for (size_t u = 0; u < sh->working.size(); ++u)
+            for (const at::Tensor* t : {&sh->working[u], &sh->master[u], &sh->m[u], &sh->v[u]})
+              ts.push_back(t->clone());
+          snap.ranks.push_back(std::move(ts));
+        }
+        const std::string dir = (fs::path(s.ctx->cfg.checkpoint.dir) / step_name(info.step)).string();
+        rp.deliver(dir);  // training continues; the write below runs on this actor's own thread
+        try {
+          OpScope scope(&s.ctx->registry, "checkpoint", -1, -1, 0, info.step,
+                        s.ctx->cfg.deadlines.checkpoint_s);
+          s.last_published = publish(*s.ctx, snap);
+        } catch (const std::exception& e) {
+          s.ctx->fail("checkpoint of step " + std::to_string(info.step) + ": " + e.what());
+        }
+        return rp;
+      },
+      [=](flush_atom) -> std::string { return self->state.last_published; },
+  };
+}
+
+}  // namespace
+
+checkpoint_actor spawn_checkpoint(caf::actor_system& sys, std::shared_ptr<NodeContext> ctx) {
+  return sys.spawn<caf::detached>(checkpoint_fn, std::move(ctx));
+}
+
+}  // namespace xy

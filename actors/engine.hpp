@@ -1,0 +1,96 @@
+// What the actors of one node share, and the entry point that runs a training job on this node.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "actors/registry.hpp"
+#include "actors/thread_pool.hpp"
+#include "comm/comm.hpp"
+#include "io/config.hpp"
+#include "io/samples.hpp"
+#include "model/layout.hpp"
+#include "model/llama.hpp"
+
+namespace xy {
+
+// Process exit codes of xy-node (documented in README.md).
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitError = 1,        // an error with a message (bad data, I/O, a failed collective)
+  kExitUsage = 2,        // bad command line or configuration
+  kExitStall = 3,        // the watchdog found an operation past its deadline; see the stall report
+};
+
+// One rank's memory, allocated once at start-up. Ownership: `working` and `grad` are written by the
+// rank's parameter-shard actor (grad: during backward; working: never), `master`, `m`, `v` and
+// `working` by its optimizer-offload actor (between finish and the unit's `updated`).
+struct RankShards {
+  int rank = 0;
+  std::vector<at::Tensor> working;  // per unit [shard_numel], working precision
+  std::vector<at::Tensor> grad;     // per unit [shard_numel], fp32 accumulated gradient
+  std::vector<at::Tensor> master;   // per unit [shard_numel], fp32
+  std::vector<at::Tensor> m, v;     // per unit [shard_numel], fp32 Adam moments
+  int64_t host_bytes() const;       // bytes held by all of the above
+};
+
+// Per-step record kept for the summary and tests.
+struct StepRecord {
+  int64_t step = 0;
+  double loss = 0, grad_norm = 0, lr = 0;
+  double step_s = 0, compute_s = 0, wait_gather_s = 0, wait_batch_s = 0, wait_finish_s = 0;
+  double tokens_per_s = 0;
+};
+
+struct TrainResult {
+  int exit_code = kExitOk;
+  std::string error;                 // first error, if any
+  std::vector<StepRecord> steps;     // as seen by global rank 0 of this node
+  std::vector<at::Tensor> final_params;  // per unit, full fp32 master (only when every rank is local)
+  std::string checkpoint_dir;        // last published checkpoint, if any
+  int64_t host_bytes = 0;            // engine host bytes for parameters and optimizer state
+  int64_t final_adam_step = 0;       // optimizer steps applied (skipped steps not counted)
+  int64_t final_samples = 0;         // samples consumed per rank (the data position)
+  double final_loss = 0;
+  double seconds = 0;                // wall time of the training loop
+};
+
+// Everything the node's actors share. Built by the node supervisor before spawning them.
+struct NodeContext {
+  Config cfg;
+  ModelLayout layout;
+  std::shared_ptr<const Llama> model;
+  std::shared_ptr<const SampleSource> data;
+  OpRegistry registry;
+  int world = 1;        // global ranks
+  int first_rank = 0;   // global rank of local rank 0
+  int local_ranks = 1;
+  std::vector<std::shared_ptr<Comm>> comms;          // per local rank
+  std::vector<std::shared_ptr<RankShards>> shards;   // per local rank
+  std::unique_ptr<ThreadPool> adam_pool;             // node pool for CPU Adam
+  at::ScalarType working_dtype = at::kFloat;
+  bool quiet = false;  // no per-step lines (tests)
+
+  std::mutex result_mu;
+  TrainResult result;  // guarded by result_mu
+  void fail(const std::string& what, int code = kExitError);
+};
+
+struct RunOptions {
+  std::shared_ptr<const SampleSource> data;  // if set, used instead of the configured corpus
+  bool quiet = false;
+  bool checkpoint_at_end = true;
+};
+
+// Runs the training job of this node as configured: builds the context, spawns the actors, trains,
+// checkpoints, shuts down. Never throws; errors are in the result's exit_code and error.
+TrainResult run_training(const Config& cfg, const RunOptions& opts);
+
+// The learning rate of 1-based `step` under the configured warm-up and schedule.
+double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps);
+
+}  // namespace xy

@@ -1,0 +1,196 @@
+// The node supervisor: builds the node's shared context (layout, model, communicators, shards),
+// spawns every actor, waits for the trainers, takes the final checkpoint and shuts everything
+// down. Rendezvous and heartbeats with other nodes over the control plane join here with
+// multi-node support.
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include <ATen/Parallel.h>
+
+#include "actors/actors.hpp"
+
+namespace xy {
+
+int64_t RankShards::host_bytes() const {
+  int64_t b = 0;
+  for (const auto* list : {&working, &grad, &master, &m, &v})
+    for (const auto& t : *list) b += t.numel() * t.element_size();
+  return b;
+}
+
+void NodeContext::fail(const std::string& what, int code) {
+  std::lock_guard<std::mutex> lock(result_mu);
+  std::cerr << "xy: error: " << what << std::endl;
+  if (result.exit_code == kExitOk) {
+    result.exit_code = code;
+    result.error = what;
+  }
+}
+
+double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps) {
+  if (o.warmup_steps > 0 && step <= o.warmup_steps)
+    return o.lr * static_cast<double>(step) / static_cast<double>(o.warmup_steps);
+  if (o.schedule == "constant") return o.lr;
+  const double span = static_cast<double>(std::max<int64_t>(1, total_steps - o.warmup_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / span);
+  if (o.schedule == "linear") return o.lr - (o.lr - o.min_lr) * progress;
+  return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));  // cosine
+}
+
+namespace {
+
+at::ScalarType working_dtype(const std::string& precision) {
+  if (precision == "fp32") return at::kFloat;
+  if (precision == "bf16") return at::kBFloat16;
+  throw std::invalid_argument("train.precision = \"" + precision +
+                              "\" is not supported by the CPU engine yet; use fp32 or bf16");
+}
+
+// Builds the context: everything the actors share. Throws on invalid set-ups.
+void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
+  ctx.cfg = cfg;
+  ctx.quiet = opts.quiet;
+  const auto& topo = cfg.topology;
+  if (topo.device != "cpu")
+    throw std::invalid_argument("topology.device = \"" + topo.device +
+                                "\": this build has only the CPU engine (build with -DXY_CUDA=ON)");
+  if (topo.nodes.size() != 1)
+    throw std::invalid_argument("topology has " + std::to_string(topo.nodes.size()) +
+                                " nodes; this version trains on one node (several ranks per node)");
+  if (!opts.data) throw std::invalid_argument("no training data");
+  if (cfg.model.vocab_size <= 0) throw std::invalid_argument("model.vocab_size is not set");
+  if (opts.data->vocab() > cfg.model.vocab_size)
+    throw std::invalid_argument("the tokenizer has " + std::to_string(opts.data->vocab()) +
+                                " pieces but model.vocab_size is " +
+                                std::to_string(cfg.model.vocab_size));
+  ctx.world = topo.world_size();
+  ctx.first_rank = 0;
+  for (int i = 0; i < topo.node_index; ++i) ctx.first_rank += topo.nodes[i].devices;
+  ctx.local_ranks = topo.nodes[topo.node_index].devices;
+  ctx.working_dtype = working_dtype(cfg.train.precision);
+  ctx.layout = build_layout(cfg.model, ctx.world, cfg.optimizer.no_decay);
+  ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
+  ctx.data = opts.data;
+  if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
+  ctx.adam_pool = std::make_unique<ThreadPool>(cfg.actors.adam_threads);
+  ctx.comms = make_local_gloo_comms(ctx.local_ranks, topo.nodes[topo.node_index].host,
+                                    2 * cfg.deadlines.collective_s * cfg.deadlines.first_step_factor);
+  // Every rank initialises each full unit identically (explicit seeded generator) and keeps its
+  // slice: the result does not depend on the world size.
+  for (int local = 0; local < ctx.local_ranks; ++local) {
+    auto sh = std::make_shared<RankShards>();
+    sh->rank = ctx.first_rank + local;
+    ctx.shards.push_back(sh);
+  }
+  for (const auto& unit : ctx.layout.units) {
+    at::Tensor full = init_unit(unit, cfg.model.init_std, cfg.model.init_seed, at::kFloat);
+    for (auto& sh : ctx.shards) {
+      at::Tensor slice = full.narrow(0, unit.shard_begin(sh->rank), unit.shard_numel).clone();
+      sh->master.push_back(slice);
+      sh->working.push_back(slice.to(ctx.working_dtype).clone());
+      sh->grad.push_back(at::zeros({unit.shard_numel}, at::kFloat));
+      sh->m.push_back(at::zeros({unit.shard_numel}, at::kFloat));
+      sh->v.push_back(at::zeros({unit.shard_numel}, at::kFloat));
+    }
+  }
+}
+
+}  // namespace
+
+TrainResult run_training(const Config& cfg, const RunOptions& opts) {
+  auto ctx = std::make_shared<NodeContext>();
+  try {
+    build_context(*ctx, cfg, opts);
+  } catch (const std::exception& e) {
+    TrainResult r;
+    r.exit_code = kExitUsage;
+    r.error = e.what();
+    return r;
+  }
+  int64_t host_bytes = 0;
+  for (const auto& sh : ctx->shards) host_bytes += sh->host_bytes();
+  const int64_t params = ctx->layout.total_numel();
+  if (!opts.quiet)
+    std::printf("xy: %lld parameters in %zu units; world size %d (%d local ranks, Gloo); host memory"
+                " for shards and optimizer state %.1f MiB (%.1f bytes/parameter)\n",
+                static_cast<long long>(params), ctx->layout.units.size(), ctx->world,
+                ctx->local_ranks, host_bytes / 1048576.0,
+                static_cast<double>(host_bytes) / params * ctx->world / ctx->local_ranks);
+
+  const auto t0 = Clock::now();
+  {
+    caf::actor_system_config sys_cfg;
+    caf::actor_system sys{sys_cfg};
+    {
+      caf::scoped_actor self{sys};
+      auto watchdog = spawn_watchdog(sys, ctx);
+      auto checkpoint = spawn_checkpoint(sys, ctx);
+      auto dataloader = spawn_dataloader(sys, ctx, std::vector<int64_t>(ctx->local_ranks, 0));
+      std::vector<prefetcher_actor> prefetchers;
+      std::vector<param_shard_actor> shards;
+      std::vector<optimizer_actor> optimizers;
+      std::vector<caf::actor> trainers;
+      for (int l = 0; l < ctx->local_ranks; ++l) {
+        prefetchers.push_back(spawn_prefetcher(sys, ctx, l, dataloader));
+        shards.push_back(spawn_param_shard(sys, ctx, l));
+        optimizers.push_back(spawn_optimizer(sys, ctx, l, shards.back()));
+      }
+      for (int l = 0; l < ctx->local_ranks; ++l) {
+        trainers.push_back(spawn_trainer(sys, ctx, l, prefetchers[l], shards[l], optimizers[l],
+                                         checkpoint, l == 0 ? optimizers : std::vector<optimizer_actor>{}));
+        self->monitor(trainers.back());
+      }
+      // Wait for every trainer. After a failure the others may be blocked in a collective with
+      // the failed rank, which cannot be joined: give them a grace period, then end the process.
+      size_t down = 0;
+      auto failed_since = Clock::time_point::max();
+      while (down < trainers.size()) {
+        self->receive([&](caf::down_msg&) { ++down; },
+                      caf::after(std::chrono::milliseconds(500)) >> [&] {
+                        std::lock_guard<std::mutex> lock(ctx->result_mu);
+                        if (ctx->result.exit_code == kExitOk) return;
+                        if (failed_since == Clock::time_point::max()) failed_since = Clock::now();
+                        if (Clock::now() - failed_since > std::chrono::seconds(10)) {
+                          std::cerr << "xy: ranks did not stop after the error above; exiting\n";
+                          std::fflush(nullptr);
+                          std::_Exit(ctx->result.exit_code);
+                        }
+                      });
+      }
+      ctx->result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      const bool ok = ctx->result.exit_code == kExitOk;
+      if (ok && opts.checkpoint_at_end) {
+        CheckpointInfo info{cfg.train.steps, ctx->result.final_adam_step, ctx->result.final_samples,
+                            ctx->result.final_loss};
+        std::string dir;
+        self->request(checkpoint, caf::infinite, save_atom::value, info)
+            .receive([&](std::string&) {}, [&](caf::error& e) { ctx->fail(sys.render(e)); });
+        self->request(checkpoint, caf::infinite, flush_atom::value)
+            .receive([&](std::string& d) { dir = d; }, [&](caf::error& e) { ctx->fail(sys.render(e)); });
+        ctx->result.checkpoint_dir = dir;
+      }
+      for (const auto& a : {caf::actor_cast<caf::actor>(watchdog), caf::actor_cast<caf::actor>(checkpoint),
+                            caf::actor_cast<caf::actor>(dataloader)})
+        self->send_exit(a, caf::exit_reason::user_shutdown);
+      for (int l = 0; l < ctx->local_ranks; ++l) {
+        self->send_exit(prefetchers[l], caf::exit_reason::user_shutdown);
+        self->send_exit(shards[l], caf::exit_reason::user_shutdown);
+        self->send_exit(optimizers[l], caf::exit_reason::user_shutdown);
+      }
+    }  // handles and the scoped actor go before the system waits for its actors
+  }
+  // Every rank is local: assemble the full fp32 parameters (tests, export).
+  if (ctx->local_ranks == ctx->world && ctx->result.exit_code == kExitOk) {
+    for (size_t u = 0; u < ctx->layout.units.size(); ++u) {
+      std::vector<at::Tensor> parts;
+      for (const auto& sh : ctx->shards) parts.push_back(sh->master[u]);
+      ctx->result.final_params.push_back(at::cat(parts).narrow(0, 0, ctx->layout.units[u].numel));
+    }
+  }
+  ctx->result.host_bytes = host_bytes;
+  std::lock_guard<std::mutex> lock(ctx->result_mu);
+  return ctx->result;
+}
+
+}  // namespace xy

@@ -1,0 +1,96 @@
+// The optimizer-offload actor: fp32 master, m and v of one rank's shards in host memory, stepped
+// with the fused CPU AdamW kernel on the node's thread pool, unit by unit, first unit first. After
+// each unit it writes the working copy and tells the parameter-shard the unit's new version, so the
+// next step's forward of unit u can start as soon as u is updated.
+#include "actors/actors.hpp"
+#include "actors/adam.hpp"
+
+namespace xy {
+namespace {
+
+struct OptimizerState {
+  std::shared_ptr<NodeContext> ctx;
+  int local = 0, rank = 0;
+  RankShards* sh = nullptr;
+  param_shard_actor shard;
+  int64_t version = 0;
+  static inline const char* name = "optimizer-offload";
+};
+
+WorkingType working_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return WorkingType::kFloat32;
+    case at::kBFloat16: return WorkingType::kBFloat16;
+    case at::kHalf: return WorkingType::kFloat16;
+    default: throw std::invalid_argument("unsupported working dtype");
+  }
+}
+
+void step_unit(OptimizerState& s, int u, const StepOrder& o) {
+  const OptimizerConfig& oc = s.ctx->cfg.optimizer;
+  const UnitLayout& unit = s.ctx->layout.units[u];
+  const int64_t base = unit.shard_begin(s.rank), end = unit.shard_end(s.rank);
+  AdamHyper h;
+  h.lr = o.lr;
+  h.beta1 = oc.beta1;
+  h.beta2 = oc.beta2;
+  h.eps = oc.eps;
+  h.weight_decay = oc.weight_decay;
+  h.step = o.adam_step;
+  h.grad_scale = o.grad_scale;
+  float* p = s.sh->master[u].data_ptr<float>();
+  float* m = s.sh->m[u].data_ptr<float>();
+  float* v = s.sh->v[u].data_ptr<float>();
+  const float* g = s.sh->grad[u].data_ptr<float>();
+  char* out = static_cast<char*>(s.sh->working[u].data_ptr());
+  const size_t esize = s.sh->working[u].element_size();
+  const WorkingType wt = working_type(s.sh->working[u].scalar_type());
+  // One kernel call per parameter range inside this rank's slice (decay differs by parameter).
+  for (const ParamSpec& ps : unit.params) {
+    const int64_t b = std::max(base, ps.offset), e = std::min(end, ps.offset + ps.numel);
+    if (b >= e) continue;
+    const int64_t i = b - base;
+    adamw_parallel(*s.ctx->adam_pool, p + i, m + i, v + i, g + i, e - b, h, ps.decay,
+                   out + i * esize, wt);
+  }
+}
+
+optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<OptimizerState> self,
+                                            std::shared_ptr<NodeContext> ctx, int local,
+                                            param_shard_actor shard) {
+  auto& s = self->state;
+  s.ctx = ctx;
+  s.local = local;
+  s.rank = ctx->first_rank + local;
+  s.sh = ctx->shards[local].get();
+  s.shard = shard;
+  return {
+      [=](step_atom, StepOrder order) {
+        auto& s = self->state;
+        const int units = static_cast<int>(s.ctx->layout.units.size());
+        for (int u = 0; u < units; ++u) {
+          try {
+            OpScope scope(&s.ctx->registry, "adam", s.rank, u, 0, order.step,
+                          s.ctx->cfg.deadlines.optimizer_s);
+            if (!order.skip) step_unit(s, u, order);
+            s.sh->grad[u].zero_();
+          } catch (const std::exception& e) {
+            s.ctx->fail("rank " + std::to_string(s.rank) + ": CPU Adam on unit " +
+                        std::to_string(u) + ": " + e.what());
+          }
+          self->send(s.shard, updated_atom::value, static_cast<int32_t>(u), order.step);
+        }
+        s.version = order.step;
+      },
+      [=](sync_atom) -> int64_t { return self->state.version; },
+  };
+}
+
+}  // namespace
+
+optimizer_actor spawn_optimizer(caf::actor_system& sys, std::shared_ptr<NodeContext> ctx,
+                                int local_rank, param_shard_actor shard) {
+  return sys.spawn<caf::detached>(optimizer_fn, std::move(ctx), local_rank, std::move(shard));
+}
+
+}  // namespace xy

@@ -1,0 +1,127 @@
+// Every actor's message interface, in one place (see docs/ACTORS.md for the step's message flow).
+//
+// Payloads that hold tensors are local-only (shared memory within one process) and are marked
+// unsafe below; everything that may cross the control plane is a plain struct with inspect().
+//
+//   node supervisor ── spawns ──> dataloader (node), watchdog (node), checkpoint (node),
+//                                 and per rank: prefetcher, parameter-shard, optimizer-offload, trainer
+//   trainer ── next ──────────> prefetcher ── next(rank) ──> dataloader
+//   trainer ── gather/release/reduce/finish ──> parameter-shard ── collectives ──> Comm (Gloo/NCCL)
+//   trainer ── step ──────────> optimizer-offload ── updated(unit, version) ──> parameter-shard
+//   trainer ── save/flush ────> checkpoint
+//   everyone ── OpRegistry (begin/end of in-flight operations) <── polled by ── watchdog
+#pragma once
+
+#include <ATen/ATen.h>
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace xy {
+
+// ---- atoms -------------------------------------------------------------------------------------
+using gather_atom = caf::atom_constant<caf::atom("gather")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using reduce_atom = caf::atom_constant<caf::atom("reduce")>;
+using finish_atom = caf::atom_constant<caf::atom("finish")>;
+using updated_atom = caf::atom_constant<caf::atom("updated")>;
+using step_atom = caf::atom_constant<caf::atom("step")>;
+using sync_atom = caf::atom_constant<caf::atom("sync")>;
+using next_atom = caf::atom_constant<caf::atom("next")>;
+using position_atom = caf::atom_constant<caf::atom("position")>;
+using save_atom = caf::atom_constant<caf::atom("save")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+// ---- payloads ----------------------------------------------------------------------------------
+
+// One micro-batch: tokens [micro_batch, seq_len + 1] int64 (inputs = [:, :-1], labels = [:, 1:]).
+// Local-only (tensor).
+struct Batch {
+  at::Tensor tokens;
+  int64_t first_sample = 0;  // position of its first sample in the rank's sample stream
+};
+
+// The step's global facts, the same on every rank after finish.
+struct StepFacts {
+  double grad_norm = 0;   // global L2 norm of the (unclipped, unscaled) gradient
+  double loss = 0;        // mean loss over all ranks' micro-batches of the step
+  bool finite = true;     // false if any gradient was inf/nan (the step is skipped)
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, StepFacts& x) {
+  return f(caf::meta::type_name("StepFacts"), x.grad_norm, x.loss, x.finite);
+}
+
+// What the optimizer applies at the end of a step (the same on every rank).
+struct StepOrder {
+  int64_t step = 0;        // 1-based; the units' version after this step
+  int64_t adam_step = 0;   // Adam's step count (does not advance on skipped steps)
+  double lr = 0;
+  double grad_scale = 1;   // clip coefficient / (loss scale)
+  bool skip = false;       // skip the update (overflow) but still publish the version
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, StepOrder& x) {
+  return f(caf::meta::type_name("StepOrder"), x.step, x.adam_step, x.lr, x.grad_scale, x.skip);
+}
+
+// What a checkpoint records besides the shards.
+struct CheckpointInfo {
+  int64_t step = 0;
+  int64_t adam_step = 0;
+  int64_t samples_per_rank = 0;  // data position: samples each rank has consumed
+  double loss = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, CheckpointInfo& x) {
+  return f(caf::meta::type_name("CheckpointInfo"), x.step, x.adam_step, x.samples_per_rank, x.loss);
+}
+
+// ---- actor interfaces ----------------------------------------------------------------------------
+
+// Node-level: owns the token samples and their order.
+using dataloader_actor = caf::typed_actor<
+    // The next micro-batch of data-parallel rank `rank` in its deterministic sample stream.
+    caf::replies_to<next_atom, int32_t>::with<Batch>>;
+
+// Per rank: keeps the next K micro-batches ready.
+using prefetcher_actor = caf::typed_actor<
+    // The next micro-batch (already fetched if the prefetcher kept up).
+    caf::replies_to<next_atom>::with<Batch>>;
+
+// Per rank: owns the rank's shards of every unit; gathers, releases, reduce-scatters.
+using param_shard_actor = caf::typed_actor<
+    // The full parameters of `unit` at version >= `version` (waits for the optimizer if needed);
+    // then prefetches the next units in direction `dir` (+1 forward, -1 backward).
+    caf::replies_to<gather_atom, int32_t, int32_t, int64_t>::with<at::Tensor>,
+    // The caller no longer uses the gathered `unit`.
+    caf::reacts_to<release_atom, int32_t>,
+    // This rank's gradient of the full `unit`: reduce-scatter it and accumulate into the shard.
+    caf::reacts_to<reduce_atom, int32_t, at::Tensor>,
+    // End of the step's backward: wait for all reductions; all-reduce the squared norm and the
+    // loss (sum over this rank's micro-batches, count of micro-batches). Replies the global facts.
+    caf::replies_to<finish_atom, double, int64_t>::with<StepFacts>,
+    // From the optimizer: `unit`'s shard now holds version `version`.
+    caf::reacts_to<updated_atom, int32_t, int64_t>>;
+
+// Per rank: fp32 master, m and v of the rank's shards; CPU AdamW.
+using optimizer_actor = caf::typed_actor<
+    // Step every unit, first unit first, telling the parameter-shard after each.
+    caf::reacts_to<step_atom, StepOrder>,
+    // Replies when every step ordered so far is applied; the current version.
+    caf::replies_to<sync_atom>::with<int64_t>>;
+
+// Node-level: snapshots shards to host memory and writes them in the background.
+using checkpoint_actor = caf::typed_actor<
+    // Snapshot now (replies when the snapshot is taken; the write continues in the background).
+    caf::replies_to<save_atom, CheckpointInfo>::with<std::string>,
+    // Replies when every write has been published (the directory of the last one, or "").
+    caf::replies_to<flush_atom>::with<std::string>>;
+
+}  // namespace xy
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(at::Tensor)  // local-only: shares memory, never serialised
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::Batch)   // local-only: holds a tensor

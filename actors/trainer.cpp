@@ -1,0 +1,265 @@
+// The trainer actor (one per rank, its own thread): runs the step schedule of DESIGN.md.
+//
+//   for each micro-batch:
+//     forward, unit by unit: gather(u) -> compute (no autograd; keep only the block's input) -> release(u)
+//     head: gather -> loss + backward -> reduce(head grad)
+//     backward, last block first: gather(u) -> recompute from the saved input + backward
+//                                 -> reduce(u's grad) -> release(u)
+//     embedding backward -> reduce
+//   finish: global gradient norm and loss (one all-reduce) -> clip -> step order to the optimizer
+//
+// Gradients are scaled by 1 / (world * grad_accum) at the loss, so that the reduce-scatter's sum
+// is the mean over the global batch.
+#include <c10/core/GradMode.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include <ATen/Parallel.h>
+
+#include "actors/actors.hpp"
+
+namespace xy {
+namespace {
+
+using Seconds = std::chrono::duration<double>;
+
+class Trainer {
+ public:
+  Trainer(caf::blocking_actor* self, std::shared_ptr<NodeContext> ctx, int local,
+          prefetcher_actor prefetcher, param_shard_actor shard, optimizer_actor optimizer,
+          checkpoint_actor checkpoint, std::vector<optimizer_actor> node_optimizers)
+      : self_(self), ctx_(std::move(ctx)), local_(local), rank_(ctx_->first_rank + local),
+        prefetcher_(std::move(prefetcher)), shard_(std::move(shard)),
+        optimizer_(std::move(optimizer)), checkpoint_(std::move(checkpoint)),
+        node_optimizers_(std::move(node_optimizers)) {}
+
+  void run();
+
+ private:
+  template <class T, class Dest, class... Ts>
+  T ask(const Dest& dest, double* wait_s, Ts&&... xs) {
+    const auto t0 = Clock::now();
+    T out;
+    std::string err;
+    self_->request(dest, caf::infinite, std::forward<Ts>(xs)...)
+        .receive([&](T& x) { out = std::move(x); },
+                 [&](caf::error& e) { err = self_->system().render(e); });
+    if (!err.empty()) throw std::runtime_error(err);
+    if (wait_s) *wait_s += Seconds(Clock::now() - t0).count();
+    return out;
+  }
+
+  at::Tensor gather(int unit, int dir, int64_t version, int64_t step) {
+    OpScope scope(&ctx_->registry, "wait-gather", rank_, unit, 0, step, deadline(step, ctx_->cfg.deadlines.collective_s));
+    return ask<at::Tensor>(shard_, &rec_.wait_gather_s, gather_atom::value,
+                           static_cast<int32_t>(unit), static_cast<int32_t>(dir), version);
+  }
+  void release(int unit) { self_->send(shard_, release_atom::value, static_cast<int32_t>(unit)); }
+  void reduce(int unit, at::Tensor grad) {
+    self_->send(shard_, reduce_atom::value, static_cast<int32_t>(unit), std::move(grad));
+  }
+  void status(int64_t step, const char* phase, int unit) {
+    RankStatus s;
+    s.rank = rank_;
+    s.step = step;
+    s.phase = phase;
+    s.unit = unit;
+    ctx_->registry.set_status(s);
+  }
+  double deadline(int64_t step, double base) const {
+    return step <= 1 ? base * ctx_->cfg.deadlines.first_step_factor : base;
+  }
+  double micro_batch(int64_t step, const Batch& b);
+  void log(const StepRecord& r) const;
+
+  caf::blocking_actor* self_;
+  std::shared_ptr<NodeContext> ctx_;
+  int local_, rank_;
+  prefetcher_actor prefetcher_;
+  param_shard_actor shard_;
+  optimizer_actor optimizer_;
+  checkpoint_actor checkpoint_;
+  std::vector<optimizer_actor> node_optimizers_;
+  StepRecord rec_;
+  int64_t samples_done_ = 0;
+};
+
+// One micro-batch's forward and backward. Returns its loss.
+double Trainer::micro_batch(int64_t step, const Batch& b) {
+  const Llama& model = *ctx_->model;
+  const int units = static_cast<int>(ctx_->layout.units.size());
+  const int head = units - 1;
+  const int64_t version = step - 1;  // parameters after step - 1 optimizer steps
+  const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
+  const double grad_scale = 1.0 / (ctx_->world * ctx_->cfg.train.grad_accum);
+  at::Tensor inputs = b.tokens.narrow(1, 0, b.tokens.size(1) - 1);
+  at::Tensor labels = b.tokens.narrow(1, 1, b.tokens.size(1) - 1);
+
+  std::vector<at::Tensor> saved(units);  // each block's input (activation checkpoint)
+  at::Tensor x;
+  {
+    at::NoGradGuard no_grad;
+    for (int u = 0; u < head; ++u) {
+      at::Tensor p = gather(u, +1, version, step);
+      status(step, "forward", u);
+      const auto t0 = Clock::now();
+      {
+        OpScope scope(&ctx_->registry, "forward", rank_, u, 0, step, deadline_c);
+        if (u == 0) {
+          x = model.embed_forward(p, inputs);
+        } else {
+          saved[u] = x;
+          x = model.block_forward(u, p, x);
+        }
+      }
+      rec_.compute_s += Seconds(Clock::now() - t0).count();
+      release(u);
+    }
+  }
+  at::Tensor p = gather(head, -1, version, step);
+  status(step, "backward", head);
+  auto t0 = Clock::now();
+  HeadResult hr;
+  {
+    OpScope scope(&ctx_->registry, "backward", rank_, head, 0, step, deadline_c);
+    hr = model.head_backward(p, x, labels, grad_scale);
+  }
+  rec_.compute_s += Seconds(Clock::now() - t0).count();
+  reduce(head, hr.grad_flat);
+  release(head);
+  at::Tensor gx = hr.grad_x;
+  for (int u = head - 1; u >= 1; --u) {
+    p = gather(u, -1, version, step);
+    status(step, "backward", u);
+    t0 = Clock::now();
+    std::pair<at::Tensor, at::Tensor> g;
+    {
+      OpScope scope(&ctx_->registry, "backward", rank_, u, 0, step, deadline_c);
+      g = model.block_backward(u, p, saved[u], gx);
+    }
+    rec_.compute_s += Seconds(Clock::now() - t0).count();
+    saved[u] = at::Tensor();
+    gx = g.first;
+    reduce(u, g.second);
+    release(u);
+  }
+  p = gather(0, +1, version, step);
+  status(step, "backward", 0);
+  t0 = Clock::now();
+  at::Tensor gemb;
+  {
+    OpScope scope(&ctx_->registry, "backward", rank_, 0, 0, step, deadline_c);
+    gemb = model.embed_backward(p, inputs, gx);
+  }
+  rec_.compute_s += Seconds(Clock::now() - t0).count();
+  reduce(0, gemb);
+  release(0);
+  return hr.loss.item<double>();
+}
+
+void Trainer::log(const StepRecord& r) const {
+  std::printf("step %5lld | loss %.4f | grad norm %.3f | lr %.2e | %8.0f tok/s | %6.0f ms"
+              " (compute %.0f, wait gather %.0f, batch %.0f, finish %.0f)\n",
+              static_cast<long long>(r.step), r.loss, r.grad_norm, r.lr, r.tokens_per_s,
+              r.step_s * 1e3, r.compute_s * 1e3, r.wait_gather_s * 1e3, r.wait_batch_s * 1e3,
+              r.wait_finish_s * 1e3);
+  std::fflush(stdout);
+}
+
+void Trainer::run() {
+  const Config& cfg = ctx_->cfg;
+  const int64_t steps = cfg.train.steps;
+  const int64_t tokens_per_step =
+      int64_t{ctx_->world} * cfg.train.grad_accum * cfg.train.micro_batch * ctx_->data->seq_len();
+  int64_t adam_step = 0;
+  double last_loss = 0;
+  for (int64_t step = 1; step <= steps; ++step) {
+    rec_ = StepRecord{};
+    rec_.step = step;
+    const auto t_step = Clock::now();
+    double loss_sum = 0;
+    for (int64_t k = 0; k < cfg.train.grad_accum; ++k) {
+      Batch b;
+      {
+        OpScope scope(&ctx_->registry, "batch", rank_, -1, 0, step, deadline(step, cfg.deadlines.batch_s));
+        b = ask<Batch>(prefetcher_, &rec_.wait_batch_s, next_atom::value);
+      }
+      samples_done_ = b.first_sample + b.tokens.size(0);
+      loss_sum += micro_batch(step, b);
+    }
+    status(step, "optimizer", -1);
+    const StepFacts facts = ask<StepFacts>(shard_, &rec_.wait_finish_s, finish_atom::value,
+                                           loss_sum, cfg.train.grad_accum);
+    StepOrder order;
+    order.step = step;
+    order.skip = !facts.finite;
+    order.adam_step = order.skip ? adam_step : ++adam_step;
+    order.lr = learning_rate(cfg.optimizer, order.adam_step > 0 ? order.adam_step : 1, steps);
+    const double clip = cfg.optimizer.grad_clip;
+    order.grad_scale = (clip > 0 && facts.grad_norm > clip) ? clip / (facts.grad_norm + 1e-6) : 1.0;
+    self_->send(optimizer_, step_atom::value, order);
+    if (!facts.finite && rank_ == 0)
+      std::printf("step %lld: gradient not finite (norm %g); step skipped\n",
+                  static_cast<long long>(step), facts.grad_norm);
+
+    rec_.loss = facts.loss;
+    rec_.grad_norm = facts.grad_norm;
+    rec_.lr = order.lr;
+    rec_.step_s = Seconds(Clock::now() - t_step).count();
+    rec_.tokens_per_s = tokens_per_step / rec_.step_s;
+    last_loss = facts.loss;
+    if (local_ == 0) {
+      std::lock_guard<std::mutex> lock(ctx_->result_mu);
+      ctx_->result.steps.push_back(rec_);
+    }
+    const bool print = rank_ == 0 && !ctx_->quiet &&
+                       (step == 1 || step == steps || step % std::max<int64_t>(1, cfg.train.log_every) == 0);
+    if (print) log(rec_);
+
+    const bool save_now = cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0 &&
+                          step != steps;
+    if (save_now && local_ == 0) {
+      // The snapshot needs every local rank's optimizer to have applied this step (none can be
+      // further: their next step needs this rank's next finish).
+      for (const auto& o : node_optimizers_) ask<int64_t>(o, nullptr, sync_atom::value);
+      CheckpointInfo info{step, adam_step, samples_done_, last_loss};
+      ask<std::string>(checkpoint_, nullptr, save_atom::value, info);
+    }
+  }
+  ask<int64_t>(optimizer_, nullptr, sync_atom::value);
+  status(steps, "done", -1);
+  if (local_ == 0) {
+    std::lock_guard<std::mutex> lock(ctx_->result_mu);
+    ctx_->result.final_adam_step = adam_step;
+    ctx_->result.final_samples = samples_done_;
+    ctx_->result.final_loss = last_loss;
+  }
+}
+
+void trainer_fn(caf::blocking_actor* self, std::shared_ptr<NodeContext> ctx, int local,
+                prefetcher_actor prefetcher, param_shard_actor shard, optimizer_actor optimizer,
+                checkpoint_actor checkpoint, std::vector<optimizer_actor> node_optimizers) {
+  try {
+    if (ctx->cfg.train.threads > 0) at::set_num_threads(ctx->cfg.train.threads);
+    Trainer t(self, ctx, local, std::move(prefetcher), std::move(shard), std::move(optimizer),
+              std::move(checkpoint), std::move(node_optimizers));
+    t.run();
+  } catch (const std::exception& e) {
+    ctx->fail("rank " + std::to_string(ctx->first_rank + local) + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+caf::actor spawn_trainer(caf::actor_system& sys, std::shared_ptr<NodeContext> ctx, int local_rank,
+                         prefetcher_actor prefetcher, param_shard_actor shard,
+                         optimizer_actor optimizer, checkpoint_actor checkpoint,
+                         std::vector<optimizer_actor> node_optimizers) {
+  return sys.spawn<caf::detached>(trainer_fn, std::move(ctx), local_rank, std::move(prefetcher),
+                                  std::move(shard), std::move(optimizer), std::move(checkpoint),
+                                  std::move(node_optimizers));
+}
+
+}  // namespace xy

@@ -1,0 +1,106 @@
+// xy-node: the one binary of xy. `xy-node <command> [options]`; `xy-node <command> --help`.
+#include <cxxopts.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "actors/engine.hpp"
+#include "io/config.hpp"
+#include "io/dataset.hpp"
+
+namespace {
+
+const char* kUsage =
+    "usage: xy-node <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train    train a model as configured (xy-node train --config config/tiny.toml)\n"
+    "\n"
+    "Run 'xy-node <command> --help' for the options of a command.\n"
+    "Exit codes: 0 done, 1 error, 2 bad usage or configuration, 3 stalled (watchdog report).\n";
+
+int cmd_train(int argc, char** argv) {
+  cxxopts::Options opts("xy-node train", "Train a LLaMA-style model as configured.");
+  opts.add_options()
+      ("c,config", "configuration file (TOML); see docs/CONFIG.md", cxxopts::value<std::string>())
+      ("steps", "override train.steps", cxxopts::value<int64_t>())
+      ("work-dir", "override data.work_dir (tokenizer, token cache, checkpoints)",
+       cxxopts::value<std::string>())
+      ("h,help", "show this help");
+  cxxopts::ParseResult args;
+  try {
+    args = opts.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node train: " << e.what() << "\n" << opts.help();
+    return xy::kExitUsage;
+  }
+  if (args.count("help")) {
+    std::cout << opts.help();
+    return xy::kExitOk;
+  }
+  if (!args.count("config")) {
+    std::cerr << "xy-node train: --config FILE is required\n" << opts.help();
+    return xy::kExitUsage;
+  }
+  xy::Config cfg;
+  try {
+    cfg = xy::load_config(args["config"].as<std::string>());
+    if (args.count("steps")) cfg.train.steps = args["steps"].as<int64_t>();
+    if (args.count("work-dir")) {
+      const bool default_ckpt = cfg.checkpoint.dir == cfg.data.work_dir + "/checkpoints";
+      cfg.data.work_dir = args["work-dir"].as<std::string>();
+      if (default_ckpt) cfg.checkpoint.dir = cfg.data.work_dir + "/checkpoints";
+    }
+  } catch (const xy::ConfigError& e) {
+    std::cerr << "xy-node train: " << e.what() << "\n";
+    return xy::kExitUsage;
+  }
+
+  xy::PreparedData data;
+  try {
+    data = xy::prepare_data(cfg, std::cout);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node train: " << e.what() << "\n";
+    return xy::kExitError;
+  }
+  if (cfg.model.vocab_size == 0) cfg.model.vocab_size = data.vocab;
+  std::printf("xy: %lld tokens -> %lld samples of %lld tokens; initial loss should be about "
+              "ln(vocab %lld) = %.3f\n",
+              static_cast<long long>(data.tokens), static_cast<long long>(data.samples->size()),
+              static_cast<long long>(cfg.data.seq_len), static_cast<long long>(cfg.model.vocab_size),
+              std::log(static_cast<double>(cfg.model.vocab_size)));
+
+  xy::RunOptions ro;
+  ro.data = data.samples;
+  const xy::TrainResult r = xy::run_training(cfg, ro);
+  if (r.exit_code != xy::kExitOk) {
+    std::cerr << "xy-node train: " << r.error << "\n";
+    return r.exit_code;
+  }
+  if (!r.steps.empty()) {
+    double tps = 0;
+    for (const auto& s : r.steps) tps += s.tokens_per_s;
+    tps /= static_cast<double>(r.steps.size());
+    std::printf("xy: done: %zu steps in %.1f s; loss %.4f -> %.4f (ln(vocab) = %.3f); mean %.0f "
+                "tokens/s; checkpoint %s\n",
+                r.steps.size(), r.seconds, r.steps.front().loss, r.steps.back().loss,
+                std::log(static_cast<double>(cfg.model.vocab_size)), tps,
+                r.checkpoint_dir.empty() ? "(none)" : r.checkpoint_dir.c_str());
+  }
+  return xy::kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? xy::kExitUsage : xy::kExitOk;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "train") return cmd_train(argc - 1, argv + 1);
+  std::cerr << "xy-node: unknown command '" << cmd << "'\n" << kUsage;
+  return xy::kExitUsage;
+}

@@ -1,0 +1,2 @@
+// Shared pieces of the communicator implementations.
+#include "comm/comm.hpp"

@@ -1,0 +1,60 @@
+// The data-plane interface: the collectives the engine needs, behind one abstract class, so that
+// Gloo (CPU ranks, via LibTorch's c10d) and NCCL (GPU ranks) are interchangeable.
+//
+// Thread rules: one Comm belongs to one rank and is driven by one thread at a time (the rank's
+// parameter-shard actor). Every collective is asynchronous: it returns a CommOp at once, and
+// wait() blocks until it is complete. Collectives must be issued in the same order on every rank;
+// each gets the next sequence number (seq()), which the watchdog uses to name who has not joined.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace xy {
+
+class CommOp {
+ public:
+  virtual ~CommOp() = default;
+  // Blocks until the collective is complete and its outputs may be read. Throws std::runtime_error
+  // (with the operation and sequence number) if the collective failed.
+  virtual void wait() = 0;
+};
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;  // "gloo", "nccl"
+
+  // full[r*n : (r+1)*n] = shard of rank r, for n = shard.numel(); full.numel() == n * size().
+  // Both contiguous, same dtype. `full` must not be read before wait().
+  virtual std::unique_ptr<CommOp> all_gather(const at::Tensor& shard, const at::Tensor& full) = 0;
+  // shard = sum over ranks r of their full[rank*n : (rank+1)*n]. `full` is used as scratch and
+  // must stay alive and untouched until wait() returns.
+  virtual std::unique_ptr<CommOp> reduce_scatter(const at::Tensor& full, const at::Tensor& shard) = 0;
+  // In-place sum over ranks.
+  virtual std::unique_ptr<CommOp> all_reduce(const at::Tensor& t) = 0;
+  // In-place copy of root's tensor to every rank.
+  virtual std::unique_ptr<CommOp> broadcast(const at::Tensor& t, int root) = 0;
+
+  // Collectives issued so far on this communicator (the next one gets seq() + 1).
+  uint64_t seq() const { return seq_; }
+
+ protected:
+  uint64_t next_seq() { return ++seq_; }
+
+ private:
+  uint64_t seq_ = 0;
+};
+
+// Creates `world` Gloo communicators for ranks that live as threads of this process (an in-memory
+// store for the rendezvous), bound to `host`. Element r belongs to rank r.
+std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,
+                                                         double timeout_s);
+
+}  // namespace xy

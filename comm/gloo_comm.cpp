@@ -1,0 +1,125 @@
+// Gloo communicators through LibTorch's c10d ProcessGroupGloo (the CPU data plane).
+//
+// Gloo in LibTorch 1.13 has no reduce_scatter and no flat all-gather; both are built here over what
+// it has: all-gather over the list form with views of one flat output, and reduce-scatter as an
+// all-reduce of the full buffer followed by taking this rank's slice (twice the traffic of a ring
+// reduce-scatter, correct for any size).
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
+#include <chrono>
+#include <functional>
+#include <stdexcept>
+#include <thread>
+
+#include "comm/comm.hpp"
+
+namespace xy {
+namespace {
+
+class GlooOp : public CommOp {
+ public:
+  GlooOp(c10::intrusive_ptr<c10d::Work> work, std::string what, std::function<void()> finish)
+      : work_(std::move(work)), what_(std::move(what)), finish_(std::move(finish)) {}
+  void wait() override {
+    if (done_) return;
+    try {
+      work_->wait();
+    } catch (const std::exception& e) {
+      throw std::runtime_error("gloo " + what_ + " failed: " + e.what());
+    }
+    if (finish_) finish_();
+    done_ = true;
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Work> work_;
+  std::string what_;
+  std::function<void()> finish_;
+  bool done_ = false;
+};
+
+class GlooComm : public Comm {
+ public:
+  GlooComm(c10::intrusive_ptr<c10d::ProcessGroupGloo> pg) : pg_(std::move(pg)) {}
+  int rank() const override { return pg_->getRank(); }
+  int size() const override { return pg_->getSize(); }
+  std::string backend() const override { return "gloo"; }
+
+  std::unique_ptr<CommOp> all_gather(const at::Tensor& shard, const at::Tensor& full) override {
+    const int64_t n = shard.numel();
+    if (full.numel() != n * size())
+      throw std::invalid_argument("all_gather: full has " + std::to_string(full.numel()) +
+                                  " elements, expected " + std::to_string(n * size()));
+    std::vector<std::vector<at::Tensor>> out(1);
+    for (int r = 0; r < size(); ++r) out[0].push_back(full.narrow(0, r * n, n));
+    std::vector<at::Tensor> in{shard};
+    const uint64_t s = next_seq();
+    return std::make_unique<GlooOp>(pg_->allgather(out, in), "all-gather #" + std::to_string(s),
+                                    nullptr);
+  }
+
+  std::unique_ptr<CommOp> reduce_scatter(const at::Tensor& full, const at::Tensor& shard) override {
+    const int64_t n = shard.numel();
+    if (full.numel() != n * size())
+      throw std::invalid_argument("reduce_scatter: full has " + std::to_string(full.numel()) +
+                                  " elements, expected " + std::to_string(n * size()));
+    std::vector<at::Tensor> t{full};
+    const uint64_t s = next_seq();
+    at::Tensor mine = full.narrow(0, rank() * n, n);
+    at::Tensor dst = shard;
+    return std::make_unique<GlooOp>(pg_->allreduce(t), "reduce-scatter #" + std::to_string(s),
+                                    [mine, dst]() mutable { dst.copy_(mine); });
+  }
+
+  std::unique_ptr<CommOp> all_reduce(const at::Tensor& t) override {
+    std::vector<at::Tensor> v{t};
+    const uint64_t s = next_seq();
+    return std::make_unique<GlooOp>(pg_->allreduce(v), "all-reduce #" + std::to_string(s), nullptr);
+  }
+
+  std::unique_ptr<CommOp> broadcast(const at::Tensor& t, int root) override {
+    std::vector<at::Tensor> v{t};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    const uint64_t s = next_seq();
+    return std::make_unique<GlooOp>(pg_->broadcast(v, opts), "broadcast #" + std::to_string(s),
+                                    nullptr);
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+};
+
+}  // namespace
+
+std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,
+                                                         double timeout_s) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::vector<std::shared_ptr<Comm>> comms(world);
+  std::vector<std::string> errors(world);
+  // Each process group's constructor rendezvouses with the others: build them concurrently.
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        auto opts = c10d::ProcessGroupGloo::Options::create(
+            std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+        opts->threads = 2;
+        comms[r] = std::make_shared<GlooComm>(
+            c10::make_intrusive<c10d::ProcessGroupGloo>(store, r, world, opts));
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r)
+    if (!errors[r].empty())
+      throw std::runtime_error("gloo rendezvous of rank " + std::to_string(r) + " on " + host +
+                               " failed: " + errors[r]);
+  return comms;
+}
+
+}  // namespace xy

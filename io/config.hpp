@@ -1,0 +1,139 @@
+// The job configuration: one struct per concern, loaded from TOML and validated once at start-up.
+//
+// Every field states its default and meaning; docs/CONFIG.md documents the same keys for users.
+// load_config() rejects unknown keys, wrong types and inconsistent values with a ConfigError whose
+// message names the file, line and column, the dotted key, and what would be valid, e.g.
+//   config/tiny.toml:12:1: model.heads = 7 does not divide model.hidden = 256 (head_dim must be an
+//   integer); valid: a divisor of 256 such as 4, 8, 16
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace xy {
+
+// Thrown by load_config/parse_config for any invalid input; what() is the full user-facing message.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// One machine of the cluster ([[topology.nodes]]).
+struct NodeSpec {
+  std::string host = "127.0.0.1";  // address the node's control plane binds to and peers dial
+  int port = 0;                     // control-plane TCP port; 0 = pick a free one (single node only)
+  int devices = 1;                  // devices (GPUs, or CPU ranks) this node drives; >= 1
+};
+
+// [topology]: who takes part. Global rank = devices on earlier nodes + local device index.
+struct TopologyConfig {
+  std::string device = "cpu";   // "cpu" (Gloo between ranks) or "cuda" (NCCL)
+  std::vector<NodeSpec> nodes;  // default: one node on 127.0.0.1 with 1 device
+  int node_index = 0;           // which entry of nodes this process is (overridable by flag/env)
+  int world_size() const;       // sum of devices over nodes
+};
+
+// [model]: a LLaMA-style decoder. `preset` fills every shape field; explicit keys override it.
+struct ModelConfig {
+  std::string preset = "tiny";  // tiny | 1b | 3b | 7b | xuanyuan-6b | custom (all shapes given)
+  int64_t vocab_size = 0;       // tokens; 0 = take the tokenizer's vocabulary size
+  int64_t hidden = 0;           // model width
+  int64_t intermediate = 0;     // SwiGLU inner width
+  int64_t layers = 0;           // transformer blocks
+  int64_t heads = 0;            // attention heads; must divide hidden, head_dim must be even
+  int64_t kv_heads = 0;         // key/value heads (grouped-query attention); must divide heads; 0 = heads
+  double rms_eps = 1e-5;        // RMSNorm epsilon
+  double rope_theta = 10000.0;  // rotary embedding base
+  int64_t max_seq_len = 4096;   // longest sequence the model is meant for (>= data.seq_len)
+  double init_std = 0.02;       // std of the normal init of linear and embedding weights
+  uint64_t init_seed = 1234;    // seed of the parameter initialisation (identical on every rank)
+};
+
+// [data]: where tokens come from.
+struct DataConfig {
+  std::vector<std::string> inputs = {"data/sample/fincorpus_sample.jsonl.gz"};  // JSONL(.gz) files
+  std::string text_field = "text";  // JSON key holding each document's text
+  std::string tokenizer;            // SentencePiece .model; empty = train one from the inputs
+  int64_t tokenizer_vocab = 2048;   // vocabulary size when training a tokenizer (BPE, byte fallback)
+  std::string work_dir = "runs/tiny";  // tokenizer, token cache and checkpoints go here by default
+  int64_t seq_len = 256;            // tokens per sample (the model sees seq_len, predicts the next)
+  uint64_t seed = 42;               // seed of the sample order
+};
+
+// [train]: the loop.
+struct TrainConfig {
+  int64_t steps = 200;         // optimizer steps
+  int64_t micro_batch = 8;     // samples per micro-batch per rank
+  int64_t grad_accum = 1;      // micro-batches per step per rank
+  std::string precision = "fp32";  // fp32 | bf16 | fp16 (working precision of parameters)
+  int64_t log_every = 10;      // print a step line every N steps (and the first and last)
+  int threads = 0;             // intra-op threads for compute per rank; 0 = cores / ranks
+};
+
+// [optimizer]: AdamW with decoupled weight decay and a learning-rate schedule.
+struct OptimizerConfig {
+  double lr = 3e-3;            // peak learning rate
+  double min_lr = 3e-4;        // floor of the decay
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  // Parameters whose name contains any of these substrings get no weight decay.
+  std::vector<std::string> no_decay = {"norm"};
+  double grad_clip = 1.0;      // clip the global gradient norm to this; 0 = off
+  int64_t warmup_steps = 20;   // linear warm-up from 0 to lr
+  std::string schedule = "cosine";  // cosine | linear | constant (after warm-up, down to min_lr)
+};
+
+// [actors]: runtime settings of the actors.
+struct ActorsConfig {
+  int prefetch_batches = 2;          // micro-batches the prefetcher keeps ready per rank (>= 1)
+  int prefetch_layers = 1;           // layers the parameter-shard gathers ahead of use (>= 0)
+  int64_t gather_budget_mb = 4096;   // max MiB of gathered (full) layer parameters held per rank
+  int adam_threads = 0;              // CPU Adam threads per node; 0 = all cores
+};
+
+// [deadlines]: seconds before an in-flight operation is declared stuck (watchdog).
+struct DeadlinesConfig {
+  double collective_s = 120;   // one all-gather / reduce-scatter / all-reduce
+  double compute_s = 300;      // one layer's forward or backward
+  double optimizer_s = 300;    // CPU Adam on one layer's shard
+  double batch_s = 120;        // waiting for a micro-batch
+  double checkpoint_s = 1800;  // writing one checkpoint
+  double first_step_factor = 5;  // deadlines of step 1 are multiplied by this (warm-up, allocation)
+  double poll_ms = 200;        // how often the watchdog looks
+};
+
+// [checkpoint]
+struct CheckpointConfig {
+  std::string dir;             // default: <data.work_dir>/checkpoints
+  int64_t every_steps = 0;     // 0 = only at the end
+  int keep_last = 2;           // checkpoints kept (older ones deleted); >= 1
+};
+
+struct Config {
+  TopologyConfig topology;
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  OptimizerConfig optimizer;
+  ActorsConfig actors;
+  DeadlinesConfig deadlines;
+  CheckpointConfig checkpoint;
+  std::string source;  // the file it was loaded from ("<string>" for parse_config)
+};
+
+// Shapes of the named presets (exactly those of the benchmark peer). Throws ConfigError for an
+// unknown name, listing the valid ones.
+ModelConfig model_preset(const std::string& name);
+
+// Loads and validates `path`. Relative paths inside the file (data inputs, tokenizer, work_dir,
+// checkpoint dir) are kept as written (relative to the working directory).
+Config load_config(const std::string& path);
+
+// Same from a string; `source_name` stands in for the file name in messages.
+Config parse_config(const std::string& toml_text, const std::string& source_name = "<string>");
+
+}  // namespace xy

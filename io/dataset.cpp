@@ -1,0 +1,105 @@
+// Corpus -> tokenizer -> token cache -> samples (see dataset.hpp).
+#include "io/dataset.hpp"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "io/corpus.hpp"
+#include "io/tokenizer.hpp"
+
+namespace fs = std::filesystem;
+
+namespace xy {
+namespace {
+
+// What the token cache was made from: input names, sizes and mtimes, tokenizer path and size.
+nlohmann::json cache_key(const Config& cfg, const std::string& tokenizer) {
+  nlohmann::json k;
+  for (const auto& in : cfg.data.inputs) {
+    std::error_code ec;
+    const auto size = fs::file_size(in, ec);
+    const auto mtime = fs::last_write_time(in, ec).time_since_epoch().count();
+    k["inputs"].push_back({{"path", in}, {"bytes", ec ? -1 : static_cast<int64_t>(size)},
+                           {"mtime", mtime}});
+  }
+  std::error_code ec;
+  k["tokenizer"] = {{"path", tokenizer}, {"bytes", static_cast<int64_t>(fs::file_size(tokenizer, ec))}};
+  k["text_field"] = cfg.data.text_field;
+  return k;
+}
+
+}  // namespace
+
+PreparedData prepare_data(const Config& cfg, std::ostream& log) {
+  const fs::path work = cfg.data.work_dir;
+  fs::create_directories(work);
+  for (const auto& in : cfg.data.inputs)
+    if (!fs::exists(in))
+      throw std::runtime_error("data input '" + in + "' (data.inputs in " + cfg.source +
+                               ") does not exist");
+
+  PreparedData out;
+  out.tokenizer_path = cfg.data.tokenizer;
+  if (out.tokenizer_path.empty()) {
+    out.tokenizer_path = (work / "tokenizer.model").string();
+    if (!fs::exists(out.tokenizer_path)) {
+      const std::string text = (work / "corpus.txt").string();
+      {
+        std::ofstream o(text);
+        CorpusStats st;
+        for_each_document(cfg.data.inputs, cfg.data.text_field, [&](const std::string& doc) {
+          // SentencePiece reads one sentence per line: put each document on one line.
+          std::string line = doc;
+          for (char& c : line)
+            if (c == '\n' || c == '\r') c = ' ';
+          o << line << '\n';
+        }, &st);
+        if (!o) throw std::runtime_error("cannot write " + text);
+      }
+      log << "xy: training a " << cfg.data.tokenizer_vocab << "-piece BPE tokenizer on "
+          << text << std::endl;
+      Tokenizer::train(text, (work / "tokenizer").string(), cfg.data.tokenizer_vocab);
+    }
+  }
+  auto tok = Tokenizer::load(out.tokenizer_path);
+  out.vocab = tok->vocab_size();
+
+  const fs::path cache = work / "tokens.bin", meta = work / "tokens.json";
+  const nlohmann::json key = cache_key(cfg, out.tokenizer_path);
+  std::vector<int32_t> ids;
+  bool cached = false;
+  if (fs::exists(cache) && fs::exists(meta)) {
+    std::ifstream m(meta);
+    nlohmann::json stored = nlohmann::json::parse(m, nullptr, /*allow_exceptions=*/false);
+    if (!stored.is_discarded() && stored.value("key", nlohmann::json()) == key) {
+      int64_t vocab = 0;
+      ids = read_token_file(cache.string(), &vocab);
+      out.documents = stored.value("documents", int64_t{0});
+      cached = true;
+    }
+  }
+  if (!cached) {
+    CorpusStats st;
+    ids = tokenize_corpus(cfg.data.inputs, cfg.data.text_field, *tok, &st);
+    out.documents = st.documents;
+    log << "xy: tokenized " << st.documents << " documents into " << ids.size() << " tokens";
+    if (st.skipped) log << " (" << st.skipped << " lines skipped; first: " << st.first_problem << ")";
+    log << std::endl;
+    write_token_file(cache.string(), ids, out.vocab);
+    std::ofstream m(meta);
+    m << nlohmann::json{{"key", key}, {"documents", st.documents}, {"tokens", ids.size()}}.dump(2);
+  }
+  out.tokens = static_cast<int64_t>(ids.size());
+  out.samples = std::make_shared<SampleSource>(std::move(ids), cfg.data.seq_len, out.vocab);
+  if (out.samples->size() == 0)
+    throw std::runtime_error("the corpus has " + std::to_string(out.tokens) +
+                             " tokens: not one sample of data.seq_len = " +
+                             std::to_string(cfg.data.seq_len));
+  return out;
+}
+
+}  // namespace xy

@@ -1,0 +1,27 @@
+// Turns the configured corpus into training samples: trains or loads the tokenizer, tokenizes the
+// JSONL inputs (BOS + ids + EOS per document, concatenated) and caches the token stream in the
+// work directory, so that the next run starts at once.
+#pragma once
+
+#include <memory>
+#include <ostream>
+
+#include "io/config.hpp"
+#include "io/samples.hpp"
+
+namespace xy {
+
+struct PreparedData {
+  std::shared_ptr<const SampleSource> samples;
+  std::string tokenizer_path;
+  int64_t vocab = 0;        // tokenizer's vocabulary size
+  int64_t documents = 0;
+  int64_t tokens = 0;
+};
+
+// Files written under cfg.data.work_dir: tokenizer.model/.vocab (when trained), corpus.txt (the
+// tokenizer's training text), tokens.bin and tokens.json (the cache and what it was made from).
+// Progress and counts go to `log`. Throws std::runtime_error naming the file on failure.
+PreparedData prepare_data(const Config& cfg, std::ostream& log);
+
+}  // namespace xy

@@ -1,0 +1,53 @@
+// Samples and their order (see samples.hpp).
+#include "io/samples.hpp"
+
+#include <random>
+#include <string>
+
+namespace xy {
+
+SampleSource::SampleSource(std::vector<int32_t> tokens, int64_t seq_len, int64_t vocab)
+    : tokens_(std::move(tokens)), seq_len_(seq_len), vocab_(vocab) {
+  if (seq_len <= 0) throw std::invalid_argument("seq_len must be positive");
+  count_ = tokens_.empty() ? 0 : (static_cast<int64_t>(tokens_.size()) - 1) / seq_len;
+}
+
+void SampleSource::copy_sample(int64_t i, int64_t* out) const {
+  if (i < 0 || i >= count_) throw std::out_of_range("sample " + std::to_string(i) + " of " +
+                                                    std::to_string(count_));
+  const int32_t* src = tokens_.data() + i * seq_len_;
+  for (int64_t k = 0; k <= seq_len_; ++k) out[k] = src[k];
+}
+
+SampleOrder::SampleOrder(int64_t samples, int world, uint64_t seed)
+    : samples_(samples), world_(world), seed_(seed) {
+  if (world < 1) throw std::invalid_argument("world size must be >= 1");
+  per_epoch_ = samples - samples % world;
+  if (per_epoch_ <= 0)
+    throw std::invalid_argument("the data has " + std::to_string(samples) +
+                                " samples, fewer than the " + std::to_string(world) +
+                                " data-parallel ranks; add data or shorten data.seq_len");
+}
+
+const std::vector<int64_t>& SampleOrder::permutation(int64_t epoch) const {
+  if (epoch != cached_epoch_) {
+    perm_.resize(samples_);
+    for (int64_t i = 0; i < samples_; ++i) perm_[i] = i;
+    // Fisher-Yates with a fixed engine: identical on every platform and run.
+    std::mt19937_64 rng(seed_ * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(epoch));
+    for (int64_t i = samples_ - 1; i > 0; --i) {
+      const int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
+      std::swap(perm_[i], perm_[j]);
+    }
+    cached_epoch_ = epoch;
+  }
+  return perm_;
+}
+
+int64_t SampleOrder::at(int rank, int64_t pos) const {
+  const int64_t e = pos * world_ + rank;  // position in the global stream
+  const int64_t epoch = e / per_epoch_;
+  return permutation(epoch)[e % per_epoch_];
+}
+
+}  // namespace xy

@@ -1,0 +1,49 @@
+// Fixed-length samples over a packed token stream, and their deterministic order across
+// data-parallel ranks.
+//
+// Sample i is tokens[i*L, i*L + L + 1) for L = seq_len (inputs and next-token labels overlap by
+// one). Each epoch visits a seeded permutation of all samples, cut to a multiple of the world size
+// so that no rank is starved; rank r takes every world-th sample of the epoch's stream, starting at
+// r. A rank's position is the count of samples it has consumed (saved in checkpoints).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+namespace xy {
+
+class SampleSource {
+ public:
+  SampleSource(std::vector<int32_t> tokens, int64_t seq_len, int64_t vocab);
+  int64_t size() const { return count_; }           // number of samples
+  int64_t seq_len() const { return seq_len_; }
+  int64_t vocab() const { return vocab_; }
+  // Copies sample i (seq_len + 1 tokens) into out.
+  void copy_sample(int64_t i, int64_t* out) const;
+
+ private:
+  std::vector<int32_t> tokens_;
+  int64_t seq_len_, vocab_, count_;
+};
+
+class SampleOrder {
+ public:
+  // Throws std::invalid_argument if there are fewer samples than ranks.
+  SampleOrder(int64_t samples, int world, uint64_t seed);
+  // The sample index that rank `rank` reads at its position `pos` (0-based, across epochs).
+  int64_t at(int rank, int64_t pos) const;
+  int64_t per_rank_per_epoch() const { return per_epoch_ / world_; }
+
+ private:
+  const std::vector<int64_t>& permutation(int64_t epoch) const;
+
+  int64_t samples_, per_epoch_;
+  int world_;
+  uint64_t seed_;
+  mutable int64_t cached_epoch_ = -1;  // one epoch's permutation is cached (not thread-safe)
+  mutable std::vector<int64_t> perm_;
+};
+
+}  // namespace xy

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every Debian package that xy's CPU build, tests and demo need. Idempotent; quiet when done.
+set -euo pipefail
+PKGS=(
+  build-essential cmake ninja-build pkg-config ccache git
+  libtorch-dev libopenblas0-pthread          # LibTorch 1.13 (CPU); OpenBLAS makes its matmul ~25x faster
+  libgloo-dev                                # c10d ProcessGroupGloo (the CPU data plane)
+  libcaf-dev                                 # C++ Actor Framework 0.17.6 (actors, control plane)
+  libsentencepiece-dev sentencepiece         # tokenizer library and its command-line tools
+  libcxxopts-dev libtomlplusplus-dev nlohmann-json3-dev
+  zlib1g-dev libzstd-dev
+  libgtest-dev libgmock-dev
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+echo "xy setup: installing ${missing[*]}"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "xy setup: done"

@@ -1,0 +1,593 @@
+// Tests of the config loader: the presets, defaults, a full round trip, and one test per kind of
+// mistake, each asserting the file:line:col, the dotted key and the hint of the message (and
+// printing the message, so that the test log shows what users will read).
+#include "io/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <unistd.h>
+
+namespace xy {
+namespace {
+
+// The ConfigError message parse_config gives for `text` (named test.toml), printed; a test
+// failure if it accepts the text.
+std::string error_of(const std::string& text) {
+  try {
+    parse_config(text, "test.toml");
+  } catch (const ConfigError& e) {
+    std::cout << "    message: " << e.what() << "\n";
+    return e.what();
+  }
+  ADD_FAILURE() << "parse_config accepted:\n" << text;
+  return "";
+}
+
+::testing::AssertionResult Has(const std::string& message, const std::string& part) {
+  if (message.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "message\n  " << message << "\nlacks\n  " << part;
+}
+
+// ---- valid input -------------------------------------------------------------------------------
+
+TEST(ConfigPresets, ShapesAreExact) {
+  struct Shape {
+    const char* name;
+    int64_t hidden, intermediate, layers, heads, kv_heads, vocab;
+  };
+  const Shape shapes[] = {
+      {"tiny", 256, 688, 4, 8, 8, 32000},
+      {"1b", 2048, 5504, 24, 16, 16, 32000},
+      {"3b", 3200, 8640, 26, 32, 32, 32000},
+      {"7b", 4096, 11008, 32, 32, 32, 32000},
+      {"xuanyuan-6b", 4096, 11008, 30, 32, 32, 39438},
+  };
+  for (const Shape& s : shapes) {
+    SCOPED_TRACE(s.name);
+    ModelConfig m = model_preset(s.name);
+    EXPECT_EQ(m.preset, s.name);
+    EXPECT_EQ(m.hidden, s.hidden);
+    EXPECT_EQ(m.intermediate, s.intermediate);
+    EXPECT_EQ(m.layers, s.layers);
+    EXPECT_EQ(m.heads, s.heads);
+    EXPECT_EQ(m.kv_heads, s.kv_heads);
+    EXPECT_EQ(m.vocab_size, s.vocab);
+  }
+  ModelConfig llama = model_preset("7b");
+  EXPECT_EQ(llama.max_seq_len, 4096);
+  EXPECT_DOUBLE_EQ(llama.rms_eps, 1e-5);
+  EXPECT_DOUBLE_EQ(llama.rope_theta, 10000.0);
+  EXPECT_EQ(model_preset("xuanyuan-6b").max_seq_len, 4096);
+  ModelConfig custom = model_preset("custom");
+  EXPECT_EQ(custom.hidden, 0);
+  EXPECT_EQ(custom.vocab_size, 0);
+}
+
+TEST(ConfigPresets, UnknownNameListsValidOnes) {
+  try {
+    model_preset("7B-chat");
+    FAIL() << "no ConfigError";
+  } catch (const ConfigError& e) {
+    std::cout << "    message: " << e.what() << "\n";
+    EXPECT_TRUE(Has(e.what(), "model.preset: '7B-chat' is not a preset"));
+    EXPECT_TRUE(Has(e.what(), "valid: tiny, 1b, 3b, 7b, xuanyuan-6b, custom"));
+  }
+}
+
+TEST(ConfigDefaults, EmptyFileGivesTheDocumentedDefaults) {
+  Config c = parse_config("");
+  EXPECT_EQ(c.source, "<string>");
+  EXPECT_EQ(c.topology.device, "cpu");
+  ASSERT_EQ(c.topology.nodes.size(), 1u);
+  EXPECT_EQ(c.topology.nodes[0].host, "127.0.0.1");
+  EXPECT_EQ(c.topology.nodes[0].port, 0);
+  EXPECT_EQ(c.topology.nodes[0].devices, 1);
+  EXPECT_EQ(c.topology.node_index, 0);
+  EXPECT_EQ(c.topology.world_size(), 1);
+  EXPECT_EQ(c.model.preset, "tiny");
+  EXPECT_EQ(c.model.hidden, 256);
+  EXPECT_EQ(c.model.vocab_size, 32000);
+  EXPECT_EQ(c.model.max_seq_len, 4096);
+  EXPECT_EQ(c.model.init_seed, 1234u);
+  EXPECT_EQ(c.data.inputs, std::vector<std::string>{"data/sample/fincorpus_sample.jsonl.gz"});
+  EXPECT_EQ(c.data.text_field, "text");
+  EXPECT_EQ(c.data.tokenizer, "");
+  EXPECT_EQ(c.data.tokenizer_vocab, 2048);
+  EXPECT_EQ(c.data.work_dir, "runs/tiny");
+  EXPECT_EQ(c.data.seq_len, 256);
+  EXPECT_EQ(c.data.seed, 42u);
+  EXPECT_EQ(c.train.steps, 200);
+  EXPECT_EQ(c.train.micro_batch, 8);
+  EXPECT_EQ(c.train.grad_accum, 1);
+  EXPECT_EQ(c.train.precision, "fp32");
+  EXPECT_EQ(c.train.log_every, 10);
+  EXPECT_EQ(c.train.threads, 0);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 3e-3);
+  EXPECT_DOUBLE_EQ(c.optimizer.min_lr, 3e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-8);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+  EXPECT_EQ(c.optimizer.no_decay, std::vector<std::string>{"norm"});
+  EXPECT_DOUBLE_EQ(c.optimizer.grad_clip, 1.0);
+  EXPECT_EQ(c.optimizer.warmup_steps, 20);
+  EXPECT_EQ(c.optimizer.schedule, "cosine");
+  EXPECT_EQ(c.actors.prefetch_batches, 2);
+  EXPECT_EQ(c.actors.prefetch_layers, 1);
+  EXPECT_EQ(c.actors.gather_budget_mb, 4096);
+  EXPECT_EQ(c.actors.adam_threads, 0);
+  EXPECT_DOUBLE_EQ(c.deadlines.collective_s, 120);
+  EXPECT_DOUBLE_EQ(c.deadlines.compute_s, 300);
+  EXPECT_DOUBLE_EQ(c.deadlines.optimizer_s, 300);
+  EXPECT_DOUBLE_EQ(c.deadlines.batch_s, 120);
+  EXPECT_DOUBLE_EQ(c.deadlines.checkpoint_s, 1800);
+  EXPECT_DOUBLE_EQ(c.deadlines.first_step_factor, 5);
+  EXPECT_DOUBLE_EQ(c.deadlines.poll_ms, 200);
+  EXPECT_EQ(c.checkpoint.dir, "runs/tiny/checkpoints");
+  EXPECT_EQ(c.checkpoint.every_steps, 0);
+  EXPECT_EQ(c.checkpoint.keep_last, 2);
+}
+
+TEST(ConfigDefaults, DerivedDefaultsFollowOtherKeys) {
+  Config c = parse_config(R"(
+[model]
+preset = "custom"
+hidden = 64
+intermediate = 172
+layers = 2
+heads = 4
+[data]
+work_dir = "/tmp/run7"
+)");
+  EXPECT_EQ(c.model.kv_heads, 4);    // 0 = heads, resolved at load
+  EXPECT_EQ(c.model.vocab_size, 0);  // custom: take the tokenizer's
+  EXPECT_EQ(c.checkpoint.dir, "/tmp/run7/checkpoints");
+}
+
+TEST(ConfigPresets, ExplicitKeysOverrideThePreset) {
+  Config c = parse_config(R"(
+[model]
+preset = "7b"
+layers = 2
+vocab_size = 0
+kv_heads = 8
+)");
+  EXPECT_EQ(c.model.preset, "7b");
+  EXPECT_EQ(c.model.hidden, 4096);
+  EXPECT_EQ(c.model.layers, 2);
+  EXPECT_EQ(c.model.vocab_size, 0);
+  EXPECT_EQ(c.model.kv_heads, 8);
+}
+
+const char* kFullConfig = R"(# every key, none at its default
+[topology]
+device = "cuda"
+node_index = 1
+
+[[topology.nodes]]
+host = "10.0.0.1"
+port = 29500
+devices = 2
+
+[[topology.nodes]]
+host = "10.0.0.2"
+port = 29500
+devices = 4
+
+[model]
+preset = "custom"
+vocab_size = 4096
+hidden = 512
+intermediate = 1376
+layers = 6
+heads = 16
+kv_heads = 4
+rms_eps = 1e-6
+rope_theta = 500000   # an integer where a float is expected is fine
+max_seq_len = 1024
+init_std = 0.01
+init_seed = 99
+
+[data]
+inputs = ["a.jsonl.gz", "b.jsonl"]
+text_field = "content"
+tokenizer = "tok.model"
+tokenizer_vocab = 4096
+work_dir = "runs/full"
+seq_len = 512
+seed = 7
+
+[train]
+steps = 1000
+micro_batch = 2
+grad_accum = 4
+precision = "bf16"
+log_every = 5
+threads = 3
+
+[optimizer]
+lr = 6e-4
+min_lr = 6e-5
+beta1 = 0.8
+beta2 = 0.99
+eps = 1e-6
+weight_decay = 0.05
+no_decay = ["norm", "bias", "embed"]
+grad_clip = 0.5
+warmup_steps = 100
+schedule = "linear"
+
+[actors]
+prefetch_batches = 3
+prefetch_layers = 2
+gather_budget_mb = 1024
+adam_threads = 8
+
+[deadlines]
+collective_s = 60
+compute_s = 90.5
+optimizer_s = 100
+batch_s = 30
+checkpoint_s = 600
+first_step_factor = 3
+poll_ms = 50
+
+[checkpoint]
+dir = "/ckpt/full"
+every_steps = 250
+keep_last = 5
+)";
+
+TEST(ConfigRoundTrip, EveryFieldIsRead) {
+  Config c = parse_config(kFullConfig, "full.toml");
+  EXPECT_EQ(c.source, "full.toml");
+  EXPECT_EQ(c.topology.device, "cuda");
+  EXPECT_EQ(c.topology.node_index, 1);
+  ASSERT_EQ(c.topology.nodes.size(), 2u);
+  EXPECT_EQ(c.topology.nodes[0].host, "10.0.0.1");
+  EXPECT_EQ(c.topology.nodes[0].port, 29500);
+  EXPECT_EQ(c.topology.nodes[0].devices, 2);
+  EXPECT_EQ(c.topology.nodes[1].host, "10.0.0.2");
+  EXPECT_EQ(c.topology.nodes[1].port, 29500);
+  EXPECT_EQ(c.topology.nodes[1].devices, 4);
+  EXPECT_EQ(c.model.preset, "custom");
+  EXPECT_EQ(c.model.vocab_size, 4096);
+  EXPECT_EQ(c.model.hidden, 512);
+  EXPECT_EQ(c.model.intermediate, 1376);
+  EXPECT_EQ(c.model.layers, 6);
+  EXPECT_EQ(c.model.heads, 16);
+  EXPECT_EQ(c.model.kv_heads, 4);
+  EXPECT_DOUBLE_EQ(c.model.rms_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c.model.rope_theta, 500000.0);
+  EXPECT_EQ(c.model.max_seq_len, 1024);
+  EXPECT_DOUBLE_EQ(c.model.init_std, 0.01);
+  EXPECT_EQ(c.model.init_seed, 99u);
+  EXPECT_EQ(c.data.inputs, (std::vector<std::string>{"a.jsonl.gz", "b.jsonl"}));
+  EXPECT_EQ(c.data.text_field, "content");
+  EXPECT_EQ(c.data.tokenizer, "tok.model");
+  EXPECT_EQ(c.data.tokenizer_vocab, 4096);
+  EXPECT_EQ(c.data.work_dir, "runs/full");
+  EXPECT_EQ(c.data.seq_len, 512);
+  EXPECT_EQ(c.data.seed, 7u);
+  EXPECT_EQ(c.train.steps, 1000);
+  EXPECT_EQ(c.train.micro_batch, 2);
+  EXPECT_EQ(c.train.grad_accum, 4);
+  EXPECT_EQ(c.train.precision, "bf16");
+  EXPECT_EQ(c.train.log_every, 5);
+  EXPECT_EQ(c.train.threads, 3);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 6e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.min_lr, 6e-5);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.8);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.99);
+  EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.05);
+  EXPECT_EQ(c.optimizer.no_decay, (std::vector<std::string>{"norm", "bias", "embed"}));
+  EXPECT_DOUBLE_EQ(c.optimizer.grad_clip, 0.5);
+  EXPECT_EQ(c.optimizer.warmup_steps, 100);
+  EXPECT_EQ(c.optimizer.schedule, "linear");
+  EXPECT_EQ(c.actors.prefetch_batches, 3);
+  EXPECT_EQ(c.actors.prefetch_layers, 2);
+  EXPECT_EQ(c.actors.gather_budget_mb, 1024);
+  EXPECT_EQ(c.actors.adam_threads, 8);
+  EXPECT_DOUBLE_EQ(c.deadlines.collective_s, 60);
+  EXPECT_DOUBLE_EQ(c.deadlines.compute_s, 90.5);
+  EXPECT_DOUBLE_EQ(c.deadlines.optimizer_s, 100);
+  EXPECT_DOUBLE_EQ(c.deadlines.batch_s, 30);
+  EXPECT_DOUBLE_EQ(c.deadlines.checkpoint_s, 600);
+  EXPECT_DOUBLE_EQ(c.deadlines.first_step_factor, 3);
+  EXPECT_DOUBLE_EQ(c.deadlines.poll_ms, 50);
+  EXPECT_EQ(c.checkpoint.dir, "/ckpt/full");
+  EXPECT_EQ(c.checkpoint.every_steps, 250);
+  EXPECT_EQ(c.checkpoint.keep_last, 5);
+}
+
+TEST(ConfigTopology, WorldSizeSumsDevicesOverNodes) {
+  Config c = parse_config(kFullConfig);
+  EXPECT_EQ(c.topology.world_size(), 6);
+  TopologyConfig t;
+  t.nodes = {NodeSpec{"a", 1, 1}, NodeSpec{"b", 1, 8}};
+  EXPECT_EQ(t.world_size(), 9);
+}
+
+TEST(ConfigFiles, LoadConfigNamesThePathInMessages) {
+  char path[] = "/tmp/xy_config_test_XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream out(path);
+    out << "[train]\nsteps = 10\n\n[optimizer]\nwarmup_steps = 20\n";
+  }
+  try {
+    load_config(path);
+    ADD_FAILURE() << "no ConfigError";
+  } catch (const ConfigError& e) {
+    std::cout << "    message: " << e.what() << "\n";
+    EXPECT_TRUE(Has(e.what(), std::string(path) + ":5:16: optimizer.warmup_steps: 20 exceeds "
+                                                  "train.steps = 10"));
+  }
+  {
+    std::ofstream out(path);
+    out << "[train]\nsteps = 30\n";
+  }
+  Config c = load_config(path);
+  EXPECT_EQ(c.source, path);
+  EXPECT_EQ(c.train.steps, 30);
+  std::remove(path);
+}
+
+// The configs shipped in config/ load (the test runs in the repository root).
+TEST(ConfigFiles, ShippedConfigsAreValid) {
+  for (const char* path : {"config/tiny.toml", "config/tiny-2rank.toml", "config/llama2-7b.toml"}) {
+    SCOPED_TRACE(path);
+    if (!std::ifstream(path)) {
+      ADD_FAILURE() << path << " not found; run the test from the repository root";
+      continue;
+    }
+    Config c = load_config(path);
+    EXPECT_EQ(c.source, path);
+  }
+  Config tiny = load_config("config/tiny.toml");
+  EXPECT_EQ(tiny.model.vocab_size, 2048);
+  EXPECT_EQ(tiny.train.steps, 200);
+  EXPECT_EQ(tiny.checkpoint.every_steps, 100);
+  EXPECT_EQ(load_config("config/tiny-2rank.toml").topology.world_size(), 2);
+  Config llama = load_config("config/llama2-7b.toml");
+  EXPECT_EQ(llama.model.hidden, 4096);
+  EXPECT_EQ(llama.data.seq_len, 4096);
+  EXPECT_EQ(llama.train.precision, "bf16");
+}
+
+// ---- one test per kind of mistake ----------------------------------------------------------------
+
+TEST(ConfigErrors, MissingFile) {
+  try {
+    load_config("/nonexistent/xy.toml");
+    FAIL() << "no ConfigError";
+  } catch (const ConfigError& e) {
+    std::cout << "    message: " << e.what() << "\n";
+    EXPECT_STREQ(e.what(), "cannot read config file '/nonexistent/xy.toml': No such file or directory");
+  }
+}
+
+TEST(ConfigErrors, TomlSyntax) {
+  std::string msg = error_of("[model]\nhidden = 256\nheads = = 8\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:9: TOML syntax error: "));
+}
+
+TEST(ConfigErrors, UnknownTable) {
+  std::string msg = error_of("[train]\nsteps = 5\n\n[modle]\nhidden = 256\n");
+  EXPECT_TRUE(Has(msg, "test.toml:4:2: modle: unknown table (did you mean [model]?)"));
+  EXPECT_TRUE(Has(msg, "valid: [topology], [model], [data], [train], [optimizer], [actors], "
+                       "[deadlines], [checkpoint]"));
+}
+
+TEST(ConfigErrors, UnknownKeySuggestsTheClosest) {
+  std::string msg = error_of("[model]\npreset = \"tiny\"\nhiden = 256\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:1: model.hiden: unknown key (did you mean 'hidden'?)"));
+  EXPECT_TRUE(Has(msg, "valid: preset, vocab_size, hidden, intermediate, layers, heads, kv_heads"));
+}
+
+TEST(ConfigErrors, KeyInTheWrongTable) {
+  std::string msg = error_of("[train]\nsteps = 5\nlr = 0.1\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:1: train.lr: unknown key ('lr' belongs in [optimizer])"));
+  EXPECT_TRUE(Has(msg, "valid: steps, micro_batch"));
+}
+
+TEST(ConfigErrors, KeyOutsideAnyTable) {
+  std::string msg = error_of("steps = 5\n[train]\n");
+  EXPECT_TRUE(Has(msg, "test.toml:1:1: steps: unknown key at the top level ('steps' belongs in "
+                       "[train])"));
+}
+
+TEST(ConfigErrors, WrongType) {
+  std::string msg = error_of("[model]\nheads = \"8\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:9: model.heads: expected an integer, got a string ('8'); "
+                       "valid: an integer >= 1"));
+  msg = error_of("[train]\nsteps = 10.0\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:9: train.steps: expected an integer, got a float (10.0)"));
+  msg = error_of("[optimizer]\nlr = \"3e-4\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:6: optimizer.lr: expected a number, got a string ('3e-4')"));
+  msg = error_of("[data]\ninputs = \"a.jsonl\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: data.inputs: expected an array of strings, got a string"));
+  msg = error_of("[data]\ninputs = [\"a.jsonl\", 3]\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:22: data.inputs[1]: expected a string, got an integer (3)"));
+  msg = error_of("model = 3\n");
+  EXPECT_TRUE(Has(msg, "test.toml:1:9: model: expected a table, got an integer (3)"));
+}
+
+TEST(ConfigErrors, NonPositiveCount) {
+  std::string msg = error_of("[train]\nmicro_batch = 0\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:15: train.micro_batch: 0 is out of range; valid: an integer >= 1"));
+  msg = error_of("[model]\nlayers = -2\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: model.layers: -2 is out of range; valid: an integer >= 1"));
+}
+
+TEST(ConfigErrors, NumberOutOfRange) {
+  std::string msg = error_of("[model]\nrms_eps = -1e-6\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:11: model.rms_eps: -1e-6 is out of range; valid: a number > 0"));
+  msg = error_of("[model]\nrms_eps = nan\n");
+  EXPECT_TRUE(Has(msg, "model.rms_eps: nan is not a finite number"));
+  msg = error_of("[deadlines]\nfirst_step_factor = 0.5\n");
+  EXPECT_TRUE(Has(msg, "deadlines.first_step_factor: 0.5 is out of range; valid: a number >= 1"));
+}
+
+TEST(ConfigErrors, ProbabilityOutsideUnitInterval) {
+  std::string msg = error_of("[optimizer]\nbeta2 = 1.0\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:9: optimizer.beta2: 1.0 is out of range; valid: a number in [0, 1)"));
+}
+
+TEST(ConfigErrors, LearningRateNotPositive) {
+  std::string msg = error_of("[optimizer]\nlr = 0\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:6: optimizer.lr: 0 is out of range; valid: a number > 0"));
+}
+
+TEST(ConfigErrors, UnknownPrecision) {
+  std::string msg = error_of("[train]\nprecision = \"fp8\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:13: train.precision: unknown value 'fp8' (did you mean 'fp32'?); "
+                       "valid: fp32, bf16, fp16"));
+}
+
+TEST(ConfigErrors, UnknownDevice) {
+  std::string msg = error_of("[topology]\ndevice = \"gpu\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: topology.device: unknown value 'gpu' (did you mean 'cpu'?); "
+                       "valid: cpu, cuda"));
+}
+
+TEST(ConfigErrors, UnknownSchedule) {
+  std::string msg = error_of("[optimizer]\nschedule = \"cosin\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:12: optimizer.schedule: unknown value 'cosin' (did you mean "
+                       "'cosine'?); valid: cosine, linear, constant"));
+}
+
+TEST(ConfigErrors, UnknownPreset) {
+  std::string msg = error_of("[model]\npreset = \"13b\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: model.preset: unknown value '13b' (did you mean '1b'?); "
+                       "valid: tiny, 1b, 3b, 7b, xuanyuan-6b, custom"));
+}
+
+TEST(ConfigErrors, CustomPresetMissingAShape) {
+  std::string msg = error_of("[model]\npreset = \"custom\"\nhidden = 64\nlayers = 2\nheads = 4\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: model.intermediate: missing; model.preset = 'custom' needs "
+                       "hidden, intermediate, layers and heads"));
+}
+
+TEST(ConfigErrors, HeadsDoNotDivideHidden) {
+  std::string msg = error_of("[model]\nhidden = 256\nheads = 7\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:9: model.heads: 7 does not divide model.hidden = 256 "
+                       "(head_dim would be 36.57, not an integer)"));
+  EXPECT_TRUE(Has(msg, "valid: a divisor of 256 that leaves an even head_dim, such as 2, 4, 8, 16"));
+  // A heads value from the preset is named as such; the error points at the key that was written.
+  msg = error_of("[model]\npreset = \"7b\"\nhidden = 4112\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:10: model.heads: 32 (from preset '7b') does not divide "
+                       "model.hidden = 4112 (head_dim would be 128.50, not an integer)"));
+}
+
+TEST(ConfigErrors, HeadDimOdd) {
+  std::string msg = error_of("[model]\nhidden = 264\nheads = 8\nkv_heads = 8\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:9: model.heads: head_dim = model.hidden / model.heads = 264 / 8 "
+                       "= 33 is odd, but rotary embeddings rotate pairs of dimensions"));
+  EXPECT_TRUE(Has(msg, "valid: a divisor of 264 that leaves an even head_dim, such as 4, 6, 11, 12"));
+}
+
+TEST(ConfigErrors, KvHeadsDoNotDivideHeads) {
+  std::string msg = error_of("[model]\nheads = 8\nkv_heads = 3\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:12: model.kv_heads: 3 does not divide model.heads = 8"));
+  EXPECT_TRUE(Has(msg, "valid: 0 (= heads), 1, 2, 4, 8"));
+}
+
+TEST(ConfigErrors, VocabSmallerThanTrainedTokenizer) {
+  std::string msg = error_of("[model]\nvocab_size = 1000\n[data]\ntokenizer_vocab = 2048\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:14: model.vocab_size: 1000 is smaller than data.tokenizer_vocab "
+                       "= 2048"));
+  EXPECT_TRUE(Has(msg, "valid: 0 (take the tokenizer's) or >= 2048"));
+}
+
+TEST(ConfigErrors, SeqLenExceedsMaxSeqLen) {
+  std::string msg = error_of("[model]\npreset = \"7b\"\n[data]\nseq_len = 8192\n");
+  EXPECT_TRUE(Has(msg, "test.toml:4:11: data.seq_len: 8192 exceeds model.max_seq_len = 4096 (from "
+                       "preset '7b'); valid: 1..4096 (or raise model.max_seq_len)"));
+}
+
+TEST(ConfigErrors, MinLrAboveLr) {
+  std::string msg = error_of("[optimizer]\nlr = 1e-4\nmin_lr = 1e-3\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:10: optimizer.min_lr: 0.001 exceeds optimizer.lr = 0.0001"));
+  EXPECT_TRUE(Has(msg, "valid: 0 <= min_lr <= 0.0001"));
+}
+
+TEST(ConfigErrors, WarmupLongerThanTraining) {
+  std::string msg = error_of("[train]\nsteps = 10\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:9: optimizer.warmup_steps: 20 (default) exceeds train.steps = "
+                       "10 (the run would end before reaching the peak learning rate); valid: 0..10"));
+}
+
+TEST(ConfigErrors, NoNodes) {
+  std::string msg = error_of("[topology]\nnodes = []\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:9: topology.nodes: the list is empty, but at least one node is "
+                       "needed"));
+}
+
+TEST(ConfigErrors, NodeWithoutDevices) {
+  std::string msg = error_of("[[topology.nodes]]\nhost = \"10.0.0.1\"\ndevices = 0\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:11: topology.nodes[0].devices: 0 is out of range; "
+                       "valid: an integer >= 1"));
+}
+
+TEST(ConfigErrors, UnknownNodeKey) {
+  std::string msg = error_of("[[topology.nodes]]\nhost = \"10.0.0.1\"\ngpus = 2\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:1: topology.nodes[0].gpus: unknown key; valid: host, port, devices"));
+}
+
+TEST(ConfigErrors, NodeIndexOutOfRange) {
+  std::string msg = error_of(R"([topology]
+node_index = 2
+[[topology.nodes]]
+host = "10.0.0.1"
+port = 29500
+[[topology.nodes]]
+host = "10.0.0.2"
+port = 29500
+)");
+  EXPECT_TRUE(Has(msg, "test.toml:2:14: topology.node_index: 2 but topology.nodes lists 2 nodes; "
+                       "valid: 0..1"));
+}
+
+TEST(ConfigErrors, DuplicateHostPort) {
+  std::string msg = error_of(R"([[topology.nodes]]
+host = "10.0.0.1"
+port = 29500
+[[topology.nodes]]
+host = "10.0.0.1"
+port = 29500
+)");
+  EXPECT_TRUE(Has(msg, "test.toml:6:8: topology.nodes[1]: 10.0.0.1:29500 is already used by "
+                       "topology.nodes[0]; valid: a distinct host:port per node"));
+}
+
+TEST(ConfigErrors, PortZeroWithSeveralNodes) {
+  std::string msg = error_of(R"([[topology.nodes]]
+host = "10.0.0.1"
+port = 29500
+[[topology.nodes]]
+host = "10.0.0.2"
+)");
+  EXPECT_TRUE(Has(msg, "test.toml:5:8: topology.nodes[1].port: 0 (pick a free port) only works with "
+                       "a single node"));
+}
+
+TEST(ConfigErrors, KeepLastZero) {
+  std::string msg = error_of("[checkpoint]\nevery_steps = 50\nkeep_last = 0\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:13: checkpoint.keep_last: 0 is out of range; valid: an integer >= 1"));
+}
+
+TEST(ConfigErrors, EmptyInputs) {
+  std::string msg = error_of("[data]\ninputs = []\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: data.inputs: the list is empty; valid: one or more JSONL"));
+}
+
+}  // namespace
+}  // namespace xy
