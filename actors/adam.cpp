@@ -55,6 +55,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t align,
     fn(0, n);
     return;
   }
+  std::lock_guard<std::mutex> call(call_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     n_ = n;

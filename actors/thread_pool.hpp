@@ -1,6 +1,7 @@
 // A fixed pool of worker threads for data-parallel loops (CPU Adam). parallel_for splits [0, n)
 // into one contiguous chunk per thread (aligned to `align` elements) and blocks until all are done.
-// One caller at a time (the optimizer-offload actor); the caller's thread runs chunk 0 itself.
+// Callers are serialised (the node's optimizer-offload actors share one pool); the caller's thread
+// runs chunk 0 itself.
 #pragma once
 
 #include <condition_variable>
@@ -27,6 +28,7 @@ class ThreadPool {
   void worker(int index);
 
   std::vector<std::thread> workers_;
+  std::mutex call_mu_;  // one parallel_for at a time
   std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
   // Guarded by mu_:

@@ -198,7 +198,9 @@ void Trainer::run() {
     order.adam_step = order.skip ? adam_step : ++adam_step;
     order.lr = learning_rate(cfg.optimizer, order.adam_step > 0 ? order.adam_step : 1, steps);
     const double clip = cfg.optimizer.grad_clip;
-    order.grad_scale = (clip > 0 && facts.grad_norm > clip) ? clip / (facts.grad_norm + 1e-6) : 1.0;
+    // As torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when that is below 1.
+    const double coef = clip > 0 ? clip / (facts.grad_norm + 1e-6) : 1.0;
+    order.grad_scale = coef < 1.0 ? coef : 1.0;
     self_->send(optimizer_, step_atom::value, order);
     if (!facts.finite && rank_ == 0)
       std::printf("step %lld: gradient not finite (norm %g); step skipped\n",

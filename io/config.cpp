@@ -7,25 +7,37 @@
 // toml++ 3.3 has parser paths that break its own preconditions on some malformed input ("[" at the
 // end of a line, "[=", "a = [}]"): they abort on an assert(), or are undefined behaviour under
 // NDEBUG, where TOML_ASSERT_ASSUME becomes an optimizer assumption (upstream: marzer/tomlplusplus
-// #301). In this file, the only one that includes toml++, its checks throw TomlInternalError
-// instead, with or without NDEBUG, and parse_config() reports a syntax error at the line.
+// #301). In this file, the only one in xy that includes toml++ (so its inline functions have one
+// definition), the checks throw TomlInternalError instead, with or without NDEBUG, and
+// parse_config() reports a syntax error at the offending line.
 namespace xy {
+namespace {
 struct TomlInternalError : std::logic_error {
   using std::logic_error::logic_error;
 };
+}  // namespace
 }  // namespace xy
 #ifdef NDEBUG
 #define XY_CONFIG_RESTORE_NDEBUG
 #undef NDEBUG
 #endif
-// Inside toml++'s noexcept functions (paths, formatting; none on the parser's path) a failed check
-// still ends the process, as assert() would.
+// In toml++'s few noexcept helpers (paths, the UTF-8 reader's bookkeeping) a failed check still
+// ends the process, as assert() would; hence no warning about that.
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wexceptions"
+#elif defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wterminate"
+#endif
 #define TOML_ASSERT(expr) \
   ((expr) ? static_cast<void>(0) : throw ::xy::TomlInternalError("toml++ check failed: " #expr))
 #include <toml++/toml.h>
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__GNUC__)
 #pragma GCC diagnostic pop
+#endif
 #ifdef XY_CONFIG_RESTORE_NDEBUG
 #define NDEBUG
 #undef XY_CONFIG_RESTORE_NDEBUG
@@ -73,7 +85,8 @@ const std::vector<TableSchema>& schema() {
       {"model",
        {"preset", "vocab_size", "hidden", "intermediate", "layers", "heads", "kv_heads", "rms_eps",
         "rope_theta", "max_seq_len", "init_std", "init_seed"}},
-      {"data", {"inputs", "text_field", "tokenizer", "tokenizer_vocab", "work_dir", "seq_len", "seed"}},
+      {"data",
+       {"inputs", "text_field", "tokenizer", "tokenizer_vocab", "work_dir", "seq_len", "seed"}},
       {"train", {"steps", "micro_batch", "grad_accum", "precision", "log_every", "threads"}},
       {"optimizer",
        {"lr", "min_lr", "beta1", "beta2", "eps", "weight_decay", "no_decay", "grad_clip",
@@ -137,7 +150,8 @@ std::string fixed2(double v) {
   return buf;
 }
 
-// Levenshtein distance, ASCII case-insensitive (so 'Hidden' is one step from nothing but 'hidden').
+// Levenshtein distance, ASCII case-insensitive (so 'Hidden' is 0 edits from 'hidden', and is
+// suggested as such; TOML keys themselves are case-sensitive).
 size_t edit_distance(const std::string& a, const std::string& b) {
   auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; };
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -225,7 +239,8 @@ std::string head_suggestions(int64_t hidden, int64_t wanted) {
   std::vector<std::string> text;
   for (int64_t v : below) text.push_back(std::to_string(v));
   for (int64_t v : above) text.push_back(std::to_string(v));
-  if (text.empty()) return "none: model.hidden = " + std::to_string(hidden) + " is odd, make it even";
+  if (text.empty())
+    return "none: model.hidden = " + std::to_string(hidden) + " is odd, make it even";
   return "a divisor of " + std::to_string(hidden) + " that leaves an even head_dim, such as " +
          join(text);
 }
@@ -269,6 +284,18 @@ class Context {
   std::map<std::string, toml::source_position> given_;
 };
 
+// The entries of a table in the order they appear in the file (toml::table is sorted by key), so
+// that the first of several mistakes is the one reported.
+std::vector<std::pair<const toml::key*, const toml::node*>> in_file_order(const toml::table& t) {
+  std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+  for (const auto& [k, node] : t) entries.emplace_back(&k, &node);
+  std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    const toml::source_position &pa = a.first->source().begin, &pb = b.first->source().begin;
+    return pa.line != pb.line ? pa.line < pb.line : pa.column < pb.column;
+  });
+  return entries;
+}
+
 // Where an unknown key `name` in table `prefix` might have been meant to go.
 std::string unknown_key_hint(const std::string& name, const std::vector<std::string>& valid,
                              const std::string& prefix) {
@@ -290,10 +317,10 @@ class TableReader {
               const std::vector<std::string>& keys)
       : ctx_(ctx), table_(table), prefix_(std::move(prefix)), keys_(keys) {
     if (!table_) return;
-    for (const auto& [k, node] : *table_) {
-      std::string name(k.str());
+    for (const auto& [k, node] : in_file_order(*table_)) {
+      const std::string name(k->str());
       if (std::find(keys_.begin(), keys_.end(), name) != keys_.end()) continue;
-      ctx_.fail(k.source().begin, dotted(name),
+      ctx_.fail(k->source().begin, dotted(name),
                 "unknown key" + unknown_key_hint(name, keys_, prefix_), join(keys_));
     }
   }
@@ -319,13 +346,13 @@ class TableReader {
   void integer(const std::string& key, int64_t& out, int64_t min, int64_t max = INT64_MAX) {
     const toml::node* n = node(key);
     if (!n) return;
-    bool unbounded = max == INT64_MAX || max == INT_MAX;  // the type's limit, not a rule
-    std::string valid = unbounded ? "an integer >= " + std::to_string(min)
-                                         : "an integer in " + std::to_string(min) + ".." +
-                                               std::to_string(max);
+    // The type's own limit is not worth stating unless the value exceeds it.
+    const std::string range = "an integer in " + std::to_string(min) + ".." + std::to_string(max);
+    bool type_limit = max == INT64_MAX || max == INT_MAX;
+    std::string valid = type_limit ? "an integer >= " + std::to_string(min) : range;
     if (!n->is_integer()) fail(*n, key, "expected an integer, got " + got_phrase(*n), valid);
     int64_t v = n->as_integer()->get();
-    if (v > max) valid = "an integer in " + std::to_string(min) + ".." + std::to_string(max);
+    if (v > max) valid = range;
     if (v < min || v > max) fail(*n, key, std::to_string(v) + " is out of range", valid);
     out = v;
   }
@@ -359,26 +386,29 @@ class TableReader {
     out = v;
   }
   void positive(const std::string& key, double& out) {
-    number(key, out, [](double v) { return v > 0; }, "> 0");
+    auto ok = [](double v) { return v > 0; };
+    number(key, out, ok, "> 0");
   }
   void non_negative(const std::string& key, double& out) {
-    number(key, out, [](double v) { return v >= 0; }, ">= 0");
+    auto ok = [](double v) { return v >= 0; };
+    number(key, out, ok, ">= 0");
   }
 
   // A string; one of `allowed` when that is not empty; not empty when `required`.
-  void string(const std::string& key, std::string& out, const std::vector<std::string>& allowed = {},
-              bool required = false) {
+  void string(const std::string& key, std::string& out,
+              const std::vector<std::string>& allowed = {}, bool required = false) {
     const toml::node* n = node(key);
     if (!n) return;
-    std::string valid = allowed.empty() ? (required ? "a non-empty string" : "a string")
-                                        : join(allowed);
+    std::string valid =
+        allowed.empty() ? (required ? "a non-empty string" : "a string") : join(allowed);
     if (!n->is_string()) fail(*n, key, "expected a string, got " + got_phrase(*n), valid);
     const std::string& v = n->as_string()->get();
     if (required && v.empty()) fail(*n, key, "must not be empty", valid);
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
       std::string near = closest(v, allowed);
       fail(*n, key,
-           "unknown value " + quoted(v) + (near.empty() ? "" : " (did you mean " + quoted(near) + "?)"),
+           "unknown value " + quoted(v) +
+               (near.empty() ? "" : " (did you mean " + quoted(near) + "?)"),
            valid);
     }
     out = v;
@@ -396,7 +426,8 @@ class TableReader {
     for (size_t i = 0; i < arr.size(); ++i) {
       const toml::node& item = arr[i];
       std::string item_key = key + "[" + std::to_string(i) + "]";
-      if (!item.is_string()) fail(item, item_key, "expected a string, got " + got_phrase(item), valid);
+      if (!item.is_string())
+        fail(item, item_key, "expected a string, got " + got_phrase(item), valid);
       if (item.as_string()->get().empty()) fail(item, item_key, "must not be empty", valid);
       v.push_back(item.as_string()->get());
     }
@@ -422,23 +453,22 @@ std::map<std::string, const toml::table*> top_level_tables(Context& ctx, const t
   std::vector<std::string> headers;
   for (const std::string& n : names) headers.push_back("[" + n + "]");
   std::map<std::string, const toml::table*> tables;
-  for (const auto& [k, node] : root) {
-    std::string name(k.str());
+  for (const auto& [k, node] : in_file_order(root)) {
+    const std::string name(k->str());
     if (std::find(names.begin(), names.end(), name) == names.end()) {
       std::string near = closest(name, names);
       std::string hint = near.empty() ? "" : " (did you mean [" + near + "]?)";
-      if (node.is_table()) {
-        ctx.fail(k.source().begin, name, "unknown table" + hint, join(headers));
-      }
+      if (node->is_table())
+        ctx.fail(k->source().begin, name, "unknown table" + hint, join(headers));
       if (hint.empty()) hint = unknown_key_hint(name, {}, "");
-      ctx.fail(k.source().begin, name, "unknown key at the top level" + hint,
+      ctx.fail(k->source().begin, name, "unknown key at the top level" + hint,
                "the tables " + join(headers));
     }
-    if (!node.is_table())
-      ctx.fail(node.source().begin, name, "expected a table, got " + got_phrase(node),
+    if (!node->is_table())
+      ctx.fail(node->source().begin, name, "expected a table, got " + got_phrase(*node),
                "a table [" + name + "] with the keys " + join(keys_of(name)));
-    tables[name] = node.as_table();
-    ctx.given(name, node.source().begin);
+    tables[name] = node->as_table();
+    ctx.given(name, node->source().begin);
   }
   return tables;
 }
@@ -458,7 +488,7 @@ std::string given_or_default(const Context& ctx, const std::string& dotted_key) 
 // the spot; a longer one reaches it in the same state, so the first such prefix ends on that line.
 toml::source_index first_line_toml_trips_on(const std::string& text) {
   toml::source_index line = 1;
-  for (size_t end = text.find('\n'); ; end = text.find('\n', end + 1), ++line) {
+  for (size_t end = text.find('\n');; end = text.find('\n', end + 1), ++line) {
     size_t length = end == std::string::npos ? text.size() : end + 1;
     try {
       static_cast<void>(toml::parse(std::string_view(text).substr(0, length)));
@@ -480,7 +510,8 @@ void read_topology(Context& ctx, const toml::table* t, TopologyConfig& topo) {
   const toml::node* n = r.node("nodes");
   if (!n) return;
   const std::string valid = "one or more [[topology.nodes]] tables with host, port, devices";
-  if (!n->is_array()) r.fail(*n, "nodes", "expected an array of tables, got " + got_phrase(*n), valid);
+  if (!n->is_array())
+    r.fail(*n, "nodes", "expected an array of tables, got " + got_phrase(*n), valid);
   const toml::array& arr = *n->as_array();
   if (arr.empty()) r.fail(*n, "nodes", "the list is empty, but at least one node is needed", valid);
   topo.nodes.clear();
@@ -579,7 +610,8 @@ void read_deadlines(Context& ctx, const toml::table* t, DeadlinesConfig& d) {
   r.positive("optimizer_s", d.optimizer_s);
   r.positive("batch_s", d.batch_s);
   r.positive("checkpoint_s", d.checkpoint_s);
-  r.number("first_step_factor", d.first_step_factor, [](double v) { return v >= 1; }, ">= 1");
+  auto at_least_one = [](double v) { return v >= 1; };
+  r.number("first_step_factor", d.first_step_factor, at_least_one, ">= 1");
   r.positive("poll_ms", d.poll_ms);
 }
 
@@ -604,15 +636,16 @@ void check_model(const Context& ctx, const Config& cfg) {
   if (m.hidden % m.heads != 0) {
     ctx.fail(model_pos({"model.heads", "model.hidden"}), "model.heads",
              heads + preset_origin(ctx, m, "heads") + " does not divide model.hidden = " + hidden +
-                 preset_origin(ctx, m, "hidden") + " (head_dim would be " +
-                 fixed2(double(m.hidden) / double(m.heads)) + ", not an integer)",
+                 preset_origin(ctx, m, "hidden") + ": head_dim would be " +
+                 fixed2(double(m.hidden) / double(m.heads)) + ", not an integer",
              head_suggestions(m.hidden, m.heads));
   }
   int64_t head_dim = m.hidden / m.heads;
   if (head_dim % 2 != 0) {
     ctx.fail(model_pos({"model.heads", "model.hidden"}), "model.heads",
              "head_dim = model.hidden / model.heads = " + hidden + " / " + heads + " = " +
-                 std::to_string(head_dim) + " is odd, but rotary embeddings rotate pairs of dimensions",
+                 std::to_string(head_dim) +
+                 " is odd, but rotary embeddings rotate pairs of dimensions",
              head_suggestions(m.hidden, m.heads));
   }
   if (m.kv_heads != 0 && m.heads % m.kv_heads != 0) {
@@ -648,7 +681,8 @@ void check_training(const Context& ctx, const Config& cfg) {
   if (o.min_lr > o.lr) {
     ctx.fail(ctx.first_given({"optimizer.min_lr", "optimizer.lr", "optimizer"}), "optimizer.min_lr",
              fmt_double(o.min_lr) + given_or_default(ctx, "optimizer.min_lr") +
-                 " exceeds optimizer.lr = " + fmt_double(o.lr) + given_or_default(ctx, "optimizer.lr") +
+                 " exceeds optimizer.lr = " + fmt_double(o.lr) +
+                 given_or_default(ctx, "optimizer.lr") +
                  " (the schedule decays from lr down to min_lr)",
              "0 <= min_lr <= " + fmt_double(o.lr));
   }
@@ -684,8 +718,8 @@ void check_topology(const Context& ctx, const TopologyConfig& topo) {
   size_t count = topo.nodes.empty() ? 1 : topo.nodes.size();
   if (static_cast<size_t>(topo.node_index) >= count) {
     ctx.fail(ctx.first_given({"topology.node_index", "topology"}), "topology.node_index",
-             std::to_string(topo.node_index) + " but topology.nodes lists " + std::to_string(count) +
-                 (count == 1 ? " node" : " nodes"),
+             std::to_string(topo.node_index) + " but topology.nodes lists " +
+                 std::to_string(count) + (count == 1 ? " node" : " nodes"),
              "0.." + std::to_string(count - 1));
   }
 }

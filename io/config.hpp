@@ -3,8 +3,9 @@
 // Every field states its default and meaning; docs/CONFIG.md documents the same keys for users.
 // load_config() rejects unknown keys, wrong types and inconsistent values with a ConfigError whose
 // message names the file, line and column, the dotted key, and what would be valid, e.g.
-//   config/tiny.toml:12:1: model.heads = 7 does not divide model.hidden = 256 (head_dim must be an
-//   integer); valid: a divisor of 256 such as 4, 8, 16
+//   config/tiny.toml:15:9: model.heads: 7 does not divide model.hidden = 256 (from preset 'tiny'):
+//   head_dim would be 36.57, not an integer; valid: a divisor of 256 that leaves an even head_dim,
+//   such as 2, 4, 8, 16
 #pragma once
 
 #include <cstdint>

@@ -52,11 +52,17 @@ PreparedData prepare_data(const Config& cfg, std::ostream& log) {
         std::ofstream o(text);
         CorpusStats st;
         for_each_document(cfg.data.inputs, cfg.data.text_field, [&](const std::string& doc) {
-          // SentencePiece reads one sentence per line: put each document on one line.
-          std::string line = doc;
-          for (char& c : line)
-            if (c == '\n' || c == '\r') c = ' ';
-          o << line << '\n';
+          // SentencePiece reads one sentence per line (and skips lines over 4192 bytes): give
+          // it each non-empty line of the document.
+          size_t start = 0;
+          while (start < doc.size()) {
+            size_t end = doc.find('\n', start);
+            if (end == std::string::npos) end = doc.size();
+            std::string line = doc.substr(start, end - start);
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            if (!line.empty()) o << line << '\n';
+            start = end + 1;
+          }
         }, &st);
         if (!o) throw std::runtime_error("cannot write " + text);
       }

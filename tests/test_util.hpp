@@ -1,0 +1,64 @@
+// Helpers shared by the numerical tests: relative errors that are printed, and a tiny config.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <string>
+
+#include "io/config.hpp"
+#include "io/samples.hpp"
+
+namespace xy::test {
+
+// max |a - b| / max(max |b|, tiny): one number per tensor pair, printed by the callers.
+inline double rel_err(const at::Tensor& a, const at::Tensor& b) {
+  const double num = (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+  const double den = std::max(b.to(at::kDouble).abs().max().item<double>(), 1e-30);
+  return num / den;
+}
+
+inline double max_abs_err(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+// A small LLaMA with grouped KV heads, and settings that make every code path count.
+inline Config tiny_config(int world, int64_t steps, int64_t grad_accum = 1) {
+  Config c;
+  c.model.preset = "custom";
+  c.model.vocab_size = 97;
+  c.model.hidden = 32;
+  c.model.intermediate = 72;
+  c.model.layers = 2;
+  c.model.heads = 4;
+  c.model.kv_heads = 2;
+  c.model.max_seq_len = 64;
+  c.model.init_seed = 7;
+  c.data.seq_len = 12;
+  c.data.seed = 3;
+  c.data.work_dir = "runs/test";
+  c.train.steps = steps;
+  c.train.micro_batch = 2;
+  c.train.grad_accum = grad_accum;
+  c.optimizer.lr = 1e-2;
+  c.optimizer.min_lr = 1e-3;
+  c.optimizer.warmup_steps = 2;
+  c.optimizer.weight_decay = 0.1;
+  c.optimizer.grad_clip = 0.5;  // small, so that clipping is exercised
+  c.topology.nodes = {NodeSpec{"127.0.0.1", 0, world}};
+  c.checkpoint.dir = "runs/test/checkpoints";
+  return c;
+}
+
+// Random tokens (fixed seed) as a sample source.
+inline std::shared_ptr<SampleSource> random_samples(int64_t tokens, int64_t seq_len, int64_t vocab,
+                                                    uint64_t seed = 11) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> ids(tokens);
+  for (auto& t : ids) t = static_cast<int32_t>(rng() % vocab);
+  return std::make_shared<SampleSource>(std::move(ids), seq_len, vocab);
+}
+
+}  // namespace xy::test
