@@ -39,6 +39,9 @@ dataloader_actor::behavior_type dataloader_fn(
         for (int64_t i = 0; i < mb; ++i)
           s.ctx->data->copy_sample(s.order->at(rank, s.position[local] + i), out + i * (len + 1));
         s.position[local] += mb;
+        b.labels = b.tokens.narrow(1, 1, len).clone();
+        if (const int32_t masked = s.ctx->data->masked_label(); masked >= 0)
+          b.labels.masked_fill_(b.labels == masked, -100);  // cross-entropy's ignore_index
         return b;
       },
   };

@@ -37,10 +37,10 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 // ---- payloads ----------------------------------------------------------------------------------
 
-// One micro-batch: tokens [micro_batch, seq_len + 1] int64 (inputs = [:, :-1], labels = [:, 1:]).
-// Local-only (tensor).
+// One micro-batch. Local-only (tensors).
 struct Batch {
-  at::Tensor tokens;
+  at::Tensor tokens;  // [micro_batch, seq_len + 1] int64; the inputs are tokens[:, :-1]
+  at::Tensor labels;  // [micro_batch, seq_len] int64: tokens[:, 1:], -100 where masked out
   int64_t first_sample = 0;  // position of its first sample in the rank's sample stream
 };
 

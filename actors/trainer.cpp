@@ -95,7 +95,7 @@ double Trainer::micro_batch(int64_t step, const Batch& b) {
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
   const double grad_scale = 1.0 / (ctx_->world * ctx_->cfg.train.grad_accum);
   at::Tensor inputs = b.tokens.narrow(1, 0, b.tokens.size(1) - 1);
-  at::Tensor labels = b.tokens.narrow(1, 1, b.tokens.size(1) - 1);
+  const at::Tensor& labels = b.labels;
 
   std::vector<at::Tensor> saved(units);  // each block's input (activation checkpoint)
   at::Tensor x;

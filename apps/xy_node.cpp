@@ -1,6 +1,7 @@
 // xy-node: the one binary of xy. `xy-node <command> [options]`; `xy-node <command> --help`.
 #include <cxxopts.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -83,9 +84,14 @@ int cmd_train(int argc, char** argv) {
     double tps = 0;
     for (const auto& s : r.steps) tps += s.tokens_per_s;
     tps /= static_cast<double>(r.steps.size());
-    std::printf("xy: done: %zu steps in %.1f s; loss %.4f -> %.4f (ln(vocab) = %.3f); mean %.0f "
-                "tokens/s; checkpoint %s\n",
-                r.steps.size(), r.seconds, r.steps.front().loss, r.steps.back().loss,
+    // Per-step losses are noisy (one batch each): also report the mean of the last ten.
+    const size_t tail = std::min<size_t>(10, r.steps.size());
+    double last = 0;
+    for (size_t i = r.steps.size() - tail; i < r.steps.size(); ++i) last += r.steps[i].loss;
+    last /= static_cast<double>(tail);
+    std::printf("xy: done: %zu steps in %.1f s; loss %.4f -> %.4f (mean of the last %zu steps "
+                "%.4f; ln(vocab) = %.3f); mean %.0f tokens/s; checkpoint %s\n",
+                r.steps.size(), r.seconds, r.steps.front().loss, r.steps.back().loss, tail, last,
                 std::log(static_cast<double>(cfg.model.vocab_size)), tps,
                 r.checkpoint_dir.empty() ? "(none)" : r.checkpoint_dir.c_str());
   }

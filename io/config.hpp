@@ -57,7 +57,7 @@ struct DataConfig {
   std::vector<std::string> inputs = {"data/sample/fincorpus_sample.jsonl.gz"};  // JSONL(.gz) files
   std::string text_field = "text";  // JSON key holding each document's text
   std::string tokenizer;            // SentencePiece .model; empty = train one from the inputs
-  int64_t tokenizer_vocab = 2048;   // vocabulary size when training a tokenizer (BPE, byte fallback)
+  int64_t tokenizer_vocab = 8000;   // vocabulary size when training a tokenizer (BPE, byte fallback)
   std::string work_dir = "runs/tiny";  // tokenizer, token cache and checkpoints go here by default
   int64_t seq_len = 256;            // tokens per sample (the model sees seq_len, predicts the next)
   uint64_t seed = 42;               // seed of the sample order

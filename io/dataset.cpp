@@ -100,7 +100,7 @@ PreparedData prepare_data(const Config& cfg, std::ostream& log) {
     m << nlohmann::json{{"key", key}, {"documents", st.documents}, {"tokens", ids.size()}}.dump(2);
   }
   out.tokens = static_cast<int64_t>(ids.size());
-  out.samples = std::make_shared<SampleSource>(std::move(ids), cfg.data.seq_len, out.vocab);
+  out.samples = std::make_shared<TokenSamples>(std::move(ids), cfg.data.seq_len, out.vocab);
   if (out.samples->size() == 0)
     throw std::runtime_error("the corpus has " + std::to_string(out.tokens) +
                              " tokens: not one sample of data.seq_len = " +

@@ -6,13 +6,13 @@
 
 namespace xy {
 
-SampleSource::SampleSource(std::vector<int32_t> tokens, int64_t seq_len, int64_t vocab)
+TokenSamples::TokenSamples(std::vector<int32_t> tokens, int64_t seq_len, int64_t vocab)
     : tokens_(std::move(tokens)), seq_len_(seq_len), vocab_(vocab) {
   if (seq_len <= 0) throw std::invalid_argument("seq_len must be positive");
   count_ = tokens_.empty() ? 0 : (static_cast<int64_t>(tokens_.size()) - 1) / seq_len;
 }
 
-void SampleSource::copy_sample(int64_t i, int64_t* out) const {
+void TokenSamples::copy_sample(int64_t i, int64_t* out) const {
   if (i < 0 || i >= count_) throw std::out_of_range("sample " + std::to_string(i) + " of " +
                                                     std::to_string(count_));
   const int32_t* src = tokens_.data() + i * seq_len_;

@@ -14,14 +14,29 @@
 
 namespace xy {
 
+// Where samples come from: anything that can copy sample i. Implementations: TokenSamples (an
+// in-memory token stream) and the memory-mapped token shards of `xy-node preprocess`.
+// copy_sample may be called from several threads at once.
 class SampleSource {
  public:
-  SampleSource(std::vector<int32_t> tokens, int64_t seq_len, int64_t vocab);
-  int64_t size() const { return count_; }           // number of samples
-  int64_t seq_len() const { return seq_len_; }
-  int64_t vocab() const { return vocab_; }
-  // Copies sample i (seq_len + 1 tokens) into out.
-  void copy_sample(int64_t i, int64_t* out) const;
+  virtual ~SampleSource() = default;
+  virtual int64_t size() const = 0;     // number of samples
+  virtual int64_t seq_len() const = 0;  // the model sees seq_len tokens and predicts the next
+  virtual int64_t vocab() const = 0;    // every token id is < vocab
+  // Copies sample i (seq_len + 1 tokens) into out. Throws std::out_of_range for a bad i.
+  virtual void copy_sample(int64_t i, int64_t* out) const = 0;
+  // Token id whose label positions are masked out of the loss (llm-code packing), or -1.
+  virtual int32_t masked_label() const { return -1; }
+};
+
+// Sample i is tokens[i*L, i*L + L + 1) of one in-memory token stream.
+class TokenSamples : public SampleSource {
+ public:
+  TokenSamples(std::vector<int32_t> tokens, int64_t seq_len, int64_t vocab);
+  int64_t size() const override { return count_; }
+  int64_t seq_len() const override { return seq_len_; }
+  int64_t vocab() const override { return vocab_; }
+  void copy_sample(int64_t i, int64_t* out) const override;
 
  private:
   std::vector<int32_t> tokens_;

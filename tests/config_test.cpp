@@ -96,7 +96,7 @@ TEST(ConfigDefaults, EmptyFileGivesTheDocumentedDefaults) {
   EXPECT_EQ(c.data.inputs, std::vector<std::string>{"data/sample/fincorpus_sample.jsonl.gz"});
   EXPECT_EQ(c.data.text_field, "text");
   EXPECT_EQ(c.data.tokenizer, "");
-  EXPECT_EQ(c.data.tokenizer_vocab, 2048);
+  EXPECT_EQ(c.data.tokenizer_vocab, 8000);
   EXPECT_EQ(c.data.work_dir, "runs/tiny");
   EXPECT_EQ(c.data.seq_len, 256);
   EXPECT_EQ(c.data.seed, 42u);

@@ -45,7 +45,7 @@ TEST(SampleOrder, TooFewSamplesIsAClearError) {
 }
 
 TEST(SampleSource, OverlappingWindows) {
-  SampleSource s({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 3, 10);
+  TokenSamples s({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 3, 10);
   EXPECT_EQ(s.size(), 3);
   int64_t out[4];
   s.copy_sample(2, out);

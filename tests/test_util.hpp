@@ -53,12 +53,12 @@ inline Config tiny_config(int world, int64_t steps, int64_t grad_accum = 1) {
 }
 
 // Random tokens (fixed seed) as a sample source.
-inline std::shared_ptr<SampleSource> random_samples(int64_t tokens, int64_t seq_len, int64_t vocab,
+inline std::shared_ptr<TokenSamples> random_samples(int64_t tokens, int64_t seq_len, int64_t vocab,
                                                     uint64_t seed = 11) {
   std::mt19937_64 rng(seed);
   std::vector<int32_t> ids(tokens);
   for (auto& t : ids) t = static_cast<int32_t>(rng() % vocab);
-  return std::make_shared<SampleSource>(std::move(ids), seq_len, vocab);
+  return std::make_shared<TokenSamples>(std::move(ids), seq_len, vocab);
 }
 
 }  // namespace xy::test

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# End-to-end checks of the xy-node command line: usage errors, a config error naming file:line,
+# and a short real training run on the bundled sample that publishes a checkpoint.
+# usage: cli_test.sh XY_NODE WORK_DIR   (run from the repository root)
+set -uo pipefail
+XY=$1
+WORK=$2
+rm -rf "$WORK" && mkdir -p "$WORK"
+fail=0; passed=0
+check() {  # check NAME CONDITION-RESULT
+  if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi
+}
+
+"$XY" >/dev/null 2>&1; check "no command exits 2" $([ $? -eq 2 ]; echo $?)
+out=$("$XY" train --help); echo "$out" | grep -q -- "--config"; check "train --help lists --config" $?
+out=$("$XY" bogus 2>&1); echo "$out" | grep -q "unknown command 'bogus'"; check "unknown command named" $?
+
+printf '[model]\npreset = "tiny"\nheads = 7\n' > "$WORK/bad.toml"
+out=$("$XY" train --config "$WORK/bad.toml" 2>&1); rc=$?
+echo "$out"
+check "bad config exits 2" $([ $rc -eq 2 ]; echo $?)
+echo "$out" | grep -q "bad.toml:3:9: model.heads"; check "bad config message names file:line:col and key" $?
+
+out=$("$XY" train --config config/tiny.toml --steps 4 --work-dir "$WORK/run" 2>&1); rc=$?
+echo "$out" | tail -8
+check "tiny training exits 0" $([ $rc -eq 0 ]; echo $?)
+echo "$out" | grep -q "^step     4 | loss"; check "step lines printed" $?
+test -f "$WORK/run/checkpoints/step-00000004/manifest.json"; check "checkpoint manifest published" $?
+test "$(cat "$WORK/run/checkpoints/latest" 2>/dev/null)" = "step-00000004"; check "latest names it" $?
+ls "$WORK/run/checkpoints" | grep -q '^\.tmp' ; check "no temporary checkpoint left" $([ $? -ne 0 ]; echo $?)
+
+echo "$passed passed, $fail failed"
+[ $fail -eq 0 ]
