@@ -28,13 +28,20 @@ struct AdamHyper {
 
 enum class WorkingType { kNone, kFloat32, kBFloat16, kFloat16 };
 
+// Instruction sets of the kernel. kBest picks the widest one this CPU has (at run time).
+enum class AdamIsa { kBest, kScalar, kAvx2, kAvx512 };
+AdamIsa adam_best_isa();            // what kBest resolves to here
+bool adam_isa_supported(AdamIsa isa);
+const char* adam_isa_name(AdamIsa isa);
+
 // Updates n elements. `decay` selects weight decay for this range. `out` (may be null with
 // kNone) receives the new parameters in the working type. Single-threaded; see adamw_parallel.
 void adamw_fused(float* p, float* m, float* v, const float* g, int64_t n, const AdamHyper& h,
-                 bool decay, void* out, WorkingType out_type);
+                 bool decay, void* out, WorkingType out_type, AdamIsa isa = AdamIsa::kBest);
 
 // The same over a thread pool (chunks aligned to 64 elements).
 void adamw_parallel(ThreadPool& pool, float* p, float* m, float* v, const float* g, int64_t n,
-                    const AdamHyper& h, bool decay, void* out, WorkingType out_type);
+                    const AdamHyper& h, bool decay, void* out, WorkingType out_type,
+                    AdamIsa isa = AdamIsa::kBest);
 
 }  // namespace xy

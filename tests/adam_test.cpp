@@ -7,11 +7,14 @@
 #include "actors/thread_pool.hpp"
 #include "test_util.hpp"
 
+#include <limits>
+#include <vector>
+
 using namespace xy;
 
 namespace {
 
-void check(int64_t n, bool decay, int threads) {
+void check(int64_t n, bool decay, int threads, AdamIsa isa) {
   at::manual_seed(n);
   at::Tensor p0 = at::randn({n});
   AdamHyper h;
@@ -32,22 +35,55 @@ void check(int64_t n, bool decay, int threads) {
     opt.step();
     h.step = step;
     adamw_parallel(pool, p.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(),
-                   g.data_ptr<float>(), n, h, decay, out.data_ptr<float>(), WorkingType::kFloat32);
+                   g.data_ptr<float>(), n, h, decay, out.data_ptr<float>(), WorkingType::kFloat32, isa);
   }
   const double err = test::rel_err(p, ref.detach());
   const double err_out = test::max_abs_err(out, p);
-  std::printf("n=%lld decay=%d threads=%d: max relative error %.3g (working copy %.3g)\n",
-              static_cast<long long>(n), decay, threads, err, err_out);
+  std::printf("%-6s n=%-8lld decay=%d threads=%d: max relative error %.3g (working copy %.3g)\n",
+              adam_isa_name(isa), static_cast<long long>(n), decay, threads, err, err_out);
   EXPECT_LE(err, 1e-6);
   EXPECT_EQ(err_out, 0.0);
 }
 
 }  // namespace
 
+std::vector<AdamIsa> isas() {
+  std::vector<AdamIsa> out{AdamIsa::kScalar};
+  for (AdamIsa i : {AdamIsa::kAvx2, AdamIsa::kAvx512}) {
+    if (adam_isa_supported(i)) out.push_back(i);
+    else std::printf("%s not supported on this CPU: not tested here\n", adam_isa_name(i));
+  }
+  return out;
+}
+
 TEST(CpuAdam, MatchesTorchAdamW) {
-  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{1023}, (int64_t{1} << 20) + 3})
-    for (bool decay : {false, true})
-      for (int threads : {1, 3}) check(n, decay, threads);
+  for (AdamIsa isa : isas())
+    for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{1023}, (int64_t{1} << 20) + 3})
+      for (bool decay : {false, true})
+        for (int threads : {1, 3}) check(n, decay, threads, isa);
+}
+
+// Every path writes the same low-precision working copy as c10's conversion of the fp32 result.
+TEST(CpuAdam, WorkingCopiesMatchC10Conversions) {
+  const int64_t n = 1000 + 37;
+  for (AdamIsa isa : isas())
+    for (auto [type, dtype] : {std::pair{WorkingType::kBFloat16, at::kBFloat16},
+                               std::pair{WorkingType::kFloat16, at::kHalf}}) {
+      at::manual_seed(3);
+      at::Tensor p = at::randn({n}) * 100, m = at::zeros({n}), v = at::zeros({n});
+      at::Tensor g = at::randn({n});
+      p[5] = std::numeric_limits<float>::quiet_NaN();  // NaN stays NaN in the working copy
+      at::Tensor out = at::empty({n}, dtype);
+      AdamHyper h;
+      adamw_fused(p.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), g.data_ptr<float>(),
+                  n, h, true, out.data_ptr(), type, isa);
+      at::Tensor expect = p.to(dtype);
+      const bool same = at::equal(out.isnan(), expect.isnan()) &&
+                        at::equal(out.nan_to_num(0), expect.nan_to_num(0));
+      std::printf("%s %s working copy identical to c10's conversion: %s\n", adam_isa_name(isa),
+                  c10::toString(dtype), same ? "yes" : "NO");
+      EXPECT_TRUE(same);
+    }
 }
 
 TEST(CpuAdam, GradScaleAndBf16WorkingCopy) {
