@@ -79,13 +79,32 @@ std::pair<int64_t, uint32_t> write_tensors(const fs::path& path, const std::vect
   return {bytes, static_cast<uint32_t>(crc)};
 }
 
+// Every node writes its ranks' files into <dir>/.tmp-step-N/ and reports them through the store;
+// node 0 waits for every node's report, writes the manifest and publishes (rename, then `latest`).
 std::string publish(NodeContext& ctx, const Snapshot& snap) {
   const fs::path root = ctx.cfg.checkpoint.dir;
   fs::create_directories(root);
   const std::string name = step_name(snap.info.step);
   const fs::path tmp = root / (".tmp-" + name), final_dir = root / name;
-  fs::remove_all(tmp);
   fs::create_directories(tmp);
+  nlohmann::json files = nlohmann::json::array();
+  for (size_t local = 0; local < snap.ranks.size(); ++local) {
+    const int rank = ctx.first_rank + static_cast<int>(local);
+    char fname[32];
+    std::snprintf(fname, sizeof fname, "rank-%05d.bin", rank);
+    auto [bytes, crc] = write_tensors(tmp / fname, snap.ranks[local]);
+    files.push_back({{"name", fname}, {"rank", rank}, {"bytes", bytes}, {"crc32", crc}});
+  }
+  fsync_path(tmp, true);
+  const std::string key = "checkpoint/" + name + "/node/";
+  if (ctx.node_index != 0) {
+    ctx.store->set(key + std::to_string(ctx.node_index), files.dump());
+    return final_dir.string();
+  }
+  for (int n = 1; n < ctx.nodes; ++n)
+    for (const auto& f : nlohmann::json::parse(ctx.store->get(key + std::to_string(n))))
+      files.push_back(f);
+
   nlohmann::json man;
   man["format"] = "xy-checkpoint-1";
   man["step"] = snap.info.step;
@@ -93,6 +112,7 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   man["samples_per_rank"] = snap.info.samples_per_rank;
   man["loss"] = snap.info.loss;
   man["world_size"] = ctx.world;
+  man["nodes"] = ctx.nodes;
   man["working_dtype"] = std::string(c10::toString(ctx.working_dtype));
   const ModelConfig& mc = ctx.cfg.model;
   man["model"] = {{"vocab_size", mc.vocab_size}, {"hidden", mc.hidden},
@@ -101,13 +121,7 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
                   {"rope_theta", mc.rope_theta}, {"max_seq_len", mc.max_seq_len}};
   for (const auto& u : ctx.layout.units)
     man["units"].push_back({{"name", u.name}, {"numel", u.numel}, {"shard_numel", u.shard_numel}});
-  for (size_t local = 0; local < snap.ranks.size(); ++local) {
-    const int rank = ctx.first_rank + static_cast<int>(local);
-    char fname[32];
-    std::snprintf(fname, sizeof fname, "rank-%05d.bin", rank);
-    auto [bytes, crc] = write_tensors(tmp / fname, snap.ranks[local]);
-    man["files"].push_back({{"name", fname}, {"rank", rank}, {"bytes", bytes}, {"crc32", crc}});
-  }
+  man["files"] = files;
   {
     std::ofstream o(tmp / "manifest.json");
     o << man.dump(2) << "\n";

@@ -69,6 +69,9 @@ struct NodeContext {
   int world = 1;        // global ranks
   int first_rank = 0;   // global rank of local rank 0
   int local_ranks = 1;
+  int node_index = 0;   // this node's entry in cfg.topology.nodes
+  int nodes = 1;
+  std::shared_ptr<KeyValueStore> store;              // the job's rendezvous store
   std::vector<std::shared_ptr<Comm>> comms;          // per local rank
   std::vector<std::shared_ptr<RankShards>> shards;   // per local rank
   std::unique_ptr<ThreadPool> adam_pool;             // node pool for CPU Adam

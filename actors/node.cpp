@@ -55,9 +55,6 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   if (topo.device != "cpu")
     throw std::invalid_argument("topology.device = \"" + topo.device +
                                 "\": this build has only the CPU engine (build with -DXY_CUDA=ON)");
-  if (topo.nodes.size() != 1)
-    throw std::invalid_argument("topology has " + std::to_string(topo.nodes.size()) +
-                                " nodes; this version trains on one node (several ranks per node)");
   if (!opts.data) throw std::invalid_argument("no training data");
   if (cfg.model.vocab_size <= 0) throw std::invalid_argument("model.vocab_size is not set");
   if (opts.data->vocab() > cfg.model.vocab_size)
@@ -74,8 +71,17 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   ctx.data = opts.data;
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   ctx.adam_pool = std::make_unique<ThreadPool>(cfg.actors.adam_threads);
-  ctx.comms = make_local_gloo_comms(ctx.local_ranks, topo.nodes[topo.node_index].host,
-                                    2 * cfg.deadlines.collective_s * cfg.deadlines.first_step_factor);
+  ctx.node_index = topo.node_index;
+  ctx.nodes = static_cast<int>(topo.nodes.size());
+  // Rendezvous: in memory for one node; else a TCP store that node 0 serves on its port + 1.
+  const NodeSpec& me = topo.nodes[topo.node_index];
+  const bool multi = ctx.nodes > 1;
+  CommGroup group = make_gloo_comms(
+      ctx.world, ctx.first_rank, ctx.local_ranks, me.host, multi ? topo.nodes[0].host : "",
+      multi ? topo.nodes[0].port + 1 : 0, topo.node_index == 0,
+      2 * cfg.deadlines.collective_s * cfg.deadlines.first_step_factor);
+  ctx.comms = std::move(group.comms);
+  ctx.store = std::move(group.store);
   // Every rank initialises each full unit identically (explicit seeded generator) and keeps its
   // slice: the result does not depend on the world size.
   for (int local = 0; local < ctx.local_ranks; ++local) {
@@ -112,10 +118,11 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   for (const auto& sh : ctx->shards) host_bytes += sh->host_bytes();
   const int64_t params = ctx->layout.total_numel();
   if (!opts.quiet)
-    std::printf("xy: %lld parameters in %zu units; world size %d (%d local ranks, Gloo); host memory"
-                " for shards and optimizer state %.1f MiB (%.1f bytes/parameter)\n",
+    std::printf("xy: %lld parameters in %zu units; world size %d (node %d of %d: ranks %d-%d, Gloo);"
+                " host memory for shards and optimizer state %.1f MiB (%.1f bytes/parameter)\n",
                 static_cast<long long>(params), ctx->layout.units.size(), ctx->world,
-                ctx->local_ranks, host_bytes / 1048576.0,
+                ctx->node_index, ctx->nodes, ctx->first_rank, ctx->first_rank + ctx->local_ranks - 1,
+                host_bytes / 1048576.0,
                 static_cast<double>(host_bytes) / params * ctx->world / ctx->local_ranks);
 
   const auto t0 = Clock::now();

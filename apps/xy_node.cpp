@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
@@ -29,6 +30,9 @@ int cmd_train(int argc, char** argv) {
       ("steps", "override train.steps", cxxopts::value<int64_t>())
       ("work-dir", "override data.work_dir (tokenizer, token cache, checkpoints)",
        cxxopts::value<std::string>())
+      ("node-index", "this process's entry in [[topology.nodes]] (default: topology.node_index, "
+       "or the environment's XY_NODE_INDEX, NODE_RANK (torchrun) or SLURM_NODEID)",
+       cxxopts::value<int>())
       ("h,help", "show this help");
   cxxopts::ParseResult args;
   try {
@@ -54,6 +58,24 @@ int cmd_train(int argc, char** argv) {
       cfg.data.work_dir = args["work-dir"].as<std::string>();
       if (default_ckpt) cfg.checkpoint.dir = cfg.data.work_dir + "/checkpoints";
     }
+    // The node index: flag, then the launchers' environment, then the config.
+    std::string from = "topology.node_index";
+    if (args.count("node-index")) {
+      cfg.topology.node_index = args["node-index"].as<int>();
+      from = "--node-index";
+    } else {
+      for (const char* var : {"XY_NODE_INDEX", "NODE_RANK", "SLURM_NODEID"})
+        if (const char* v = std::getenv(var)) {
+          cfg.topology.node_index = std::atoi(v);
+          from = var;
+          break;
+        }
+    }
+    const int nodes = static_cast<int>(cfg.topology.nodes.size());
+    if (cfg.topology.node_index < 0 || cfg.topology.node_index >= nodes)
+      throw xy::ConfigError(from + " = " + std::to_string(cfg.topology.node_index) + " but " +
+                            cfg.source + " has " + std::to_string(nodes) +
+                            " [[topology.nodes]]; valid: 0.." + std::to_string(nodes - 1));
   } catch (const xy::ConfigError& e) {
     std::cerr << "xy-node train: " << e.what() << "\n";
     return xy::kExitUsage;

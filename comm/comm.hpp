@@ -52,8 +52,33 @@ class Comm {
   uint64_t seq_ = 0;
 };
 
-// Creates `world` Gloo communicators for ranks that live as threads of this process (an in-memory
-// store for the rendezvous), bound to `host`. Element r belongs to rank r.
+// The job's key-value store (the rendezvous): an in-memory store when every rank is in this
+// process, else a TCP store served by node 0. Thread-safe. get() blocks until the key exists or the
+// store's timeout passes (then throws std::runtime_error naming the key).
+class KeyValueStore {
+ public:
+  virtual ~KeyValueStore() = default;
+  virtual void set(const std::string& key, const std::string& value) = 0;
+  virtual std::string get(const std::string& key) = 0;
+  // Adds delta to an integer counter (created at 0) and returns the new value.
+  virtual int64_t add(const std::string& key, int64_t delta) = 0;
+};
+
+// The communicators of this node's ranks and the job's store.
+struct CommGroup {
+  std::shared_ptr<KeyValueStore> store;
+  std::vector<std::shared_ptr<Comm>> comms;  // per local rank
+};
+
+// Creates the Gloo communicators of the `local` ranks of this process, global ranks
+// [first_rank, first_rank + local), in a job of `world` ranks. With `store_host` empty every rank
+// must be local (in-memory store); otherwise node 0 serves a TCP store on store_host:store_port
+// (is_store_server) and the others connect to it. Gloo binds to `bind_host`.
+CommGroup make_gloo_comms(int world, int first_rank, int local, const std::string& bind_host,
+                          const std::string& store_host, int store_port, bool is_store_server,
+                          double timeout_s);
+
+// Shorthand for tests: `world` ranks, all in this process, on 127.0.0.1.
 std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,
                                                          double timeout_s);
 

@@ -5,7 +5,9 @@
 // all-reduce of the full buffer followed by taking this rank's slice (twice the traffic of a ring
 // reduce-scatter, correct for any size).
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
 #include <functional>
@@ -91,35 +93,85 @@ class GlooComm : public Comm {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
 };
 
+class C10dStore : public KeyValueStore {
+ public:
+  explicit C10dStore(c10::intrusive_ptr<c10d::Store> s) : s_(std::move(s)) {}
+  void set(const std::string& key, const std::string& value) override {
+    s_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+  }
+  std::string get(const std::string& key) override {
+    try {
+      auto v = s_->get(key);
+      return std::string(v.begin(), v.end());
+    } catch (const std::exception& e) {
+      throw std::runtime_error("store: waiting for key '" + key + "' failed: " + e.what());
+    }
+  }
+  int64_t add(const std::string& key, int64_t delta) override { return s_->add(key, delta); }
+  const c10::intrusive_ptr<c10d::Store>& raw() const { return s_; }
+
+ private:
+  c10::intrusive_ptr<c10d::Store> s_;
+};
+
 }  // namespace
 
-std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,
-                                                         double timeout_s) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<std::shared_ptr<Comm>> comms(world);
-  std::vector<std::string> errors(world);
+CommGroup make_gloo_comms(int world, int first_rank, int local, const std::string& bind_host,
+                          const std::string& store_host, int store_port, bool is_store_server,
+                          double timeout_s) {
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  c10::intrusive_ptr<c10d::Store> store;
+  if (store_host.empty()) {
+    if (local != world)
+      throw std::invalid_argument("an in-memory store needs every rank in this process");
+    store = c10::make_intrusive<c10d::HashStore>();
+    store->setTimeout(timeout);
+  } else {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(store_port);
+    o.isServer = is_store_server;
+    o.waitWorkers = false;
+    o.timeout = timeout;
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(store_host, o);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string(is_store_server ? "cannot serve" : "cannot reach") +
+                               " the rendezvous store at " + store_host + ":" +
+                               std::to_string(store_port) + ": " + e.what());
+    }
+  }
+  CommGroup group;
+  auto kv = std::make_shared<C10dStore>(store);
+  group.store = kv;
+  group.comms.resize(local);
+  std::vector<std::string> errors(local);
   // Each process group's constructor rendezvouses with the others: build them concurrently.
   std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
+  for (int l = 0; l < local; ++l) {
+    threads.emplace_back([&, l] {
       try {
-        auto opts = c10d::ProcessGroupGloo::Options::create(
-            std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
-        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+        auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_host));
         opts->threads = 2;
-        comms[r] = std::make_shared<GlooComm>(
-            c10::make_intrusive<c10d::ProcessGroupGloo>(store, r, world, opts));
+        auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gloo", store);
+        group.comms[l] = std::make_shared<GlooComm>(
+            c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, first_rank + l, world, opts));
       } catch (const std::exception& e) {
-        errors[r] = e.what();
+        errors[l] = e.what();
       }
     });
   }
   for (auto& t : threads) t.join();
-  for (int r = 0; r < world; ++r)
-    if (!errors[r].empty())
-      throw std::runtime_error("gloo rendezvous of rank " + std::to_string(r) + " on " + host +
-                               " failed: " + errors[r]);
-  return comms;
+  for (int l = 0; l < local; ++l)
+    if (!errors[l].empty())
+      throw std::runtime_error("gloo rendezvous of rank " + std::to_string(first_rank + l) +
+                               " (bound to " + bind_host + ") failed: " + errors[l]);
+  return group;
+}
+
+std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,
+                                                         double timeout_s) {
+  return make_gloo_comms(world, 0, world, host, "", 0, false, timeout_s).comms;
 }
 
 }  // namespace xy
