@@ -127,6 +127,8 @@ Header parse_header(const uint8_t* data, size_t size, const std::string& src) {
     j = nlohmann::json::parse(data + 8, data + 8 + n);
   } catch (const nlohmann::json::parse_error& e) {
     fail(src, "header is not valid JSON (parse error at header byte " + std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::exception& e) {  // e.g. out_of_range: a number like 1e400
+    fail(src, std::string("header is not valid JSON (") + e.what() + ")");
   }
   if (!j.is_object()) fail(src, "header is not a JSON object");
 
@@ -258,6 +260,8 @@ nlohmann::json read_json_file(const std::string& path) {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     fail(path, "not valid JSON (parse error at byte " + std::to_string(e.byte) + ")");
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, std::string("not valid JSON (") + e.what() + ")");
   }
 }
 

@@ -1,0 +1,43 @@
+// Hugging Face `config.json` of a LlamaForCausalLM <-> xy's ModelConfig.
+//
+// Read: the shape keys are required (hidden_size, intermediate_size, num_hidden_layers,
+// num_attention_heads, vocab_size); num_key_value_heads (default: num_attention_heads),
+// rms_norm_eps (1e-6, transformers' default), rope_theta (10000), max_position_embeddings (2048),
+// initializer_range (0.02) are optional. What xy does not compute is refused rather than ignored:
+// tie_word_embeddings = true (xy's LM head is a separate matrix), rope_scaling, attention_bias,
+// mlp_bias, a hidden_act other than "silu", a head_dim other than hidden / heads, a model_type
+// other than "llama". Every error is an HfConfigError naming the file and the key, e.g.
+//   ckpt/config.json: num_attention_heads: expected a positive integer, got "8"
+// Write: every key transformers needs to rebuild the model, with tie_word_embeddings false.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "io/config.hpp"
+
+namespace xy {
+
+class HfConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct HfModelConfig {
+  ModelConfig model;        // preset "custom", every shape field set
+  std::string torch_dtype;  // as written ("float32", "bfloat16", ...), empty when absent
+};
+
+// Reads `path` (a config.json, or a directory holding one).
+HfModelConfig read_hf_config(const std::string& path);
+
+// Parses config.json text; `source` names it in messages.
+HfModelConfig parse_hf_config(const std::string& json_text, const std::string& source);
+
+// The config.json text (pretty-printed) for `m`, with torch_dtype "float32" or "bfloat16".
+std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype);
+
+// Writes hf_config_json() to `path`. Throws HfConfigError naming the file on an I/O error.
+void write_hf_config(const std::string& path, const ModelConfig& m, const std::string& torch_dtype);
+
+}  // namespace xy

