@@ -9,6 +9,7 @@
 #include <string>
 
 #include "actors/engine.hpp"
+#include "apps/commands.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 
@@ -19,6 +20,7 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  train    train a model as configured (xy-node train --config config/tiny.toml)\n"
+    "  preprocess  tokenize JSONL corpora into token shards (docs/DATA.md)\n"
     "\n"
     "Run 'xy-node <command> --help' for the options of a command.\n"
     "Exit codes: 0 done, 1 error, 2 bad usage or configuration, 3 stalled (watchdog report).\n";
@@ -129,6 +131,7 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);
+  if (cmd == "preprocess") return cmd_preprocess(argc - 1, argv + 1);
   std::cerr << "xy-node: unknown command '" << cmd << "'\n" << kUsage;
   return xy::kExitUsage;
 }

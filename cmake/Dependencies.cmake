@@ -1,8 +1,19 @@
 # Finds xy's dependencies through the standard mechanisms only (CMAKE_PREFIX_PATH and system
 # paths), so that a CUDA LibTorch elsewhere works with the same CMake. Defines imported targets
-# xy::torch, xy::caf, xy::sentencepiece, xy::toml.
+# xy::torch, xy::caf, xy::sentencepiece, xy::toml, xy::zstd.
 find_package(Threads REQUIRED)
 find_package(ZLIB REQUIRED)
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # SHA-256 of inputs and tokenizer (libssl-dev)
+
+# zstd (.zst inputs of xy-node preprocess): Debian's libzstd-dev.
+find_path(ZSTD_INCLUDE_DIR zstd.h)
+find_library(ZSTD_LIB zstd)
+if(NOT ZSTD_INCLUDE_DIR OR NOT ZSTD_LIB)
+  message(FATAL_ERROR "zstd not found (Debian: libzstd-dev); run scripts/setup.sh")
+endif()
+add_library(xy::zstd INTERFACE IMPORTED)
+target_include_directories(xy::zstd INTERFACE ${ZSTD_INCLUDE_DIR})
+target_link_libraries(xy::zstd INTERFACE ${ZSTD_LIB})
 find_package(nlohmann_json 3 REQUIRED)
 
 # LibTorch: Debian's libtorch-dev (CPU) or a CUDA LibTorch on CMAKE_PREFIX_PATH.

@@ -86,7 +86,8 @@ const std::vector<TableSchema>& schema() {
        {"preset", "vocab_size", "hidden", "intermediate", "layers", "heads", "kv_heads", "rms_eps",
         "rope_theta", "max_seq_len", "init_std", "init_seed"}},
       {"data",
-       {"inputs", "text_field", "tokenizer", "tokenizer_vocab", "work_dir", "seq_len", "seed"}},
+       {"inputs", "text_field", "shards", "tokenizer", "tokenizer_vocab", "work_dir", "seq_len",
+        "seed"}},
       {"train", {"steps", "micro_batch", "grad_accum", "precision", "log_every", "threads"}},
       {"optimizer",
        {"lr", "min_lr", "beta1", "beta2", "eps", "weight_decay", "no_decay", "grad_clip",
@@ -563,6 +564,12 @@ void read_data(Context& ctx, const toml::table* t, DataConfig& d) {
   TableReader r(ctx, t, "data", keys_of("data"));
   r.strings("inputs", d.inputs, /*required=*/true, "one or more JSONL (.jsonl or .jsonl.gz) paths");
   r.string("text_field", d.text_field, {}, /*required=*/true);
+  r.string("shards", d.shards);
+  if (ctx.was_given("data.shards") && ctx.was_given("data.inputs"))
+    ctx.fail(ctx.first_given({"data.shards"}), "data.shards",
+             "is given together with data.inputs; a job reads either JSONL inputs or preprocessed "
+             "shards",
+             "remove data.inputs (the shards were made from them) or data.shards");
   r.string("tokenizer", d.tokenizer);
   r.integer("tokenizer_vocab", d.tokenizer_vocab, kMinTrainedVocab);
   r.string("work_dir", d.work_dir, {}, /*required=*/true);
@@ -657,7 +664,8 @@ void check_model(const Context& ctx, const Config& cfg) {
                  " (each key/value head must serve a whole number of query heads)",
              join(valid));
   }
-  if (m.vocab_size != 0 && cfg.data.tokenizer.empty() && m.vocab_size < cfg.data.tokenizer_vocab) {
+  if (m.vocab_size != 0 && cfg.data.tokenizer.empty() && cfg.data.shards.empty() &&
+      m.vocab_size < cfg.data.tokenizer_vocab) {
     std::string tv = std::to_string(cfg.data.tokenizer_vocab);
     ctx.fail(model_pos({"model.vocab_size", "data.tokenizer_vocab"}), "model.vocab_size",
              std::to_string(m.vocab_size) + preset_origin(ctx, m, "vocab_size") +

@@ -56,6 +56,9 @@ struct ModelConfig {
 struct DataConfig {
   std::vector<std::string> inputs = {"data/sample/fincorpus_sample.jsonl.gz"};  // JSONL(.gz) files
   std::string text_field = "text";  // JSON key holding each document's text
+  // A directory written by `xy-node preprocess`: train from its memory-mapped token shards
+  // instead of tokenizing `inputs` (docs/DATA.md). Empty = use inputs.
+  std::string shards;
   std::string tokenizer;            // SentencePiece .model; empty = train one from the inputs
   int64_t tokenizer_vocab = 8000;   // vocabulary size when training a tokenizer (BPE, byte fallback)
   std::string work_dir = "runs/tiny";  // tokenizer, token cache and checkpoints go here by default

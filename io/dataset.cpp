@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "io/corpus.hpp"
+#include "io/preprocess.hpp"
+#include "io/shards.hpp"
 #include "io/tokenizer.hpp"
 
 namespace fs = std::filesystem;
@@ -32,9 +34,46 @@ nlohmann::json cache_key(const Config& cfg, const std::string& tokenizer) {
   return k;
 }
 
+// data.shards: the memory-mapped output of `xy-node preprocess`, checked against the config.
+PreparedData prepare_shards(const Config& cfg, std::ostream& log) {
+  std::shared_ptr<ShardSamples> shards;
+  try {
+    shards = ShardSamples::open(cfg.data.shards, cfg.data.seq_len);
+  } catch (const ShardError& e) {
+    throw std::runtime_error(std::string(e.what()) + " (data.shards in " + cfg.source + ")");
+  }
+  const ShardManifest& m = shards->manifest();
+  PreparedData out;
+  out.tokenizer_path = cfg.data.tokenizer.empty() ? m.tokenizer_path : cfg.data.tokenizer;
+  if (!cfg.data.tokenizer.empty()) {
+    const std::string sha = sha256_file(cfg.data.tokenizer);
+    if (sha != m.tokenizer_sha256)
+      throw std::runtime_error("data.tokenizer '" + cfg.data.tokenizer + "' (sha256 " + sha +
+                               ") is not the tokenizer the shards in '" + cfg.data.shards +
+                               "' were made with ('" + m.tokenizer_path + "', sha256 " +
+                               m.tokenizer_sha256 + "); leave data.tokenizer empty or preprocess again");
+  }
+  if (cfg.model.vocab_size != 0 && cfg.model.vocab_size < m.vocab)
+    throw std::runtime_error("model.vocab_size = " + std::to_string(cfg.model.vocab_size) +
+                             " is smaller than the vocabulary of the shards' tokenizer (" +
+                             std::to_string(m.vocab) + ", " + cfg.data.shards + "/manifest.json)");
+  out.vocab = m.vocab;
+  out.documents = m.documents;
+  out.tokens = m.tokens;
+  out.samples = shards;
+  log << "xy: " << cfg.data.shards << ": " << m.shard_sizes.size() << " shards, " << m.documents
+      << " documents, " << m.tokens << " tokens (" << m.packing << " packing)" << std::endl;
+  if (shards->size() == 0)
+    throw std::runtime_error("the shards in '" + cfg.data.shards + "' hold " +
+                             std::to_string(m.tokens) + " tokens: not one sample of data.seq_len = " +
+                             std::to_string(cfg.data.seq_len));
+  return out;
+}
+
 }  // namespace
 
 PreparedData prepare_data(const Config& cfg, std::ostream& log) {
+  if (!cfg.data.shards.empty()) return prepare_shards(cfg, log);
   const fs::path work = cfg.data.work_dir;
   fs::create_directories(work);
   for (const auto& in : cfg.data.inputs)

@@ -8,7 +8,7 @@ PKGS=(
   libcaf-dev                                 # C++ Actor Framework 0.17.6 (actors, control plane)
   libsentencepiece-dev sentencepiece         # tokenizer library and its command-line tools
   libcxxopts-dev libtomlplusplus-dev nlohmann-json3-dev
-  zlib1g-dev libzstd-dev
+  zlib1g-dev libzstd-dev libssl-dev           # corpus decompression; SHA-256 (xy-node preprocess)
   libgtest-dev libgmock-dev
 )
 missing=()

@@ -631,5 +631,19 @@ TEST(ConfigErrors, EmptyInputs) {
   EXPECT_TRUE(Has(msg, "test.toml:2:10: data.inputs: the list is empty; valid: one or more JSONL"));
 }
 
+TEST(ConfigData, ShardsReplaceInputs) {
+  Config c = parse_config("[data]\nshards = \"runs/fincorpus-shards\"\nseq_len = 128\n");
+  EXPECT_EQ(c.data.shards, "runs/fincorpus-shards");
+  EXPECT_EQ(parse_config("").data.shards, "");
+  // No trained tokenizer with shards: model.vocab_size below tokenizer_vocab is not an error.
+  EXPECT_NO_THROW(parse_config("[model]\nvocab_size = 300\n[data]\nshards = \"s\"\n"));
+}
+
+TEST(ConfigErrors, ShardsTogetherWithInputs) {
+  std::string msg = error_of("[data]\ninputs = [\"a.jsonl\"]\nshards = \"s\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:10: data.shards: is given together with data.inputs"));
+  EXPECT_TRUE(Has(msg, "valid: remove data.inputs"));
+}
+
 }  // namespace
 }  // namespace xy
