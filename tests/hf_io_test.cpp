@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -173,4 +174,42 @@ TEST_F(HfIo, SaveRefusesANonEmptyDirectoryAndLeavesNoTemporary) {
   for (const auto& e : fs::directory_iterator(root_)) entries += e.path().filename().string()[0] == '.';
   EXPECT_EQ(entries, 0u);
   EXPECT_EQ(load_hf_units(dir("empty"), layout_).size(), units_.size());
+}
+
+// An export as xy-node export would write it, plus xy's logits on fixed ids: checked here with
+// xy's reader, and on a machine with transformers by
+//   XY_HF_EXPORT_DIR=build/hf_export build/bin/hf_io_test --gtest_filter=HfIo.ExportWithLogits
+//   python3 scripts/make_hf_fixture.py --check-export build/hf_export --xy-logits build/hf_export/xy_logits.safetensors
+// (XY_HF_EXPORT_DIR keeps the folder; without it, it is written to a temporary directory.)
+TEST_F(HfIo, ExportWithLogits) {
+  const char* keep = std::getenv("XY_HF_EXPORT_DIR");
+  const std::string out = keep ? keep : dir("export");
+  if (keep) fs::remove_all(out);
+  const ModelLayout layout1 = build_layout(cfg_, 1, {"norm"});
+  std::vector<at::Tensor> units;
+  for (const auto& u : layout1.units) units.push_back(init_unit(u, 0.3, 21, at::kFloat));
+  // Norm weights away from 1, so that a mix-up of the two norms would show.
+  for (size_t i = 0; i < units.size(); ++i)
+    for (const auto& p : layout1.units[i].params)
+      if (p.is_norm) units[i].narrow(0, p.offset, p.numel).uniform_(0.5, 1.5);
+  save_hf_model(out, cfg_, layout1, units, at::kFloat, /*max_shard_bytes=*/16384);
+
+  const Llama model(cfg_, layout1);
+  const at::Tensor ids = at::arange(0, 2 * 11, at::kLong).mul(7).remainder(cfg_.vocab_size).view({2, 11});
+  at::Tensor logits;
+  {
+    at::NoGradGuard ng;
+    logits = model.forward(load_hf_units(out, layout1), ids).contiguous();
+  }
+  st::write_file(out + "/xy_logits.safetensors",
+                 {{"input_ids", st::DType::kI64, {2, 11}, ids.data_ptr<int64_t>(), {}},
+                  {"logits", st::DType::kF32, {2, 11, cfg_.vocab_size}, logits.data_ptr<float>(), {}}});
+  at::Tensor direct;
+  {
+    at::NoGradGuard ng;
+    direct = model.forward(units, ids);
+  }
+  EXPECT_TRUE(at::equal(direct, logits));
+  std::printf("export in %s (%zu files), xy logits beside it\n", out.c_str(),
+              st::Reader::open(out).files().size());
 }

@@ -76,24 +76,29 @@ TEST_F(TokenizerParity, SameIdsAsTransformersLlamaTokenizer) {
                  << "and commit it (see docs/INTEROP.md)";
   const nlohmann::json fx = nlohmann::json::parse(in);
   ASSERT_EQ(fx.at("tokenizer_sha256").get<std::string>(), kSha256);
-  int compared = 0, fast_diff = 0, nonlegacy_diff = 0;
+  // Every string must match the SentencePiece-backed tokenizer, and transformers' LlamaTokenizer
+  // too except on "whitespace" strings (runs of spaces), where transformers >= 5's
+  // tokenizers-backed LlamaTokenizer is known to split differently: printed, not asserted.
+  int compared = 0, llama_checked = 0;
   for (const auto& c : fx.at("cases")) {
     const std::string text = c.at("text").get<std::string>();
-    const std::vector<int32_t> got = tok_->encode(text);
-    const auto slow = c.at("slow").get<std::vector<int32_t>>();
-    EXPECT_EQ(ids_str(got), ids_str(slow)) << "text: " << text;
+    const std::string kind = c.at("kind").get<std::string>();
+    const std::string got = ids_str(tok_->encode(text));
+    EXPECT_EQ(got, ids_str(c.at("sentencepiece").get<std::vector<int32_t>>()))
+        << kind << " text: " << text;
+    const std::string llama = ids_str(c.at("llama_tokenizer").get<std::vector<int32_t>>());
+    if (kind != "whitespace") {
+      EXPECT_EQ(got, llama) << kind << " text: " << text;
+      ++llama_checked;
+    } else if (got != llama) {
+      std::printf("known difference (%s) on \"%s\": xy/SentencePiece [%s], LlamaTokenizer [%s]\n",
+                  kind.c_str(), text.c_str(), got.c_str(), llama.c_str());
+    }
     ++compared;
-    if (c.contains("fast") && !c.at("fast").is_null() &&
-        c.at("fast").get<std::vector<int32_t>>() != got)
-      ++fast_diff;
-    if (c.contains("slow_nonlegacy") && !c.at("slow_nonlegacy").is_null() &&
-        c.at("slow_nonlegacy").get<std::vector<int32_t>>() != got)
-      ++nonlegacy_diff;
   }
-  std::printf("tokenizer parity: %d strings compared with LlamaTokenizer (legacy); "
-              "LlamaTokenizer(legacy=False) differs on %d, LlamaTokenizerFast on %d "
-              "(informational; transformers %s)\n",
-              compared, nonlegacy_diff, fast_diff,
-              fx.value("transformers_version", std::string("?")).c_str());
+  std::printf("tokenizer parity: %d strings equal to SentencePiece-backed ids, %d of them (all "
+              "but whitespace runs) equal to transformers %s LlamaTokenizer (%s)\n",
+              compared, llama_checked, fx.value("transformers_version", std::string("?")).c_str(),
+              fx.at("classes").value("llama_tokenizer", std::string("?")).c_str());
   EXPECT_GT(compared, 0);
 }
