@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/actors.hpp"
+#include "io/sha256.hpp"
 
 namespace fs = std::filesystem;
 
@@ -50,11 +50,11 @@ void fsync_path(const fs::path& p, bool dir) {
   if (rc != 0) throw std::runtime_error("fsync of " + p.string() + " failed: " + std::strerror(errno));
 }
 
-// Writes `tensors` back to back into `path`; returns {bytes, crc32}.
-std::pair<int64_t, uint32_t> write_tensors(const fs::path& path, const std::vector<at::Tensor>& ts) {
+// Writes `tensors` back to back into `path` and fsyncs it; returns {bytes, sha256}.
+std::pair<int64_t, std::string> write_tensors(const fs::path& path, const std::vector<at::Tensor>& ts) {
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) throw std::runtime_error("cannot create " + path.string() + ": " + std::strerror(errno));
-  uLong crc = crc32(0L, Z_NULL, 0);
+  Sha256 sha;
   int64_t bytes = 0;
   for (const auto& t : ts) {
     at::Tensor c = t.contiguous();
@@ -65,9 +65,7 @@ std::pair<int64_t, uint32_t> write_tensors(const fs::path& path, const std::vect
       std::fclose(f);
       throw std::runtime_error("write of " + path.string() + " failed: " + err);
     }
-    // crc32 takes uInt lengths: feed it in pieces.
-    for (size_t off = 0; off < n; off += (1u << 30))
-      crc = crc32(crc, p + off, static_cast<uInt>(std::min<size_t>(n - off, 1u << 30)));
+    sha.update(p, n);
     bytes += static_cast<int64_t>(n);
   }
   if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) {
@@ -75,8 +73,9 @@ std::pair<int64_t, uint32_t> write_tensors(const fs::path& path, const std::vect
     std::fclose(f);
     throw std::runtime_error("flush of " + path.string() + " failed: " + err);
   }
-  std::fclose(f);
-  return {bytes, static_cast<uint32_t>(crc)};
+  if (std::fclose(f) != 0)
+    throw std::runtime_error("close of " + path.string() + " failed: " + std::strerror(errno));
+  return {bytes, sha.hex()};
 }
 
 // Every node writes its ranks' files into <dir>/.tmp-step-N/ and reports them through the store;
@@ -92,8 +91,8 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
     const int rank = ctx.first_rank + static_cast<int>(local);
     char fname[32];
     std::snprintf(fname, sizeof fname, "rank-%05d.bin", rank);
-    auto [bytes, crc] = write_tensors(tmp / fname, snap.ranks[local]);
-    files.push_back({{"name", fname}, {"rank", rank}, {"bytes", bytes}, {"crc32", crc}});
+    auto [bytes, sha] = write_tensors(tmp / fname, snap.ranks[local]);
+    files.push_back({{"name", fname}, {"rank", rank}, {"bytes", bytes}, {"sha256", sha}});
   }
   fsync_path(tmp, true);
   const std::string key = "checkpoint/" + name + "/node/";
@@ -146,17 +145,33 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
       names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   const size_t keep = static_cast<size_t>(std::max(1, ctx.cfg.checkpoint.keep_last));
-  for (size_t i = 0; i + keep < names.size(); ++i) fs::remove_all(root / names[i]);
+  for (size_t i = 0; i + keep < names.size(); ++i) {
+    // Rename first (atomic), then delete: a crash mid-way never leaves a half-deleted step-N.
+    const fs::path doomed = root / (".del-" + names[i]);
+    fs::rename(root / names[i], doomed);
+    fs::remove_all(doomed);
+  }
   return final_dir.string();
+}
+
+// Removes what a crash left behind: unpublished (.tmp-*) and half-deleted (.del-*) checkpoints.
+void remove_leftovers(const fs::path& root) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind(".tmp-step-", 0) == 0 || n.rfind(".del-step-", 0) == 0) fs::remove_all(e.path(), ec);
+  }
 }
 
 checkpoint_actor::behavior_type checkpoint_fn(
     checkpoint_actor::stateful_pointer<CheckpointState> self, std::shared_ptr<NodeContext> ctx) {
   self->state.ctx = ctx;
+  if (ctx->node_index == 0) remove_leftovers(ctx->cfg.checkpoint.dir);
   return {
       [=](save_atom, CheckpointInfo info) -> caf::typed_response_promise<std::string> {
         auto& s = self->state;
         auto rp = self->make_response_promise<std::string>();
+        const auto t0 = Clock::now();
         Snapshot snap;
         snap.info = info;
         for (const auto& sh : s.ctx->shards) {
@@ -166,14 +181,30 @@ checkpoint_actor::behavior_type checkpoint_fn(
               ts.push_back(t->clone());
           snap.ranks.push_back(std::move(ts));
         }
-        const std::string dir = (fs::path(s.ctx->cfg.checkpoint.dir) / step_name(info.step)).string();
+        const std::string name = step_name(info.step);
+        const std::string dir = (fs::path(s.ctx->cfg.checkpoint.dir) / name).string();
         rp.deliver(dir);  // training continues; the write below runs on this actor's own thread
+        const double pause_s = std::chrono::duration<double>(Clock::now() - t0).count();
         try {
           OpScope scope(&s.ctx->registry, "checkpoint", -1, -1, 0, info.step,
                         s.ctx->cfg.deadlines.checkpoint_s);
           s.last_published = publish(*s.ctx, snap);
+          const double write_s = std::chrono::duration<double>(Clock::now() - t0).count() - pause_s;
+          int64_t bytes = 0;
+          for (const auto& r : snap.ranks)
+            for (const auto& t : r) bytes += t.numel() * t.element_size();
+          s.ctx->last_checkpoint_pause_s = pause_s;
+          s.ctx->last_checkpoint_write_s = write_s;
+          if (!s.ctx->quiet)
+            std::printf("xy: checkpoint %s: training paused %.1f ms for the snapshot; written in "
+                        "%.0f ms in the background (%.1f MiB, %.0f MiB/s)\n",
+                        name.c_str(), pause_s * 1e3, write_s * 1e3, bytes / 1048576.0,
+                        bytes / 1048576.0 / std::max(write_s, 1e-9));
         } catch (const std::exception& e) {
-          s.ctx->fail("checkpoint of step " + std::to_string(info.step) + ": " + e.what());
+          std::error_code ec;
+          fs::remove_all(fs::path(s.ctx->cfg.checkpoint.dir) / (".tmp-" + name), ec);
+          s.ctx->fail("checkpoint " + name + " could not be written (the previous checkpoints are "
+                      "intact): " + e.what());
         }
         return rp;
       },

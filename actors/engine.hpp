@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -57,6 +58,9 @@ struct TrainResult {
   int64_t final_samples = 0;         // samples consumed per rank (the data position)
   double final_loss = 0;
   double seconds = 0;                // wall time of the training loop
+  std::string resumed_from;          // the checkpoint training started from, if any
+  double checkpoint_pause_s = 0;     // the last checkpoint: training paused for its snapshot
+  double checkpoint_write_s = 0;     // ... and its background write
 };
 
 // Everything the node's actors share. Built by the node supervisor before spawning them.
@@ -78,15 +82,28 @@ struct NodeContext {
   at::ScalarType working_dtype = at::kFloat;
   bool quiet = false;  // no per-step lines (tests)
 
+  // Where training starts (from a checkpoint, else 0): the units' version, Adam's step count and
+  // each local rank's data position.
+  int64_t start_step = 0;
+  int64_t start_adam_step = 0;
+  std::vector<int64_t> start_positions;
+  std::string resumed_from;
+
+  std::atomic<bool> failed{false};  // set by fail(): trainers stop at their next step
+  double last_checkpoint_pause_s = 0, last_checkpoint_write_s = 0;  // for the benchmark
+
   std::mutex result_mu;
   TrainResult result;  // guarded by result_mu
   void fail(const std::string& what, int code = kExitError);
 };
 
 struct RunOptions {
-  std::shared_ptr<const SampleSource> data;  // if set, used instead of the configured corpus
+  std::shared_ptr<const SampleSource> data;  // the samples to train on
   bool quiet = false;
   bool checkpoint_at_end = true;
+  std::string resume;            // "latest" or a checkpoint directory; empty = start fresh
+  bool resume_fallback = false;  // if that checkpoint is corrupt, use the newest good older one
+  bool verify = true;            // check every file's SHA-256 before resuming
 };
 
 // Runs the training job of this node as configured: builds the context, spawns the actors, trains,

@@ -5,10 +5,12 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include <ATen/Parallel.h>
 
 #include "actors/actors.hpp"
+#include "actors/checkpoint_io.hpp"
 
 namespace xy {
 
@@ -20,6 +22,7 @@ int64_t RankShards::host_bytes() const {
 }
 
 void NodeContext::fail(const std::string& what, int code) {
+  failed = true;
   std::lock_guard<std::mutex> lock(result_mu);
   std::cerr << "xy: error: " << what << std::endl;
   if (result.exit_code == kExitOk) {
@@ -45,6 +48,31 @@ at::ScalarType working_dtype(const std::string& precision) {
   if (precision == "bf16") return at::kBFloat16;
   throw std::invalid_argument("train.precision = \"" + precision +
                               "\" is not supported by the CPU engine yet; use fp32 or bf16");
+}
+
+// Finds, verifies and checks the checkpoint to resume from; with resume_fallback, a corrupt one is
+// reported and the newest older good one is used instead.
+CheckpointManifest open_resume_checkpoint(const Config& cfg, const RunOptions& opts) {
+  const std::string first = resolve_checkpoint(opts.resume, cfg.checkpoint.dir);
+  std::vector<std::string> candidates{first};
+  if (opts.resume_fallback)
+    for (const auto& d : list_checkpoints(cfg.checkpoint.dir))
+      if (d < first) candidates.push_back(d);
+  std::string errors;
+  for (const auto& dir : candidates) {
+    try {
+      CheckpointManifest man = read_checkpoint(dir, opts.verify);
+      check_model_matches(man, cfg.model);
+      if (!errors.empty() && !opts.quiet)
+        std::printf("xy: falling back to checkpoint %s\n", dir.c_str());
+      return man;
+    } catch (const CheckpointError& e) {
+      if (!opts.resume_fallback) throw;
+      std::fprintf(stderr, "xy: cannot resume from %s: %s\n", dir.c_str(), e.what());
+      errors += std::string("\n  ") + e.what();
+    }
+  }
+  throw CheckpointError("no good checkpoint to resume from:" + errors);
 }
 
 // Builds the context: everything the actors share. Throws on invalid set-ups.
@@ -89,16 +117,52 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
     sh->rank = ctx.first_rank + local;
     ctx.shards.push_back(sh);
   }
-  for (const auto& unit : ctx.layout.units) {
-    at::Tensor full = init_unit(unit, cfg.model.init_std, cfg.model.init_seed, at::kFloat);
-    for (auto& sh : ctx.shards) {
-      at::Tensor slice = full.narrow(0, unit.shard_begin(sh->rank), unit.shard_numel).clone();
-      sh->master.push_back(slice);
-      sh->working.push_back(slice.to(ctx.working_dtype).clone());
-      sh->grad.push_back(at::zeros({unit.shard_numel}, at::kFloat));
-      sh->m.push_back(at::zeros({unit.shard_numel}, at::kFloat));
-      sh->v.push_back(at::zeros({unit.shard_numel}, at::kFloat));
+  std::optional<CheckpointManifest> ckpt;
+  if (!opts.resume.empty()) ckpt = open_resume_checkpoint(cfg, opts);
+  for (size_t u = 0; u < ctx.layout.units.size(); ++u) {
+    const UnitLayout& unit = ctx.layout.units[u];
+    // The full padded unit: fresh, or assembled from the checkpoint (any saved world size).
+    at::Tensor master, working, m, v;
+    if (ckpt) {
+      UnitState st = read_unit_state(*ckpt, static_cast<int>(u));
+      auto pad = [&](const at::Tensor& t) {
+        return at::constant_pad_nd(t, {0, unit.padded_numel - unit.numel}, 0);
+      };
+      master = pad(st.master);
+      m = pad(st.m);
+      v = pad(st.v);
+      // The same working precision resumes bit for bit; another one is recast from the master.
+      working = ckpt->working_dtype == ctx.working_dtype ? pad(st.working) : master.to(ctx.working_dtype);
+    } else {
+      master = init_unit(unit, cfg.model.init_std, cfg.model.init_seed, at::kFloat);
+      working = master.to(ctx.working_dtype);
     }
+    for (auto& sh : ctx.shards) {
+      const int64_t b = unit.shard_begin(sh->rank), n = unit.shard_numel;
+      sh->master.push_back(master.narrow(0, b, n).clone());
+      sh->working.push_back(working.narrow(0, b, n).clone());
+      sh->grad.push_back(at::zeros({n}, at::kFloat));
+      sh->m.push_back(m.defined() ? m.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
+      sh->v.push_back(v.defined() ? v.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
+    }
+  }
+  ctx.start_positions.assign(ctx.local_ranks, 0);
+  if (ckpt) {
+    ctx.start_step = ckpt->step;
+    ctx.start_adam_step = ckpt->adam_step;
+    ctx.resumed_from = ckpt->dir;
+    // The data position: the global sample stream is consumed in order, so the same number of
+    // consumed samples continues it exactly on another world size when it divides evenly.
+    const int64_t consumed = ckpt->samples_per_rank * ckpt->world_size;
+    if (consumed % ctx.world != 0)
+      throw std::invalid_argument("checkpoint " + ckpt->dir + " consumed " + std::to_string(consumed) +
+                                  " samples, which " + std::to_string(ctx.world) +
+                                  " ranks cannot split evenly; resume with a world size dividing it");
+    ctx.start_positions.assign(ctx.local_ranks, consumed / ctx.world);
+    if (ctx.start_step >= cfg.train.steps)
+      throw std::invalid_argument("checkpoint " + ckpt->dir + " is at step " +
+                                  std::to_string(ctx.start_step) + ", not before train.steps = " +
+                                  std::to_string(cfg.train.steps) + "; raise train.steps to go on");
   }
 }
 
@@ -108,6 +172,11 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   auto ctx = std::make_shared<NodeContext>();
   try {
     build_context(*ctx, cfg, opts);
+  } catch (const CheckpointError& e) {
+    TrainResult r;
+    r.exit_code = kExitError;
+    r.error = e.what();
+    return r;
   } catch (const std::exception& e) {
     TrainResult r;
     r.exit_code = kExitUsage;
@@ -125,6 +194,9 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
                 host_bytes / 1048576.0,
                 static_cast<double>(host_bytes) / params * ctx->world / ctx->local_ranks);
 
+  if (!ctx->resumed_from.empty() && !opts.quiet)
+    std::printf("xy: resumed from %s (step %lld)\n", ctx->resumed_from.c_str(),
+                static_cast<long long>(ctx->start_step));
   const auto t0 = Clock::now();
   {
     caf::actor_system_config sys_cfg;
@@ -133,7 +205,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
       caf::scoped_actor self{sys};
       auto watchdog = spawn_watchdog(sys, ctx);
       auto checkpoint = spawn_checkpoint(sys, ctx);
-      auto dataloader = spawn_dataloader(sys, ctx, std::vector<int64_t>(ctx->local_ranks, 0));
+      auto dataloader = spawn_dataloader(sys, ctx, ctx->start_positions);
       std::vector<prefetcher_actor> prefetchers;
       std::vector<param_shard_actor> shards;
       std::vector<optimizer_actor> optimizers;
@@ -196,6 +268,9 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
     }
   }
   ctx->result.host_bytes = host_bytes;
+  ctx->result.resumed_from = ctx->resumed_from;
+  ctx->result.checkpoint_pause_s = ctx->last_checkpoint_pause_s;
+  ctx->result.checkpoint_write_s = ctx->last_checkpoint_write_s;
   std::lock_guard<std::mutex> lock(ctx->result_mu);
   return ctx->result;
 }

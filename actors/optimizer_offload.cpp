@@ -64,6 +64,7 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
   s.rank = ctx->first_rank + local;
   s.sh = ctx->shards[local].get();
   s.shard = shard;
+  s.version = ctx->start_step;
   return {
       [=](step_atom, StepOrder order) {
         auto& s = self->state;

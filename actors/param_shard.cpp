@@ -190,7 +190,7 @@ param_shard_actor::behavior_type param_shard_fn(
   s.rank = ctx->first_rank + local;
   s.comm = ctx->comms[local].get();
   s.sh = ctx->shards[local].get();
-  s.version.assign(ctx->layout.units.size(), 0);
+  s.version.assign(ctx->layout.units.size(), ctx->start_step);
   const int units = static_cast<int>(ctx->layout.units.size());
   return {
       [=](gather_atom, int32_t unit, int32_t dir, int64_t ver) -> caf::typed_response_promise<at::Tensor> {

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <thread>
 
 #include <ATen/Parallel.h>
 
@@ -173,9 +174,11 @@ void Trainer::run() {
   const int64_t steps = cfg.train.steps;
   const int64_t tokens_per_step =
       int64_t{ctx_->world} * cfg.train.grad_accum * cfg.train.micro_batch * ctx_->data->seq_len();
-  int64_t adam_step = 0;
+  int64_t adam_step = ctx_->start_adam_step;
   double last_loss = 0;
-  for (int64_t step = 1; step <= steps; ++step) {
+  samples_done_ = ctx_->start_positions[local_];
+  for (int64_t step = ctx_->start_step + 1; step <= steps; ++step) {
+    if (ctx_->failed) throw std::runtime_error("stopping after an error elsewhere");
     rec_ = StepRecord{};
     rec_.step = step;
     const auto t_step = Clock::now();
@@ -223,9 +226,12 @@ void Trainer::run() {
     const bool save_now = cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0 &&
                           step != steps;
     if (save_now && local_ == 0) {
-      // The snapshot needs every local rank's optimizer to have applied this step (none can be
-      // further: their next step needs this rank's next finish).
-      for (const auto& o : node_optimizers_) ask<int64_t>(o, nullptr, sync_atom::value);
+      // The snapshot needs every local rank's optimizer to have applied this step. Another rank's
+      // step order may not have reached its optimizer yet, so ask until it has; none can be
+      // further (their next step needs this rank's next finish).
+      for (const auto& o : node_optimizers_)
+        while (ask<int64_t>(o, nullptr, sync_atom::value) < step)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
       CheckpointInfo info{step, adam_step, samples_done_, last_loss};
       ask<std::string>(checkpoint_, nullptr, save_atom::value, info);
     }

@@ -21,6 +21,7 @@ const char* kUsage =
     "commands:\n"
     "  train    train a model as configured (xy-node train --config config/tiny.toml)\n"
     "  preprocess  tokenize JSONL corpora into token shards (docs/DATA.md)\n"
+    "  verify   check a checkpoint against its manifest (sizes and SHA-256)\n"
     "\n"
     "Run 'xy-node <command> --help' for the options of a command.\n"
     "Exit codes: 0 done, 1 error, 2 bad usage or configuration, 3 stalled (watchdog report).\n";
@@ -32,6 +33,12 @@ int cmd_train(int argc, char** argv) {
       ("steps", "override train.steps", cxxopts::value<int64_t>())
       ("work-dir", "override data.work_dir (tokenizer, token cache, checkpoints)",
        cxxopts::value<std::string>())
+      ("resume", "resume from a checkpoint: 'latest' (in checkpoint.dir) or a directory",
+       cxxopts::value<std::string>())
+      ("resume-fallback", "if the checkpoint is corrupt or incomplete, resume from the newest "
+       "older good one (and say so)")
+      ("no-verify", "skip the SHA-256 check of checkpoint files when resuming (sizes are still "
+       "checked)")
       ("node-index", "this process's entry in [[topology.nodes]] (default: topology.node_index, "
        "or the environment's XY_NODE_INDEX, NODE_RANK (torchrun) or SLURM_NODEID)",
        cxxopts::value<int>())
@@ -99,6 +106,9 @@ int cmd_train(int argc, char** argv) {
 
   xy::RunOptions ro;
   ro.data = data.samples;
+  if (args.count("resume")) ro.resume = args["resume"].as<std::string>();
+  ro.resume_fallback = args.count("resume-fallback") > 0;
+  ro.verify = args.count("no-verify") == 0;
   const xy::TrainResult r = xy::run_training(cfg, ro);
   if (r.exit_code != xy::kExitOk) {
     std::cerr << "xy-node train: " << r.error << "\n";
@@ -132,6 +142,7 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);
   if (cmd == "preprocess") return cmd_preprocess(argc - 1, argv + 1);
+  if (cmd == "verify") return cmd_verify(argc - 1, argv + 1);
   std::cerr << "xy-node: unknown command '" << cmd << "'\n" << kUsage;
   return xy::kExitUsage;
 }
