@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <map>
+#include <set>
 #include <stdexcept>
 
 #include "io/hf_config.hpp"
@@ -42,9 +42,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 std::vector<at::Tensor> load_hf_units(const std::string& dir, const ModelLayout& layout,
                                       at::ScalarType dtype) {
   const st::Reader reader = st::Reader::open(dir);
-  std::map<std::string, bool> expected;  // name -> found
+  std::set<std::string> expected;
   for (const auto& u : layout.units)
-    for (const auto& p : u.params) expected[p.name] = false;
+    for (const auto& p : u.params) expected.insert(p.name);
 
   // Every tensor in the files must be one of the layout's (or an ignorable rotary table).
   std::vector<std::string> extra;
