@@ -550,6 +550,7 @@ class Run {
   std::deque<Chunk> work_;              // GUARDED_BY(mu_)
   std::map<int64_t, Result> done_;      // GUARDED_BY(mu_), by chunk seq
   size_t inflight_ = 0;                 // GUARDED_BY(mu_): budget bytes of chunks not yet packed
+  int inflight_chunks_ = 0;             // GUARDED_BY(mu_): chunks not yet packed
   bool reader_done_ = false;            // GUARDED_BY(mu_)
   int64_t chunks_made_ = 0;             // GUARDED_BY(mu_)
   std::string thread_error_;            // GUARDED_BY(mu_): first exception of a thread
@@ -935,8 +936,14 @@ void Run::reader_main() {
       int64_t text_in_chunk = 0;  // decompressed bytes in the chunk
       auto acquire = [&]() {      // wait for room in the in-flight budget before filling a chunk
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return stop_ || inflight_ == 0 || inflight_ + chunk_bytes_ <= budget_; });
+        // Room: at most 2 (threads + 1) chunks (enough to keep every worker busy while the writer
+        // waits for the oldest) and at most the memory budget.
+        cv_.wait(lk, [&] {
+          return stop_ || inflight_chunks_ == 0 ||
+                 (inflight_chunks_ < 2 * (threads_ + 1) && inflight_ + chunk_bytes_ <= budget_);
+        });
         inflight_ += chunk_bytes_;
+        ++inflight_chunks_;
       };
       auto ship = [&](bool file_done) {
         c.seq = seq++;
@@ -1228,6 +1235,7 @@ PreprocessResult Run::go() {
       {
         std::lock_guard<std::mutex> lk(mu_);
         inflight_ -= budget;
+        --inflight_chunks_;
       }
       cv_.notify_all();
       progress(false);
