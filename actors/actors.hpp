@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "actors/engine.hpp"
+#include "actors/faults.hpp"
 #include "actors/protocol.hpp"
 
 namespace xy {
@@ -27,7 +28,12 @@ optimizer_actor spawn_optimizer(caf::actor_system& sys, std::shared_ptr<NodeCont
 // Node (detached): snapshots and writes checkpoints (actors/checkpoint.cpp).
 checkpoint_actor spawn_checkpoint(caf::actor_system& sys, std::shared_ptr<NodeContext> ctx);
 // Node: polls the registry; on a missed deadline writes the stall report and ends the process.
+// Several nodes: also runs the control plane (heartbeats, job-wide stall reports; control.hpp).
 caf::actor spawn_watchdog(caf::actor_system& sys, std::shared_ptr<NodeContext> ctx);
+// After a failure on a job of several nodes: waits up to control.heartbeat_s + 1.5 s for the
+// control plane to tell whether a peer is lost, and if so ends the process with kExitPeerLost and
+// the peer's name (a killed peer first shows as a failed collective).
+void await_peer_verdict(const NodeContext& ctx);
 // Rank (detached, blocking): runs the step schedule (actors/trainer.cpp). Local rank 0 also
 // takes the periodic checkpoints, after syncing every local optimizer in `node_optimizers`.
 caf::actor spawn_trainer(caf::actor_system& sys, std::shared_ptr<NodeContext> ctx, int local_rank,

@@ -178,7 +178,7 @@ checkpoint_actor::behavior_type checkpoint_fn(
           std::vector<at::Tensor> ts;
           for (size_t u = 0; u < sh->working.size(); ++u)
             for (const at::Tensor* t : {&sh->working[u], &sh->master[u], &sh->m[u], &sh->v[u]})
-              ts.push_back(t->clone());
+              ts.push_back(t->is_cpu() ? t->clone() : t->to(at::kCPU));
           snap.ranks.push_back(std::move(ts));
         }
         const std::string name = step_name(info.step);
@@ -188,6 +188,7 @@ checkpoint_actor::behavior_type checkpoint_fn(
         try {
           OpScope scope(&s.ctx->registry, "checkpoint", -1, -1, 0, info.step,
                         s.ctx->cfg.deadlines.checkpoint_s);
+          fault::maybe("checkpoint", -1, info.step);  // fault injection (actors/faults.hpp)
           s.last_published = publish(*s.ctx, snap);
           const double write_s = std::chrono::duration<double>(Clock::now() - t0).count() - pause_s;
           int64_t bytes = 0;

@@ -33,13 +33,18 @@ dataloader_actor::behavior_type dataloader_fn(
         const int64_t mb = s.ctx->cfg.train.micro_batch, len = s.ctx->data->seq_len();
         Batch b;
         b.first_sample = s.position[local];
-        b.tokens = at::empty({mb, len + 1}, at::kLong);
+        // Pinned when training on a device, so the copy up can be asynchronous.
+        b.tokens = at::empty({mb, len + 1}, at::TensorOptions(at::kLong).pinned_memory(s.ctx->on_device));
         int64_t* out = b.tokens.data_ptr<int64_t>();
         const int rank = s.ctx->first_rank + local;
+        const int64_t step = b.first_sample / (mb * s.ctx->cfg.train.grad_accum) + 1;
+        OpScope read(&s.ctx->registry, "batch-read", rank, -1, 0, step, s.ctx->cfg.deadlines.batch_s);
+        fault::maybe("batch", rank, step);  // fault injection (actors/faults.hpp)
         for (int64_t i = 0; i < mb; ++i)
           s.ctx->data->copy_sample(s.order->at(rank, s.position[local] + i), out + i * (len + 1));
         s.position[local] += mb;
-        b.labels = b.tokens.narrow(1, 1, len).clone();
+        b.labels = at::empty({mb, len}, at::TensorOptions(at::kLong).pinned_memory(s.ctx->on_device));
+        b.labels.copy_(b.tokens.narrow(1, 1, len));
         if (const int32_t masked = s.ctx->data->masked_label(); masked >= 0)
           b.labels.masked_fill_(b.labels == masked, -100);  // cross-entropy's ignore_index
         return b;

@@ -12,6 +12,7 @@
 #include "actors/registry.hpp"
 #include "actors/thread_pool.hpp"
 #include "comm/comm.hpp"
+#include "comm/device.hpp"
 #include "io/config.hpp"
 #include "io/samples.hpp"
 #include "model/layout.hpp"
@@ -25,6 +26,8 @@ enum ExitCode : int {
   kExitError = 1,        // an error with a message (bad data, I/O, a failed collective)
   kExitUsage = 2,        // bad command line or configuration
   kExitStall = 3,        // the watchdog found an operation past its deadline; see the stall report
+  kExitPeerLost = 4,     // another node was killed, frozen or cut off (no heartbeat); see the report
+  kExitWatchdogStuck = 5,  // the watchdog itself stopped running (its watcher ended the process)
 };
 
 // One rank's memory, allocated once at start-up. Ownership: `working` and `grad` are written by the
@@ -36,7 +39,14 @@ struct RankShards {
   std::vector<at::Tensor> grad;     // per unit [shard_numel], fp32 accumulated gradient
   std::vector<at::Tensor> master;   // per unit [shard_numel], fp32
   std::vector<at::Tensor> m, v;     // per unit [shard_numel], fp32 Adam moments
-  int64_t host_bytes() const;       // bytes held by all of the above
+  // On a device only: `working` lives on the device; the optimizer writes the new working copy
+  // into pinned `working_host` and copies it up; `grad` is pinned (the device copies into it);
+  // with grad_accum > 1 gradients accumulate on the device in `grad_dev` (fp32) until the end of
+  // the step.
+  std::vector<at::Tensor> working_host;
+  std::vector<at::Tensor> grad_dev;
+  int64_t host_bytes() const;       // host bytes held by all of the above
+  int64_t device_bytes() const;     // device bytes (0 on CPU)
 };
 
 // Per-step record kept for the summary and tests.
@@ -78,6 +88,8 @@ struct NodeContext {
   std::shared_ptr<KeyValueStore> store;              // the job's rendezvous store
   std::vector<std::shared_ptr<Comm>> comms;          // per local rank
   std::vector<std::shared_ptr<RankShards>> shards;   // per local rank
+  std::vector<RankStreams> streams;                  // per local rank (CPU: all default)
+  bool on_device = false;                            // topology.device is cuda
   std::unique_ptr<ThreadPool> adam_pool;             // node pool for CPU Adam
   at::ScalarType working_dtype = at::kFloat;
   bool quiet = false;  // no per-step lines (tests)

@@ -11,13 +11,23 @@
 
 #include "actors/actors.hpp"
 #include "actors/checkpoint_io.hpp"
+#include "actors/control.hpp"
 
 namespace xy {
 
 int64_t RankShards::host_bytes() const {
   int64_t b = 0;
-  for (const auto* list : {&working, &grad, &master, &m, &v})
-    for (const auto& t : *list) b += t.numel() * t.element_size();
+  for (const auto* list : {&working, &grad, &master, &m, &v, &working_host, &grad_dev})
+    for (const auto& t : *list)
+      if (t.is_cpu()) b += t.numel() * t.element_size();
+  return b;
+}
+
+int64_t RankShards::device_bytes() const {
+  int64_t b = 0;
+  for (const auto* list : {&working, &grad_dev})
+    for (const auto& t : *list)
+      if (!t.is_cpu()) b += t.numel() * t.element_size();
   return b;
 }
 
@@ -47,7 +57,8 @@ at::ScalarType working_dtype(const std::string& precision) {
   if (precision == "fp32") return at::kFloat;
   if (precision == "bf16") return at::kBFloat16;
   throw std::invalid_argument("train.precision = \"" + precision +
-                              "\" is not supported by the CPU engine yet; use fp32 or bf16");
+                              "\" is not supported yet (dynamic loss scaling is to come); use fp32 "
+                              "or bf16");
 }
 
 // Finds, verifies and checks the checkpoint to resume from; with resume_fallback, a corrupt one is
@@ -80,9 +91,13 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   ctx.cfg = cfg;
   ctx.quiet = opts.quiet;
   const auto& topo = cfg.topology;
-  if (topo.device != "cpu")
-    throw std::invalid_argument("topology.device = \"" + topo.device +
-                                "\": this build has only the CPU engine (build with -DXY_CUDA=ON)");
+  ctx.on_device = topo.device == "cuda";
+#ifndef XY_WITH_CUDA
+  if (ctx.on_device)
+    throw std::invalid_argument("topology.device = \"cuda\" in " + cfg.source +
+                                ", but this build of xy has only the CPU engine; build with "
+                                "-DXY_CUDA=ON against a CUDA LibTorch (README: Building with CUDA)");
+#endif
   if (!opts.data) throw std::invalid_argument("no training data");
   if (cfg.model.vocab_size <= 0) throw std::invalid_argument("model.vocab_size is not set");
   if (opts.data->vocab() > cfg.model.vocab_size)
@@ -104,10 +119,24 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   // Rendezvous: in memory for one node; else a TCP store that node 0 serves on its port + 1.
   const NodeSpec& me = topo.nodes[topo.node_index];
   const bool multi = ctx.nodes > 1;
-  CommGroup group = make_gloo_comms(
-      ctx.world, ctx.first_rank, ctx.local_ranks, me.host, multi ? topo.nodes[0].host : "",
-      multi ? topo.nodes[0].port + 1 : 0, topo.node_index == 0,
-      2 * cfg.deadlines.collective_s * cfg.deadlines.first_step_factor);
+  // Local rank l drives device l (CUDA), with its own streams.
+  for (int l = 0; l < ctx.local_ranks; ++l)
+    ctx.streams.push_back(RankStreams::for_device(
+        ctx.on_device ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(l)) : c10::Device(c10::kCPU)));
+  const double comm_timeout = 2 * cfg.deadlines.collective_s * cfg.deadlines.first_step_factor;
+  CommGroup group;
+  // Several nodes: the job's secret handshake runs on the store before any rank connects.
+  if (multi) set_rendezvous_guard([&cfg, &topo](KeyValueStore& s) { secret_handshake(s, cfg, topo.node_index, 60); });
+#ifdef XY_WITH_CUDA
+  if (ctx.on_device)
+    group = make_nccl_comms(ctx.world, ctx.first_rank, ctx.local_ranks,
+                            multi ? topo.nodes[0].host : "", multi ? topo.nodes[0].port + 1 : 0,
+                            topo.node_index == 0, comm_timeout);
+  else
+#endif
+    group = make_gloo_comms(ctx.world, ctx.first_rank, ctx.local_ranks, me.host,
+                            multi ? topo.nodes[0].host : "", multi ? topo.nodes[0].port + 1 : 0,
+                            topo.node_index == 0, comm_timeout);
   ctx.comms = std::move(group.comms);
   ctx.store = std::move(group.store);
   // Every rank initialises each full unit identically (explicit seeded generator) and keeps its
@@ -137,11 +166,24 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
       master = init_unit(unit, cfg.model.init_std, cfg.model.init_seed, at::kFloat);
       working = master.to(ctx.working_dtype);
     }
-    for (auto& sh : ctx.shards) {
+    for (size_t l = 0; l < ctx.shards.size(); ++l) {
+      auto& sh = ctx.shards[l];
       const int64_t b = unit.shard_begin(sh->rank), n = unit.shard_numel;
       sh->master.push_back(master.narrow(0, b, n).clone());
-      sh->working.push_back(working.narrow(0, b, n).clone());
-      sh->grad.push_back(at::zeros({n}, at::kFloat));
+      const at::Tensor w = working.narrow(0, b, n);
+      if (ctx.on_device) {
+        // The working copy lives on the device; the host keeps a pinned staging copy for the
+        // optimizer's output, and gradients land in pinned memory.
+        const c10::Device dev = ctx.streams[l].device;
+        sh->working.push_back(w.to(dev));
+        sh->working_host.push_back(at::empty({n}, w.options().pinned_memory(true)).copy_(w));
+        sh->grad.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).pinned_memory(true)));
+        if (cfg.train.grad_accum > 1)
+          sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
+      } else {
+        sh->working.push_back(w.clone());
+        sh->grad.push_back(at::zeros({n}, at::kFloat));
+      }
       sh->m.push_back(m.defined() ? m.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
       sh->v.push_back(v.defined() ? v.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
     }
@@ -239,6 +281,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
       }
       ctx->result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       const bool ok = ctx->result.exit_code == kExitOk;
+      if (!ok && ctx->nodes > 1) await_peer_verdict(*ctx);  // a lost peer: its report and kExitPeerLost
       if (ok && opts.checkpoint_at_end) {
         CheckpointInfo info{cfg.train.steps, ctx->result.final_adam_step, ctx->result.final_samples,
                             ctx->result.final_loss};

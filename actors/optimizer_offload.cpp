@@ -13,6 +13,8 @@ struct OptimizerState {
   int local = 0, rank = 0;
   RankShards* sh = nullptr;
   param_shard_actor shard;
+  RankStreams st;
+  std::vector<DeviceEventPtr> uploads;  // per unit: the last upload of the working copy
   int64_t version = 0;
   static inline const char* name = "optimizer-offload";
 };
@@ -42,9 +44,11 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
   float* m = s.sh->m[u].data_ptr<float>();
   float* v = s.sh->v[u].data_ptr<float>();
   const float* g = s.sh->grad[u].data_ptr<float>();
-  char* out = static_cast<char*>(s.sh->working[u].data_ptr());
-  const size_t esize = s.sh->working[u].element_size();
-  const WorkingType wt = working_type(s.sh->working[u].scalar_type());
+  // On a device the kernel writes the working copy into pinned host memory, uploaded after.
+  at::Tensor& dst = s.ctx->on_device ? s.sh->working_host[u] : s.sh->working[u];
+  char* out = static_cast<char*>(dst.data_ptr());
+  const size_t esize = dst.element_size();
+  const WorkingType wt = working_type(dst.scalar_type());
   // One kernel call per parameter range inside this rank's slice (decay differs by parameter).
   for (const ParamSpec& ps : unit.params) {
     const int64_t b = std::max(base, ps.offset), e = std::min(end, ps.offset + ps.numel);
@@ -65,21 +69,32 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
   s.sh = ctx->shards[local].get();
   s.shard = shard;
   s.version = ctx->start_step;
+  s.st = ctx->streams[local];
+  s.uploads.resize(ctx->layout.units.size());
   return {
       [=](step_atom, StepOrder order) {
         auto& s = self->state;
         const int units = static_cast<int>(s.ctx->layout.units.size());
         for (int u = 0; u < units; ++u) {
+          DeviceEventPtr uploaded;
           try {
             OpScope scope(&s.ctx->registry, "adam", s.rank, u, 0, order.step,
                           s.ctx->cfg.deadlines.optimizer_s);
+            fault::maybe("adam", s.rank, order.step, u);  // fault injection (actors/faults.hpp)
+            // The previous upload from this staging buffer must be done before it is rewritten.
+            if (s.uploads[u]) s.uploads[u]->synchronize();
             if (!order.skip) step_unit(s, u, order);
             s.sh->grad[u].zero_();
+            if (s.ctx->on_device) {
+              c10::StreamGuard guard(s.st.h2d);
+              s.sh->working[u].copy_(s.sh->working_host[u], /*non_blocking=*/true);
+              uploaded = s.uploads[u] = DeviceEvent::record(s.st.h2d);
+            }
           } catch (const std::exception& e) {
             s.ctx->fail("rank " + std::to_string(s.rank) + ": CPU Adam on unit " +
                         std::to_string(u) + ": " + e.what());
           }
-          self->send(s.shard, updated_atom::value, static_cast<int32_t>(u), order.step);
+          self->send(s.shard, updated_atom::value, static_cast<int32_t>(u), order.step, uploaded);
         }
         s.version = order.step;
       },

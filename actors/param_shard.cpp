@@ -7,6 +7,12 @@
 // behind it waits too. The queue's contents are a function of the trainer's message sequence alone.
 //
 //   gather(u) ──> [queued] ──version ready──> [issued] ──wait──> delivered ──release──> (dropped)
+//
+// On a device, gathers run on the rank's gather stream and reductions on its reduce stream; the
+// trainer's compute stream is ordered after a gather by the event delivered with it, and a
+// reduction after the trainer's backward by the event sent with the gradient. A gradient shard
+// goes to pinned host memory on the reduce stream as soon as it is reduced (grad_accum = 1), or
+// accumulates on the device in fp32 until the end of the step.
 #include <cmath>
 #include <deque>
 #include <map>
@@ -22,6 +28,7 @@ struct Gathered {
   std::unique_ptr<CommOp> op;      // null once waited (or never issued)
   uint64_t op_id = 0;              // registry id while in flight
   bool issued = false;
+  DeviceEventPtr ready;            // set when waited
 };
 
 struct Reduction {
@@ -35,8 +42,8 @@ struct Queued {
   enum Kind { kGather, kReduce, kFinish } kind;
   int unit = -1;
   int64_t version = 0;
-  at::Tensor grad;                 // kReduce
-  double loss_sum = 0;             // kFinish
+  UnitGrad grad;                   // kReduce
+  at::Tensor loss_sum;             // kFinish
   int64_t loss_count = 0;
   caf::typed_response_promise<StepFacts> finish_rp;
 };
@@ -44,7 +51,7 @@ struct Queued {
 struct WaitingGather {
   int unit;
   int64_t version;
-  caf::typed_response_promise<at::Tensor> rp;
+  caf::typed_response_promise<GatheredUnit> rp;
 };
 
 struct ParamShardState {
@@ -52,15 +59,19 @@ struct ParamShardState {
   int local = 0, rank = 0;
   Comm* comm = nullptr;
   RankShards* sh = nullptr;
+  RankStreams st;
   std::vector<int64_t> version;            // per unit: optimizer steps applied to the shard
+  std::vector<DeviceEventPtr> uploaded;    // per unit: the optimizer's upload of that version
   std::map<int, Gathered> cache;           // queued, in-flight or delivered gathers
   std::deque<Queued> queue;                // collectives not yet issued, in issue order
   std::deque<Reduction> reductions;        // issued reduce-scatters, oldest first
   std::deque<WaitingGather> waiting;       // trainer requests not yet answerable
+  at::Tensor sumsq;                        // device, grad_accum = 1: squared norm so far
   static inline const char* name = "parameter-shard";
 
   double deadline() const { return ctx->cfg.deadlines.collective_s; }
   int64_t step_of(int64_t version) const { return version + 1; }
+  bool accumulate_on_device() const { return st.on_device() && ctx->cfg.train.grad_accum > 1; }
 
   int64_t cached_bytes() const {
     int64_t b = 0;
@@ -88,7 +99,11 @@ struct ParamShardState {
         cached_bytes() + bytes > ctx->cfg.actors.gather_budget_mb * (int64_t{1} << 20))
       return;
     Gathered g;
-    g.full = at::empty({u.padded_numel}, at::TensorOptions().dtype(ctx->working_dtype));
+    {
+      c10::StreamGuard guard(st.gather);  // allocated for use on the gather stream
+      g.full = at::empty({u.padded_numel},
+                         at::TensorOptions().dtype(ctx->working_dtype).device(st.device));
+    }
     g.version = ver;
     cache.emplace(unit, std::move(g));
     Queued q;
@@ -100,33 +115,57 @@ struct ParamShardState {
 
   void finish_gather(Gathered& g) {
     if (g.op) {
-      g.op->wait();
+      c10::StreamGuard guard(st.gather);
+      g.op->wait();  // Gloo: the host waits; NCCL: the gather stream waits
       g.op.reset();
       ctx->registry.end(g.op_id);
+      g.ready = DeviceEvent::record(st.gather);
     }
   }
 
   void finish_reduction(Reduction& r) {
+    c10::StreamGuard guard(st.reduce);
     r.op->wait();
     ctx->registry.end(r.op_id);
-    sh->grad[r.unit].add_(r.shard.to(at::kFloat));
+    if (!st.on_device()) {
+      sh->grad[r.unit].add_(r.shard.to(at::kFloat));
+    } else if (accumulate_on_device()) {
+      sh->grad_dev[r.unit].add_(r.shard.to(at::kFloat));
+    } else {
+      at::Tensor g = r.shard.to(at::kFloat);
+      sumsq.add_(g.pow(2).sum());
+      sh->grad[r.unit].copy_(g, /*non_blocking=*/true);  // into pinned host memory
+    }
   }
 
   // Issues queued collectives from the front while their preconditions hold.
   void pump() {
     while (!queue.empty()) {
       Queued& q = queue.front();
+      // Fault injection (actors/faults.hpp): never issue #seq, or issue the next one in its place.
+      fault::maybe("collective", rank, step_of(version[0]), q.unit, comm->seq() + 1);
+      if (queue.size() > 1 && fault::reorder(rank, comm->seq() + 1)) {
+        const Queued& o = queue[1];
+        ctx->registry.begin(o.kind == Queued::kGather ? "all-gather" : o.kind == Queued::kReduce ? "reduce-scatter" : "all-reduce",
+                            rank, o.unit, comm->seq() + 1, step_of(version[0]), deadline());
+        fault::block_forever();
+      }
       if (q.kind == Queued::kGather) {
         if (version[q.unit] < q.version) return;  // waits for the optimizer's `updated`
         Gathered& g = cache.at(q.unit);
+        c10::StreamGuard guard(st.gather);
+        wait_for(uploaded[q.unit], st.gather);
         const uint64_t seq = comm->seq() + 1;
         g.op_id = ctx->registry.begin("all-gather", rank, q.unit, seq, step_of(q.version), deadline());
         g.op = comm->all_gather(sh->working[q.unit], g.full);
         g.issued = true;
       } else if (q.kind == Queued::kReduce) {
+        c10::StreamGuard guard(st.reduce);
+        wait_for(q.grad.ready, st.reduce);
         Reduction r;
         r.unit = q.unit;
-        r.full = q.grad.contiguous();
+        r.full = q.grad.grad.contiguous();
+        if (st.on_device()) r.full.record_stream(st.reduce);  // made on the compute stream
         r.shard = at::empty({ctx->layout.units[q.unit].shard_numel}, r.full.options());
         const uint64_t seq = comm->seq() + 1;
         r.op_id = ctx->registry.begin("reduce-scatter", rank, q.unit, seq, step_of(version[q.unit]),
@@ -150,17 +189,33 @@ struct ParamShardState {
       finish_reduction(reductions.front());
       reductions.pop_front();
     }
-    double sumsq = 0;
-    for (const auto& g : sh->grad) sumsq += g.to(at::kDouble).pow(2).sum().item<double>();
-    at::Tensor t = at::empty({3}, at::kDouble);
-    auto a = t.accessor<double, 1>();
-    a[0] = sumsq;
-    a[1] = q.loss_sum;
-    a[2] = static_cast<double>(q.loss_count);
+    c10::StreamGuard guard(st.reduce);
+    const auto dev = at::TensorOptions().dtype(at::kDouble).device(st.device);
+    at::Tensor norm2;
+    if (!st.on_device()) {
+      norm2 = at::zeros({}, dev);
+      for (const auto& g : sh->grad) norm2 += g.to(at::kDouble).pow(2).sum();
+    } else if (accumulate_on_device()) {
+      norm2 = at::zeros({}, dev);
+      for (size_t u = 0; u < sh->grad_dev.size(); ++u) {
+        norm2 += sh->grad_dev[u].pow(2).sum().to(at::kDouble);
+        sh->grad[u].copy_(sh->grad_dev[u], /*non_blocking=*/true);
+      }
+      for (auto& g : sh->grad_dev) g.zero_();  // ordered after the copies on this stream
+    } else {
+      norm2 = sumsq.to(at::kDouble);
+      sumsq.zero_();
+    }
+    at::Tensor t = at::stack({norm2, q.loss_sum.to(dev).reshape({}),
+                              at::full({}, static_cast<double>(q.loss_count), dev)});
     const uint64_t seq = comm->seq() + 1;
     uint64_t id = ctx->registry.begin("all-reduce", rank, -1, seq, step_of(version[0]), deadline());
-    comm->all_reduce(t)->wait();
+    auto op = comm->all_reduce(t);
+    op->wait();
+    // The copy to the host waits for this stream, so also for every gradient copied to the host.
+    at::Tensor h = t.to(at::kCPU);
     ctx->registry.end(id);
+    auto a = h.accessor<double, 1>();
     StepFacts f;
     f.grad_norm = std::sqrt(a[0]);
     f.loss = a[2] > 0 ? a[1] / a[2] : 0.0;
@@ -175,8 +230,17 @@ struct ParamShardState {
       auto it = cache.find(w.unit);
       if (it == cache.end() || !it->second.issued) return;
       finish_gather(it->second);
-      w.rp.deliver(it->second.full);
+      w.rp.deliver(GatheredUnit{it->second.full, it->second.ready});
       waiting.pop_front();
+    }
+  }
+
+  template <class F>
+  void guarded(const std::string& what, F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      ctx->fail("rank " + std::to_string(rank) + ": " + what + ": " + e.what());
     }
   }
 };
@@ -190,12 +254,16 @@ param_shard_actor::behavior_type param_shard_fn(
   s.rank = ctx->first_rank + local;
   s.comm = ctx->comms[local].get();
   s.sh = ctx->shards[local].get();
+  s.st = ctx->streams[local];
   s.version.assign(ctx->layout.units.size(), ctx->start_step);
+  s.uploaded.resize(ctx->layout.units.size());
+  if (s.st.on_device())
+    s.sumsq = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.st.device));
   const int units = static_cast<int>(ctx->layout.units.size());
   return {
-      [=](gather_atom, int32_t unit, int32_t dir, int64_t ver) -> caf::typed_response_promise<at::Tensor> {
+      [=](gather_atom, int32_t unit, int32_t dir, int64_t ver) -> caf::typed_response_promise<GatheredUnit> {
         auto& s = self->state;
-        auto rp = self->make_response_promise<at::Tensor>();
+        auto rp = self->make_response_promise<GatheredUnit>();
         try {
           s.want(unit, ver, false);
           for (int k = 1; k <= s.ctx->cfg.actors.prefetch_layers; ++k) {
@@ -218,26 +286,24 @@ param_shard_actor::behavior_type param_shard_fn(
         auto it = s.cache.find(unit);
         if (it != s.cache.end() && it->second.issued && !it->second.op) s.cache.erase(it);
       },
-      [=](reduce_atom, int32_t unit, at::Tensor grad) {
+      [=](reduce_atom, UnitGrad grad) {
         auto& s = self->state;
+        const int32_t unit = grad.unit;
         Queued q;
         q.kind = Queued::kReduce;
         q.unit = unit;
         q.grad = std::move(grad);
         s.queue.push_back(std::move(q));
-        try {
+        s.guarded("reduce-scatter of unit " + std::to_string(unit), [&] {
           s.pump();
           s.serve();
-        } catch (const std::exception& e) {
-          s.ctx->fail("rank " + std::to_string(s.rank) + ": reduce-scatter of unit " +
-                      std::to_string(unit) + ": " + e.what());
-        }
+        });
       },
-      [=](finish_atom, double loss_sum, int64_t count) -> caf::typed_response_promise<StepFacts> {
+      [=](finish_atom, at::Tensor loss_sum, int64_t count) -> caf::typed_response_promise<StepFacts> {
         auto& s = self->state;
         Queued q;
         q.kind = Queued::kFinish;
-        q.loss_sum = loss_sum;
+        q.loss_sum = std::move(loss_sum);
         q.loss_count = count;
         q.finish_rp = self->make_response_promise<StepFacts>();
         auto rp = q.finish_rp;
@@ -251,16 +317,14 @@ param_shard_actor::behavior_type param_shard_fn(
         }
         return rp;
       },
-      [=](updated_atom, int32_t unit, int64_t ver) {
+      [=](updated_atom, int32_t unit, int64_t ver, DeviceEventPtr uploaded) {
         auto& s = self->state;
         s.version[unit] = ver;
-        try {
+        s.uploaded[unit] = std::move(uploaded);
+        s.guarded("gather after the update of unit " + std::to_string(unit), [&] {
           s.pump();
           s.serve();
-        } catch (const std::exception& e) {
-          s.ctx->fail("rank " + std::to_string(s.rank) + ": gather after update of unit " +
-                      std::to_string(unit) + ": " + e.what());
-        }
+        });
       },
   };
 }

@@ -15,6 +15,8 @@
 #include <ATen/ATen.h>
 #include <caf/all.hpp>
 
+#include "comm/device.hpp"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -42,6 +44,20 @@ struct Batch {
   at::Tensor tokens;  // [micro_batch, seq_len + 1] int64; the inputs are tokens[:, :-1]
   at::Tensor labels;  // [micro_batch, seq_len] int64: tokens[:, 1:], -100 where masked out
   int64_t first_sample = 0;  // position of its first sample in the rank's sample stream
+};
+
+// A gathered unit: its full parameters, readable on the device once `ready` is waited for
+// (a stream waits with ready->block(stream)). Local-only.
+struct GatheredUnit {
+  at::Tensor full;
+  DeviceEventPtr ready;
+};
+
+// One unit's gradient from one micro-batch, complete on the device at `ready`. Local-only.
+struct UnitGrad {
+  int32_t unit = -1;
+  at::Tensor grad;
+  DeviceEventPtr ready;
 };
 
 // The step's global facts, the same on every rank after finish.
@@ -96,16 +112,19 @@ using prefetcher_actor = caf::typed_actor<
 using param_shard_actor = caf::typed_actor<
     // The full parameters of `unit` at version >= `version` (waits for the optimizer if needed);
     // then prefetches the next units in direction `dir` (+1 forward, -1 backward).
-    caf::replies_to<gather_atom, int32_t, int32_t, int64_t>::with<at::Tensor>,
-    // The caller no longer uses the gathered `unit`.
+    caf::replies_to<gather_atom, int32_t, int32_t, int64_t>::with<GatheredUnit>,
+    // The caller no longer uses the gathered `unit` (on a device it has recorded its stream's use
+    // of the tensor with record_stream, so the memory is not reused too early).
     caf::reacts_to<release_atom, int32_t>,
-    // This rank's gradient of the full `unit`: reduce-scatter it and accumulate into the shard.
-    caf::reacts_to<reduce_atom, int32_t, at::Tensor>,
+    // This rank's gradient of the full unit: reduce-scatter it and accumulate into the shard.
+    caf::reacts_to<reduce_atom, UnitGrad>,
     // End of the step's backward: wait for all reductions; all-reduce the squared norm and the
-    // loss (sum over this rank's micro-batches, count of micro-batches). Replies the global facts.
-    caf::replies_to<finish_atom, double, int64_t>::with<StepFacts>,
-    // From the optimizer: `unit`'s shard now holds version `version`.
-    caf::reacts_to<updated_atom, int32_t, int64_t>>;
+    // loss (sum over this rank's micro-batches as a 0-d tensor, count of micro-batches). Replies
+    // the global facts.
+    caf::replies_to<finish_atom, at::Tensor, int64_t>::with<StepFacts>,
+    // From the optimizer: `unit`'s shard now holds version `version`, on the device after the
+    // event (null on CPU).
+    caf::reacts_to<updated_atom, int32_t, int64_t, DeviceEventPtr>>;
 
 // Per rank: fp32 master, m and v of the rank's shards; CPU AdamW.
 using optimizer_actor = caf::typed_actor<
@@ -125,3 +144,6 @@ using checkpoint_actor = caf::typed_actor<
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(at::Tensor)  // local-only: shares memory, never serialised
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::Batch)   // local-only: holds a tensor
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::GatheredUnit)    // local-only: tensor and device event
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::UnitGrad)        // local-only: tensor and device event
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::DeviceEventPtr)  // local-only: a device event

@@ -2,6 +2,7 @@
 #include "actors/registry.hpp"
 
 #include <algorithm>
+#include <set>
 #include <sstream>
 
 namespace xy {
@@ -21,6 +22,9 @@ uint64_t OpRegistry::begin(std::string kind, int rank, int unit, uint64_t seq, i
   if (seq > 0) {
     uint64_t& last = last_seq_[rank];
     last = std::max(last, seq);
+    auto& recent = recent_[rank];
+    recent.push_back({seq, r.kind, unit, step});
+    if (recent.size() > 64) recent.pop_front();
   }
   ops_.emplace(r.id, std::move(r));
   return next_id_;
@@ -39,10 +43,19 @@ std::vector<OpRecord> OpRegistry::snapshot() const {
 }
 
 std::optional<OpRecord> OpRegistry::first_overdue(Clock::time_point now) const {
+  // Work (compute, Adam, a batch read, a checkpoint write) before waits (collectives, waiting for
+  // a gather or a batch): an overdue wait is usually the consequence of overdue work.
+  auto is_wait = [](const std::string& k) {
+    return k == "all-gather" || k == "reduce-scatter" || k == "all-reduce" || k == "broadcast" ||
+           k == "wait-gather" || k == "batch";
+  };
   std::lock_guard<std::mutex> lock(mu_);
   std::optional<OpRecord> best;
-  for (const auto& [id, r] : ops_)
-    if (r.deadline < now && (!best || r.start < best->start)) best = r;
+  for (const auto& [id, r] : ops_) {
+    if (r.deadline >= now) continue;
+    if (!best || std::make_pair(is_wait(r.kind), r.start) < std::make_pair(is_wait(best->kind), best->start))
+      best = r;
+  }
   return best;
 }
 
@@ -100,6 +113,204 @@ std::string OpRegistry::stall_report(const OpRecord& overdue, Clock::time_point 
   o << "in-flight operations:\n";
   for (const auto& [id, r] : ops_)
     o << "  rank " << r.rank << ": " << describe(r) << ", " << age_s(r, now) << " s\n";
+  return o.str();
+}
+
+nlohmann::json OpRegistry::op_json(const OpRecord& r, Clock::time_point now) {
+  return {{"kind", r.kind}, {"rank", r.rank}, {"unit", r.unit}, {"seq", r.seq}, {"step", r.step},
+          {"age_s", age_s(r, now)},
+          {"limit_s", std::chrono::duration<double>(r.deadline - r.start).count()}};
+}
+
+nlohmann::json OpRegistry::to_json(Clock::time_point now, int node, const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  nlohmann::json j;
+  j["node"] = node;
+  j["name"] = name;
+  j["ranks"] = nlohmann::json::array();
+  for (const auto& [rank, st] : status_)
+    j["ranks"].push_back({{"rank", rank}, {"step", st.step}, {"phase", st.phase}, {"unit", st.unit}});
+  j["ops"] = nlohmann::json::array();
+  for (const auto& [id, r] : ops_) j["ops"].push_back(op_json(r, now));
+  j["last_seq"] = nlohmann::json::object();
+  for (const auto& [rank, seq] : last_seq_) j["last_seq"][std::to_string(rank)] = seq;
+  j["recent"] = nlohmann::json::object();
+  for (const auto& [rank, list] : recent_) {
+    auto& a = j["recent"][std::to_string(rank)] = nlohmann::json::array();
+    for (const auto& i : list) a.push_back({i.seq, i.kind, i.unit, i.step});
+  }
+  return j;
+}
+
+namespace {
+
+using nlohmann::json;
+
+std::string describe_json(const json& op) {
+  std::ostringstream o;
+  o << op.value("kind", std::string("?"));
+  if (op.value("seq", uint64_t{0})) o << " #" << op["seq"].get<uint64_t>();
+  if (op.value("unit", -1) >= 0) o << " of unit " << op["unit"].get<int>();
+  o << " (step " << op.value("step", int64_t{0}) << ")";
+  return o.str();
+}
+
+std::string list(const std::vector<int>& v) {
+  std::ostringstream s;
+  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
+  return v.empty() ? std::string("none") : s.str();
+}
+
+bool is_collective(const std::string& kind) {
+  return kind == "all-gather" || kind == "reduce-scatter" || kind == "all-reduce" || kind == "broadcast";
+}
+
+}  // namespace
+
+std::string stall_report_json(const json& overdue, const std::vector<json>& nodes,
+                              const std::vector<std::string>& node_names) {
+  // Merge the nodes' views.
+  std::map<int, json> status;                  // rank -> {step, phase, unit}
+  std::map<int, int> node_of;                  // rank -> node
+  std::map<int, uint64_t> last_seq;            // rank -> highest issued collective
+  std::map<int, std::map<uint64_t, std::string>> issued;  // rank -> seq -> "kind of unit u"
+  std::vector<json> ops;
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    const json& j = nodes[n];
+    if (j.is_null()) continue;
+    for (const auto& r : j["ranks"]) {
+      status[r["rank"].get<int>()] = r;
+      node_of[r["rank"].get<int>()] = static_cast<int>(n);
+    }
+    for (const auto& op : j["ops"]) {
+      json o = op;
+      o["node"] = n;
+      ops.push_back(o);
+    }
+    for (const auto& [rank, seq] : j["last_seq"].items()) last_seq[std::stoi(rank)] = seq.get<uint64_t>();
+    for (const auto& [rank, list] : j["recent"].items())
+      for (const auto& i : list) {
+        std::string what = i[1].get<std::string>();
+        if (i[2].get<int>() >= 0) what += " of unit " + std::to_string(i[2].get<int>());
+        issued[std::stoi(rank)][i[0].get<uint64_t>()] = what;
+      }
+  }
+  std::sort(ops.begin(), ops.end(),
+            [](const json& a, const json& b) { return a["age_s"].get<double>() > b["age_s"].get<double>(); });
+  auto where = [&](int rank) {
+    if (rank < 0) return std::string("node ") + std::to_string(overdue.value("node", 0));
+    std::ostringstream o;
+    o << "rank " << rank;
+    auto it = node_of.find(rank);
+    if (it != node_of.end()) o << " (node " << it->second << ", " << node_names[it->second] << ")";
+    return o.str();
+  };
+  auto doing = [&](int rank) {
+    std::ostringstream o;
+    auto it = status.find(rank);
+    if (it == status.end()) return std::string("unknown (its node did not answer)");
+    o << "step " << it->second["step"].get<int64_t>() << ", " << it->second["phase"].get<std::string>();
+    if (it->second["unit"].get<int>() >= 0) o << " of unit " << it->second["unit"].get<int>();
+    for (const auto& op : ops)  // its oldest non-collective operation
+      if (op["rank"].get<int>() == rank && !is_collective(op["kind"].get<std::string>())) {
+        o << "; in " << describe_json(op) << " for " << op["age_s"].get<double>() << " s";
+        break;
+      }
+    return o.str();
+  };
+
+  std::ostringstream o;
+  o << "STALL: " << where(overdue.value("rank", -1)) << ": " << describe_json(overdue) << " missed its "
+    << overdue.value("limit_s", 0.0) << " s deadline (running for " << overdue.value("age_s", 0.0)
+    << " s)\n";
+
+  // The culprit. 1) Two ranks that issued the same collective number differently.
+  std::set<uint64_t> awaited;  // collective numbers some rank waits in
+  for (const auto& op : ops)
+    if (op.value("seq", uint64_t{0}) > 0) awaited.insert(op["seq"].get<uint64_t>());
+  uint64_t report_seq = 0;
+  bool culprit_named = false;
+  for (uint64_t n : awaited) {
+    std::map<std::string, std::vector<int>> by_what;
+    for (const auto& [rank, m] : issued)
+      if (auto it = m.find(n); it != m.end()) by_what[it->second].push_back(rank);
+    if (by_what.size() > 1) {
+      o << "CULPRIT: ORDER MISMATCH: ranks issued collective #" << n << " differently:";
+      for (const auto& [what, ranks] : by_what) o << " " << what << " on ranks [" << list(ranks) << "];";
+      o << " collectives must be issued in the same order on every rank\n";
+      report_seq = n;
+      culprit_named = true;
+      break;
+    }
+  }
+  // 2) Overdue work (not a wait): its owner, whoever waits for it.
+  const std::string okind = overdue.value("kind", std::string());
+  const bool overdue_is_work = !is_collective(okind) && okind != "wait-gather" && okind != "batch";
+  if (!culprit_named && overdue_is_work) {
+    o << "CULPRIT: " << where(overdue.value("rank", -1)) << ": " << describe_json(overdue);
+    if (overdue.value("rank", -1) >= 0) o << "; it is at " << doing(overdue["rank"].get<int>());
+    o << "\n";
+    culprit_named = true;
+  }
+  // 3) The oldest awaited collective that some rank has not issued (named the culprit unless the
+  // overdue work above is).
+  {
+    for (uint64_t n : awaited) {
+      std::vector<int> missing, waiting;
+      for (const auto& [rank, st] : status) {
+        auto it = last_seq.find(rank);
+        if (it == last_seq.end() || it->second < n) missing.push_back(rank);
+      }
+      if (missing.empty()) continue;
+      std::string what;
+      for (const auto& op : ops)
+        if (op.value("seq", uint64_t{0}) == n) {
+          waiting.push_back(op["rank"].get<int>());
+          what = describe_json(op);
+        }
+      for (int m : missing)
+        o << (culprit_named ? "waiting: " : "CULPRIT: ") << where(m) << " has not issued collective #"
+          << n << " (" << what << "); it is at " << doing(m) << "; ranks [" << list(waiting)
+          << "] wait in it\n";
+      if (report_seq == 0) report_seq = n;
+      culprit_named = true;
+      break;
+    }
+  }
+  // 4) Otherwise the overdue operation's own rank.
+  if (!culprit_named) {
+    o << "CULPRIT: " << where(overdue.value("rank", -1)) << ": " << describe_json(overdue);
+    if (overdue.value("rank", -1) >= 0) o << "; it is at " << doing(overdue["rank"].get<int>());
+    o << "\n";
+    if (overdue.value("seq", uint64_t{0}) > 0) report_seq = overdue["seq"].get<uint64_t>();
+  }
+  if (report_seq > 0) {
+    std::vector<int> joined, missing;
+    for (const auto& [rank, st] : status) {
+      auto it = last_seq.find(rank);
+      (it != last_seq.end() && it->second >= report_seq ? joined : missing).push_back(rank);
+    }
+    o << "collective #" << report_seq << ": issued by ranks [" << list(joined)
+      << "]; not issued by ranks [" << list(missing) << "]\n";
+  }
+  o << "ranks:\n";
+  for (const auto& [rank, st] : status) {
+    o << "  " << where(rank) << ": step " << st["step"].get<int64_t>() << ", "
+      << st["phase"].get<std::string>();
+    if (st["unit"].get<int>() >= 0) o << " of unit " << st["unit"].get<int>();
+    auto it = last_seq.find(rank);
+    o << "; last collective issued #" << (it == last_seq.end() ? 0 : it->second) << "\n";
+  }
+  o << "in-flight operations (oldest first):\n";
+  for (const auto& op : ops)
+    o << "  " << (op["rank"].get<int>() >= 0 ? "rank " + std::to_string(op["rank"].get<int>())
+                                              : "node " + std::to_string(op["node"].get<int>()))
+      << ": " << describe_json(op) << ", " << op["age_s"].get<double>() << " s of "
+      << op["limit_s"].get<double>() << " s\n";
+  o << "nodes:\n";
+  for (size_t n = 0; n < nodes.size(); ++n)
+    o << "  node " << n << " (" << node_names[n] << "): "
+      << (nodes[n].is_null() ? "NO ANSWER (frozen, killed or partitioned)" : "reported") << "\n";
   return o.str();
 }
 

@@ -7,11 +7,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace xy {
 
@@ -52,7 +55,14 @@ class OpRegistry {
 
   // A human-readable stall report: the overdue op, every in-flight op with its age, and per rank
   // its phase; for a collective, which ranks have and have not issued that sequence number.
+  // (This node only: stall_report_json() below merges the snapshots of every node.)
   std::string stall_report(const OpRecord& overdue, Clock::time_point now) const;
+
+  // This node's state as JSON (what crosses the control plane and what /status serves):
+  // {"node", "name", "ranks": [{rank, step, phase, unit}], "ops": [{kind, rank, unit, seq, step,
+  //  age_s, limit_s}], "last_seq": {rank: seq}, "recent": {rank: [[seq, kind, unit, step], ...]}}.
+  nlohmann::json to_json(Clock::time_point now, int node, const std::string& name) const;
+  static nlohmann::json op_json(const OpRecord& r, Clock::time_point now);
 
  private:
   mutable std::mutex mu_;
@@ -60,7 +70,18 @@ class OpRegistry {
   std::map<uint64_t, OpRecord> ops_;     // guarded by mu_
   std::map<int, RankStatus> status_;     // guarded by mu_
   std::map<int, uint64_t> last_seq_;     // highest collective seq each rank issued; guarded by mu_
+  // The last collectives each rank issued: (seq, kind, unit, step); guarded by mu_.
+  struct Issued { uint64_t seq; std::string kind; int unit; int64_t step; };
+  std::map<int, std::deque<Issued>> recent_;
 };
+
+// The stall report of a whole job from every node's to_json() (`nodes`; null entries for nodes
+// that did not answer, named by `node_names`): the overdue operation `overdue` (op_json form plus
+// "node"), the culprit (the rank that has not issued the oldest awaited collective, or whose own
+// operation is overdue; or two ranks that issued collective #n differently), which ranks have and
+// have not issued that collective, every rank's phase and every in-flight operation.
+std::string stall_report_json(const nlohmann::json& overdue, const std::vector<nlohmann::json>& nodes,
+                              const std::vector<std::string>& node_names);
 
 // Registers an operation for the lifetime of the scope.
 class OpScope {

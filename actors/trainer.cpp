@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include <ATen/Parallel.h>
@@ -34,7 +35,7 @@ class Trainer {
       : self_(self), ctx_(std::move(ctx)), local_(local), rank_(ctx_->first_rank + local),
         prefetcher_(std::move(prefetcher)), shard_(std::move(shard)),
         optimizer_(std::move(optimizer)), checkpoint_(std::move(checkpoint)),
-        node_optimizers_(std::move(node_optimizers)) {}
+        node_optimizers_(std::move(node_optimizers)), streams_(ctx_->streams[local]) {}
 
   void run();
 
@@ -52,14 +53,22 @@ class Trainer {
     return out;
   }
 
+  // The full parameters of `unit`, usable on the compute stream.
   at::Tensor gather(int unit, int dir, int64_t version, int64_t step) {
     OpScope scope(&ctx_->registry, "wait-gather", rank_, unit, 0, step, deadline(step, ctx_->cfg.deadlines.collective_s));
-    return ask<at::Tensor>(shard_, &rec_.wait_gather_s, gather_atom::value,
-                           static_cast<int32_t>(unit), static_cast<int32_t>(dir), version);
+    GatheredUnit g = ask<GatheredUnit>(shard_, &rec_.wait_gather_s, gather_atom::value,
+                                       static_cast<int32_t>(unit), static_cast<int32_t>(dir), version);
+    wait_for(g.ready, streams_.compute);
+    return g.full;
   }
-  void release(int unit) { self_->send(shard_, release_atom::value, static_cast<int32_t>(unit)); }
+  // Done with `p` (gathered `unit`): its memory must outlive the work queued on the compute stream.
+  void release(int unit, const at::Tensor& p) {
+    if (streams_.on_device()) p.record_stream(streams_.compute);
+    self_->send(shard_, release_atom::value, static_cast<int32_t>(unit));
+  }
   void reduce(int unit, at::Tensor grad) {
-    self_->send(shard_, reduce_atom::value, static_cast<int32_t>(unit), std::move(grad));
+    UnitGrad g{static_cast<int32_t>(unit), std::move(grad), DeviceEvent::record(streams_.compute)};
+    self_->send(shard_, reduce_atom::value, std::move(g));
   }
   void status(int64_t step, const char* phase, int unit) {
     RankStatus s;
@@ -72,7 +81,7 @@ class Trainer {
   double deadline(int64_t step, double base) const {
     return step <= 1 ? base * ctx_->cfg.deadlines.first_step_factor : base;
   }
-  double micro_batch(int64_t step, const Batch& b);
+  at::Tensor micro_batch(int64_t step, const Batch& b);
   void log(const StepRecord& r) const;
 
   caf::blocking_actor* self_;
@@ -84,19 +93,22 @@ class Trainer {
   checkpoint_actor checkpoint_;
   std::vector<optimizer_actor> node_optimizers_;
   StepRecord rec_;
+  RankStreams streams_;
   int64_t samples_done_ = 0;
 };
 
-// One micro-batch's forward and backward. Returns its loss.
-double Trainer::micro_batch(int64_t step, const Batch& b) {
+// One micro-batch's forward and backward. Returns its loss (a 0-d fp32 tensor on the device:
+// reading it would synchronise, so it is summed there and read once per step).
+at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
   const Llama& model = *ctx_->model;
   const int units = static_cast<int>(ctx_->layout.units.size());
   const int head = units - 1;
   const int64_t version = step - 1;  // parameters after step - 1 optimizer steps
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
   const double grad_scale = 1.0 / (ctx_->world * ctx_->cfg.train.grad_accum);
-  at::Tensor inputs = b.tokens.narrow(1, 0, b.tokens.size(1) - 1);
-  const at::Tensor& labels = b.labels;
+  const at::Tensor tokens = b.tokens.to(streams_.device, /*non_blocking=*/true);
+  const at::Tensor labels = b.labels.to(streams_.device, /*non_blocking=*/true);
+  const at::Tensor inputs = tokens.narrow(1, 0, tokens.size(1) - 1);
 
   std::vector<at::Tensor> saved(units);  // each block's input (activation checkpoint)
   at::Tensor x;
@@ -108,6 +120,7 @@ double Trainer::micro_batch(int64_t step, const Batch& b) {
       const auto t0 = Clock::now();
       {
         OpScope scope(&ctx_->registry, "forward", rank_, u, 0, step, deadline_c);
+        fault::maybe("compute", rank_, step, u);  // fault injection (actors/faults.hpp)
         if (u == 0) {
           x = model.embed_forward(p, inputs);
         } else {
@@ -116,7 +129,7 @@ double Trainer::micro_batch(int64_t step, const Batch& b) {
         }
       }
       rec_.compute_s += Seconds(Clock::now() - t0).count();
-      release(u);
+      release(u, p);
     }
   }
   at::Tensor p = gather(head, -1, version, step);
@@ -129,7 +142,7 @@ double Trainer::micro_batch(int64_t step, const Batch& b) {
   }
   rec_.compute_s += Seconds(Clock::now() - t0).count();
   reduce(head, hr.grad_flat);
-  release(head);
+  release(head, p);
   at::Tensor gx = hr.grad_x;
   for (int u = head - 1; u >= 1; --u) {
     p = gather(u, -1, version, step);
@@ -144,7 +157,7 @@ double Trainer::micro_batch(int64_t step, const Batch& b) {
     saved[u] = at::Tensor();
     gx = g.first;
     reduce(u, g.second);
-    release(u);
+    release(u, p);
   }
   p = gather(0, +1, version, step);
   status(step, "backward", 0);
@@ -156,8 +169,8 @@ double Trainer::micro_batch(int64_t step, const Batch& b) {
   }
   rec_.compute_s += Seconds(Clock::now() - t0).count();
   reduce(0, gemb);
-  release(0);
-  return hr.loss.item<double>();
+  release(0, p);
+  return hr.loss;
 }
 
 void Trainer::log(const StepRecord& r) const {
@@ -181,8 +194,9 @@ void Trainer::run() {
     if (ctx_->failed) throw std::runtime_error("stopping after an error elsewhere");
     rec_ = StepRecord{};
     rec_.step = step;
+    fault::maybe("step", rank_, step);  // fault injection: stop-node, kill-node
     const auto t_step = Clock::now();
-    double loss_sum = 0;
+    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(streams_.device));
     for (int64_t k = 0; k < cfg.train.grad_accum; ++k) {
       Batch b;
       {
@@ -251,6 +265,9 @@ void trainer_fn(caf::blocking_actor* self, std::shared_ptr<NodeContext> ctx, int
                 checkpoint_actor checkpoint, std::vector<optimizer_actor> node_optimizers) {
   try {
     if (ctx->cfg.train.threads > 0) at::set_num_threads(ctx->cfg.train.threads);
+    // On a device, this thread's current stream is the rank's compute stream for the whole run.
+    std::optional<c10::StreamGuard> on_compute;
+    if (ctx->on_device) on_compute.emplace(ctx->streams[local].compute);
     Trainer t(self, ctx, local, std::move(prefetcher), std::move(shard), std::move(optimizer),
               std::move(checkpoint), std::move(node_optimizers));
     t.run();

@@ -6,3 +6,24 @@ int cmd_preprocess(int argc, char** argv);
 
 // `xy-node verify`: checks a checkpoint's files against its manifest (apps/cmd_checkpoint.cpp).
 int cmd_verify(int argc, char** argv);
+
+#include <ostream>
+
+#include "io/config.hpp"
+
+// This process's node index: `flag` if >= 0, else XY_NODE_INDEX, NODE_RANK (torchrun) or
+// SLURM_NODEID from the environment, else topology.node_index. Prints an error and returns -1 when
+// it is not an index of topology.nodes.
+int node_index_from(const xy::Config& cfg, int flag);
+
+namespace xy {
+// The preflight checks of node `node_index` (apps/cmd_doctor.cpp): prints the table (or JSON) to
+// `out`, waits up to wait_s for each peer's doctor; returns the number of failed checks.
+int run_doctor(const Config& cfg, int node_index, double wait_s, std::ostream& out, bool as_json);
+}  // namespace xy
+
+// `xy-node doctor`: preflight checks (apps/cmd_doctor.cpp, docs/OPERATIONS.md).
+int cmd_doctor(int argc, char** argv);
+
+// `xy-node status`: the live state of a running job (apps/cmd_status.cpp, docs/OPERATIONS.md).
+int cmd_status(int argc, char** argv);

@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include "actors/engine.hpp"
+#include "actors/faults.hpp"
 #include "apps/commands.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
@@ -22,9 +24,12 @@ const char* kUsage =
     "  train    train a model as configured (xy-node train --config config/tiny.toml)\n"
     "  preprocess  tokenize JSONL corpora into token shards (docs/DATA.md)\n"
     "  verify   check a checkpoint against its manifest (sizes and SHA-256)\n"
+  "  doctor   preflight checks of this node and its peers (xy-node doctor --config FILE)\n"
+  "  status   live state of a running job (xy-node status --config FILE | --address HOST:PORT)\n"
     "\n"
     "Run 'xy-node <command> --help' for the options of a command.\n"
-    "Exit codes: 0 done, 1 error, 2 bad usage or configuration, 3 stalled (watchdog report).\n";
+    "Exit codes: 0 done, 1 error, 2 bad usage or configuration, 3 stalled (watchdog report),\n"
+    "4 a peer node was lost, 5 the watchdog itself was stuck (docs/OPERATIONS.md).\n";
 
 int cmd_train(int argc, char** argv) {
   cxxopts::Options opts("xy-node train", "Train a LLaMA-style model as configured.");
@@ -42,6 +47,7 @@ int cmd_train(int argc, char** argv) {
       ("node-index", "this process's entry in [[topology.nodes]] (default: topology.node_index, "
        "or the environment's XY_NODE_INDEX, NODE_RANK (torchrun) or SLURM_NODEID)",
        cxxopts::value<int>())
+      ("no-doctor", "skip the preflight checks (xy-node doctor) before training")
       ("h,help", "show this help");
   cxxopts::ParseResult args;
   try {
@@ -88,6 +94,24 @@ int cmd_train(int argc, char** argv) {
   } catch (const xy::ConfigError& e) {
     std::cerr << "xy-node train: " << e.what() << "\n";
     return xy::kExitUsage;
+  }
+  // The job's secret: the environment overrides the config; never printed.
+  if (const char* s = std::getenv("XY_SECRET")) cfg.control.secret = s;
+  try {
+    const std::string faults = xy::fault::configure_from_env();
+    if (!faults.empty()) std::fprintf(stderr, "xy: FAULT INJECTION ACTIVE (XY_FAULT): %s\n", faults.c_str());
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "xy-node train: " << e.what() << "\n";
+    return xy::kExitUsage;
+  }
+  if (cfg.control.doctor && !args.count("no-doctor")) {
+    std::ostringstream report;
+    const int failed = xy::run_doctor(cfg, cfg.topology.node_index, 30, report, false);
+    if (failed > 0) {
+      std::cerr << report.str() << "xy-node train: the preflight checks failed (above, each with its "
+                   "fix); fix them, or pass --no-doctor (or control.doctor = false) to train anyway\n";
+      return xy::kExitUsage;
+    }
   }
 
   xy::PreparedData data;
@@ -143,6 +167,8 @@ int main(int argc, char** argv) {
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);
   if (cmd == "preprocess") return cmd_preprocess(argc - 1, argv + 1);
   if (cmd == "verify") return cmd_verify(argc - 1, argv + 1);
+  if (cmd == "doctor") return cmd_doctor(argc - 1, argv + 1);
+  if (cmd == "status") return cmd_status(argc - 1, argv + 1);
   std::cerr << "xy-node: unknown command '" << cmd << "'\n" << kUsage;
   return xy::kExitUsage;
 }

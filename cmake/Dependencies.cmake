@@ -22,7 +22,7 @@ add_library(xy::torch INTERFACE IMPORTED)
 target_link_libraries(xy::torch INTERFACE ${TORCH_LIBRARIES})
 target_include_directories(xy::torch INTERFACE ${TORCH_INCLUDE_DIRS})
 # c10d's Gloo backend is declared behind USE_C10D_GLOO; Debian's headers need libgloo-dev.
-find_path(GLOO_INCLUDE_DIR gloo/config.h)
+find_path(GLOO_INCLUDE_DIR gloo/config.h HINTS ${TORCH_INCLUDE_DIRS})  # Debian: libgloo-dev; pip LibTorch ships them
 if(GLOO_INCLUDE_DIR)
   target_compile_definitions(xy::torch INTERFACE USE_C10D_GLOO)
   target_include_directories(xy::torch INTERFACE ${GLOO_INCLUDE_DIR})
@@ -60,7 +60,23 @@ endif()
 add_library(xy::toml INTERFACE IMPORTED)
 target_include_directories(xy::toml INTERFACE ${TOMLPP_INCLUDE_DIR})
 
+# cpp-httplib (the status server): Debian's libcpp-httplib-dev is a compiled library with a
+# pkg-config file (with OpenSSL, zlib and brotli support compiled in: the same defines are needed).
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+
 # GoogleTest.
 if(XY_TESTS)
   find_package(GTest REQUIRED)
+endif()
+
+# The CUDA build: NCCL, the one LibTorch loads (PyTorch's nvidia-nccl wheel first on
+# CMAKE_PREFIX_PATH), so that one process never holds two NCCLs.
+if(XY_CUDA)
+  find_path(NCCL_INCLUDE_DIR nccl.h PATH_SUFFIXES include)
+  find_library(NCCL_LIB NAMES nccl libnccl.so.2 PATH_SUFFIXES lib)
+  if(NOT NCCL_INCLUDE_DIR OR NOT NCCL_LIB)
+    message(FATAL_ERROR "NCCL not found: put its prefix (e.g. PyTorch's nvidia/nccl) on CMAKE_PREFIX_PATH")
+  endif()
+  message(STATUS "xy: CUDA build with NCCL ${NCCL_LIB}")
 endif()

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -62,6 +63,8 @@ class KeyValueStore {
   virtual std::string get(const std::string& key) = 0;
   // Adds delta to an integer counter (created at 0) and returns the new value.
   virtual int64_t add(const std::string& key, int64_t delta) = 0;
+  // True if `key` exists; never blocks on a missing key.
+  virtual bool check(const std::string& key) = 0;
 };
 
 // The communicators of this node's ranks and the job's store.
@@ -74,9 +77,28 @@ struct CommGroup {
 // [first_rank, first_rank + local), in a job of `world` ranks. With `store_host` empty every rank
 // must be local (in-memory store); otherwise node 0 serves a TCP store on store_host:store_port
 // (is_store_server) and the others connect to it. Gloo binds to `bind_host`.
+// The guard installed by set_rendezvous_guard(), if any, runs on the store before the process
+// groups rendezvous; what it throws is thrown from here.
 CommGroup make_gloo_comms(int world, int first_rank, int local, const std::string& bind_host,
                           const std::string& store_host, int store_port, bool is_store_server,
                           double timeout_s);
+
+// Installs `guard` (the job's secret handshake) to run on the store of the next TCP-store
+// rendezvous of this process, before any process group connects; the call consumes it.
+void set_rendezvous_guard(std::function<void(KeyValueStore&)> guard);
+// Takes the installed guard (empty if none); for the communicators' implementations.
+std::function<void(KeyValueStore&)> take_rendezvous_guard();
+
+// A connection of its own to the job's TCP store at host:port (the control plane's, so that its
+// heartbeats never queue behind another actor's blocking get). get() gives up after timeout_s.
+std::shared_ptr<KeyValueStore> connect_store(const std::string& host, int port, double timeout_s);
+
+#ifdef XY_WITH_CUDA
+// The same for NCCL (one communicator per local device; local rank l uses CUDA device l), through
+// LibTorch's c10d ProcessGroupNCCL, with the rendezvous as for Gloo.
+CommGroup make_nccl_comms(int world, int first_rank, int local, const std::string& store_host,
+                          int store_port, bool is_store_server, double timeout_s);
+#endif
 
 // Shorthand for tests: `world` ranks, all in this process, on 127.0.0.1.
 std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,

@@ -108,6 +108,7 @@ class C10dStore : public KeyValueStore {
     }
   }
   int64_t add(const std::string& key, int64_t delta) override { return s_->add(key, delta); }
+  bool check(const std::string& key) override { return s_->check({key}); }
   const c10::intrusive_ptr<c10d::Store>& raw() const { return s_; }
 
  private:
@@ -143,6 +144,8 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
   CommGroup group;
   auto kv = std::make_shared<C10dStore>(store);
   group.store = kv;
+  if (!store_host.empty())
+    if (auto guard = take_rendezvous_guard()) guard(*kv);
   group.comms.resize(local);
   std::vector<std::string> errors(local);
   // Each process group's constructor rendezvouses with the others: build them concurrently.
@@ -167,6 +170,20 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
       throw std::runtime_error("gloo rendezvous of rank " + std::to_string(first_rank + l) +
                                " (bound to " + bind_host + ") failed: " + errors[l]);
   return group;
+}
+
+std::shared_ptr<KeyValueStore> connect_store(const std::string& host, int port, double timeout_s) {
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<uint16_t>(port);
+  o.isServer = false;
+  o.waitWorkers = false;
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  try {
+    return std::make_shared<C10dStore>(c10::make_intrusive<c10d::TCPStore>(host, o));
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot reach the job's store at " + host + ":" + std::to_string(port) +
+                             ": " + e.what());
+  }
 }
 
 std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,

@@ -97,6 +97,7 @@ const std::vector<TableSchema>& schema() {
        {"collective_s", "compute_s", "optimizer_s", "batch_s", "checkpoint_s", "first_step_factor",
         "poll_ms"}},
       {"checkpoint", {"dir", "every_steps", "keep_last"}},
+      {"control", {"secret", "heartbeat_s", "http_port", "http_host", "doctor"}},
   };
   return tables;
 }
@@ -415,6 +416,14 @@ class TableReader {
     out = v;
   }
 
+  // true or false.
+  void boolean(const std::string& key, bool& out) {
+    const toml::node* n = node(key);
+    if (!n) return;
+    if (!n->is_boolean()) fail(*n, key, "expected a boolean, got " + got_phrase(*n), "true, false");
+    out = n->as_boolean()->get();
+  }
+
   // An array of strings; each non-empty; the array itself non-empty when `required`.
   void strings(const std::string& key, std::vector<std::string>& out, bool required,
                const std::string& valid) {
@@ -629,6 +638,15 @@ void read_checkpoint(Context& ctx, const toml::table* t, CheckpointConfig& c) {
   r.integer("keep_last", c.keep_last, 1);
 }
 
+void read_control(Context& ctx, const toml::table* t, ControlConfig& c) {
+  TableReader r(ctx, t, "control", keys_of("control"));
+  r.string("secret", c.secret);
+  r.positive("heartbeat_s", c.heartbeat_s);
+  r.integer("http_port", c.http_port, 0, 65535);
+  r.string("http_host", c.http_host);
+  r.boolean("doctor", c.doctor);
+}
+
 // ---- rules between fields ----------------------------------------------------------------------
 
 void check_model(const Context& ctx, const Config& cfg) {
@@ -802,6 +820,7 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
   read_actors(ctx, table("actors"), cfg.actors);
   read_deadlines(ctx, table("deadlines"), cfg.deadlines);
   read_checkpoint(ctx, table("checkpoint"), cfg.checkpoint);
+  read_control(ctx, table("control"), cfg.control);
 
   check_topology(ctx, cfg.topology);
   check_model(ctx, cfg);

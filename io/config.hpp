@@ -110,6 +110,19 @@ struct DeadlinesConfig {
   double poll_ms = 200;        // how often the watchdog looks
 };
 
+// [control]: the control plane between nodes, the job's secret and the status server
+// (docs/OPERATIONS.md).
+struct ControlConfig {
+  // The job's shared secret: a node joins only if it proves it knows the same one (HMAC-SHA256
+  // over a fresh challenge; the secret never crosses the network and is never logged). The
+  // environment's XY_SECRET overrides it. Empty on every node = no check (a warning with > 1 node).
+  std::string secret;
+  double heartbeat_s = 10;      // a node without a heartbeat for this long is declared lost
+  int http_port = 0;            // status server port (JSON /status, /metrics, page /); 0 = off
+  std::string http_host;        // address it binds to; empty = this node's topology host
+  bool doctor = true;           // `train` runs the preflight checks first (--no-doctor: off)
+};
+
 // [checkpoint]
 struct CheckpointConfig {
   std::string dir;             // default: <data.work_dir>/checkpoints
@@ -126,6 +139,7 @@ struct Config {
   ActorsConfig actors;
   DeadlinesConfig deadlines;
   CheckpointConfig checkpoint;
+  ControlConfig control;
   std::string source;  // the file it was loaded from ("<string>" for parse_config)
 };
 

@@ -71,7 +71,12 @@ std::pair<at::Tensor, at::Tensor> Llama::rope_for(int64_t t, const at::Tensor& l
   if (t > cos_.size(0))
     throw std::invalid_argument("sequence of " + std::to_string(t) +
                                 " tokens exceeds model.max_seq_len " + std::to_string(cos_.size(0)));
-  return {cos_.narrow(0, 0, t).to(like.options()), sin_.narrow(0, 0, t).to(like.options())};
+  std::lock_guard<std::mutex> lock(tables_mu_);
+  auto key = std::make_pair(like.device().str(), static_cast<int>(like.scalar_type()));
+  auto it = tables_.find(key);
+  if (it == tables_.end())
+    it = tables_.emplace(key, std::make_pair(cos_.to(like.options()), sin_.to(like.options()))).first;
+  return {it->second.first.narrow(0, 0, t), it->second.second.narrow(0, 0, t)};
 }
 
 at::Tensor Llama::embed_forward(const at::Tensor& flat, const at::Tensor& ids) const {

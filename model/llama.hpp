@@ -9,6 +9,9 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
+#include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -77,7 +80,10 @@ class Llama {
   ModelLayout layout_;
   int64_t head_dim_;
   int64_t kv_heads_;
-  at::Tensor cos_, sin_;  // [max_seq_len, head_dim] fp32
+  at::Tensor cos_, sin_;  // [max_seq_len, head_dim] fp32 on the CPU
+  // The tables cast and copied to each (device, dtype) in use, made once.
+  mutable std::mutex tables_mu_;
+  mutable std::map<std::pair<std::string, int>, std::pair<at::Tensor, at::Tensor>> tables_;
 };
 
 }  // namespace xy

@@ -10,6 +10,7 @@ PKGS=(
   libcxxopts-dev libtomlplusplus-dev nlohmann-json3-dev
   zlib1g-dev libzstd-dev libssl-dev           # corpus decompression; SHA-256 (xy-node preprocess)
   libgtest-dev libgmock-dev
+  libcpp-httplib-dev                         # the status server (xy-node status, /status, /metrics)
 )
 missing=()
 for p in "${PKGS[@]}"; do

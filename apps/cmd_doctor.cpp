@@ -1,0 +1,458 @@
+// `xy-node doctor`: preflight checks of this node and its peers, printed as a pass/fail table with
+// the fix for each failure (docs/OPERATIONS.md, "Preflight doctor"). `train` runs it first.
+//
+// Peers: while it runs, the doctor listens on this node's control port (topology.nodes[i].port)
+// and answers each connection with one JSON line of its facts (versions, wall clock); it asks
+// every other node's doctor the same, so that the checks cover versions, reachability of each
+// node's interface, the ports and the clock skew. Run it on every node at about the same time.
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <torch/version.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <cxxopts.hpp>
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.hpp"
+#include "io/config.hpp"
+#include "model/layout.hpp"
+
+namespace xy {
+namespace {
+
+using json = nlohmann::json;
+
+json local_facts(int node) {
+  json j;
+  j["node"] = node;
+  j["xy"] = XY_VERSION;
+  j["torch"] = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+               std::to_string(TORCH_VERSION_PATCH);
+#ifdef XY_WITH_CUDA
+  j["cuda"] = "built with CUDA";
+#else
+  j["cuda"] = "none (CPU build)";
+#endif
+  j["nccl"] = "none (CPU build)";
+  j["time_us"] = std::chrono::duration_cast<std::chrono::microseconds>(
+                     std::chrono::system_clock::now().time_since_epoch()).count();
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  j["hostname"] = host;
+  return j;
+}
+
+struct Row {
+  std::string check, node, result, detail, fix;
+};
+
+// A listening socket on host:port, or -1 with errno.
+int listen_on(const std::string& host, int port, std::string* err) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  if (int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0) {
+    *err = gai_strerror(rc);
+    return -1;
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 16) != 0) {
+    *err = std::strerror(errno);
+    close(fd);
+    freeaddrinfo(res);
+    return -1;
+  }
+  freeaddrinfo(res);
+  return fd;
+}
+
+// Connects to host:port within timeout_s and reads one line; "" + err on failure.
+std::string ask_peer(const std::string& host, int port, double timeout_s, std::string* err) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  do {
+    addrinfo hints{}, *res = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    if (int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0) {
+      *err = gai_strerror(rc);
+      return "";
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    const bool ok = connect(fd, res->ai_addr, res->ai_addrlen) == 0;
+    freeaddrinfo(res);
+    if (ok) {
+      std::string line;
+      char buf[4096];
+      pollfd p{fd, POLLIN, 0};
+      while (line.find('\n') == std::string::npos && poll(&p, 1, 2000) > 0) {
+        const ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        line.append(buf, n);
+      }
+      close(fd);
+      if (!line.empty()) return line.substr(0, line.find('\n'));
+      *err = "connected, but no answer (not an xy doctor?)";
+      return "";
+    }
+    *err = std::strerror(errno);
+    close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } while (std::chrono::steady_clock::now() < until);
+  return "";
+}
+
+std::vector<std::string> local_addresses() {
+  std::vector<std::string> out;
+  ifaddrs* ifs = nullptr;
+  if (getifaddrs(&ifs) != 0) return out;
+  for (ifaddrs* i = ifs; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    char buf[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, buf, sizeof buf);
+    out.push_back(std::string(i->ifa_name) + " " + buf);
+  }
+  freeifaddrs(ifs);
+  return out;
+}
+
+std::string mib(double b) {
+  char s[64];
+  std::snprintf(s, sizeof s, "%.1f MiB", b / 1048576.0);
+  return s;
+}
+
+}  // namespace
+
+int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool as_json) {
+  std::vector<Row> rows;
+  const int nodes = static_cast<int>(cfg.topology.nodes.size());
+  const NodeSpec& self = cfg.topology.nodes.at(me);
+  const std::string n = std::to_string(me);
+  const json facts = local_facts(me);
+
+  // Versions of this node.
+  rows.push_back({"versions", n, "PASS",
+                  "xy " + facts["xy"].get<std::string>() + ", LibTorch " + facts["torch"].get<std::string>() +
+                      ", CUDA " + facts["cuda"].get<std::string>() + ", NCCL " + facts["nccl"].get<std::string>(),
+                  ""});
+
+  // Libraries loaded twice (two NCCLs or LibTorches in one process).
+  {
+    std::map<std::string, std::set<std::string>> libs;  // kind -> paths
+    // XY_DOCTOR_MAPS: another file in the format of /proc/self/maps (the doctor's own test).
+    const char* maps_path = std::getenv("XY_DOCTOR_MAPS");
+    std::ifstream maps(maps_path ? maps_path : "/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+      const auto slash = line.find('/');
+      if (slash == std::string::npos) continue;
+      const std::string path = line.substr(slash);
+      const std::string base = std::filesystem::path(path).filename().string();
+      for (const char* kind : {"libnccl", "libtorch_cpu", "libc10.so", "libcudart"})
+        if (base.rfind(kind, 0) == 0) libs[kind].insert(path);
+    }
+    std::string dup;
+    for (const auto& [kind, paths] : libs)
+      if (paths.size() > 1) {
+        dup += std::string(dup.empty() ? "" : "; ") + kind + ":";
+        for (const auto& p : paths) dup += " " + p;
+      }
+    if (dup.empty())
+      rows.push_back({"one NCCL/LibTorch loaded", n, "PASS",
+                      "libtorch_cpu " + std::to_string(libs["libtorch_cpu"].size()) + ", libnccl " +
+                          std::to_string(libs["libnccl"].size()), ""});
+    else
+      rows.push_back({"one NCCL/LibTorch loaded", n, "FAIL", "loaded more than once: " + dup,
+                      "remove the second copy from LD_LIBRARY_PATH / LD_PRELOAD (or the Python "
+                      "environment) so that exactly one NCCL and one LibTorch are loaded"});
+  }
+
+  // The interface: the configured host must be an address of this machine.
+  std::string err;
+  {
+    int fd = listen_on(self.host, 0, &err);
+    if (fd >= 0) {
+      close(fd);
+      rows.push_back({"interface", n, "PASS", self.host + " is an address of this machine", ""});
+    } else {
+      std::string addrs;
+      for (const auto& a : local_addresses()) addrs += (addrs.empty() ? "" : ", ") + a;
+      rows.push_back({"interface", n, "FAIL", "cannot bind " + self.host + ": " + err,
+                      "set topology.nodes[" + n + "].host to this node's address on the network the "
+                      "nodes share; this machine has: " + addrs});
+    }
+  }
+
+  // Ports: the control port (listened on below) and, on node 0, the store port.
+  int listener = -1;
+  if (self.port > 0) {
+    listener = listen_on(self.host, self.port, &err);
+    if (listener >= 0)
+      rows.push_back({"control port free", n, "PASS", self.host + ":" + std::to_string(self.port), ""});
+    else
+      rows.push_back({"control port free", n, "FAIL",
+                      self.host + ":" + std::to_string(self.port) + " cannot be bound: " + err,
+                      "another process holds it (see `ss -ltnp 'sport = :" + std::to_string(self.port) +
+                          "'`): stop it or choose another topology.nodes[" + n + "].port"});
+  }
+  if (me == 0 && nodes > 1) {
+    const int store_port = self.port + 1;
+    int fd = listen_on(self.host, store_port, &err);
+    if (fd >= 0) {
+      close(fd);
+      rows.push_back({"rendezvous port free", n, "PASS", self.host + ":" + std::to_string(store_port), ""});
+    } else {
+      rows.push_back({"rendezvous port free", n, "FAIL",
+                      self.host + ":" + std::to_string(store_port) + " cannot be bound: " + err,
+                      "the store listens on topology.nodes[0].port + 1: stop the process holding "
+                      "it (`ss -ltnp 'sport = :" + std::to_string(store_port) +
+                          "'`) or choose another topology.nodes[0].port"});
+    }
+  }
+
+  // ulimits.
+  {
+    rlimit r{};
+    getrlimit(RLIMIT_NOFILE, &r);
+    // Sockets (Gloo opens a few per peer rank), checkpoint and data files.
+    const rlim_t need = std::max<rlim_t>(1024, 64 + 8 * static_cast<rlim_t>(cfg.topology.world_size()));
+    if (r.rlim_cur == RLIM_INFINITY || r.rlim_cur >= need)
+      rows.push_back({"ulimit -n", n, "PASS", std::to_string(r.rlim_cur) + " open files", ""});
+    else
+      rows.push_back({"ulimit -n", n, "FAIL",
+                      std::to_string(r.rlim_cur) + " open files; at least " + std::to_string(need) + " needed",
+                      "raise it before starting xy-node: `ulimit -n 65536` (hard limit " +
+                          (r.rlim_max == RLIM_INFINITY ? std::string("unlimited") : std::to_string(r.rlim_max)) +
+                          "; permanently: nofile in /etc/security/limits.conf or LimitNOFILE= in the "
+                          "systemd unit)"});
+    getrlimit(RLIMIT_MEMLOCK, &r);
+    const bool cuda = cfg.topology.device == "cuda";
+    const rlim_t need_l = cuda ? rlim_t{1} << 30 : 0;  // pinned host buffers on GPU nodes
+    const std::string have = r.rlim_cur == RLIM_INFINITY ? "unlimited" : mib(static_cast<double>(r.rlim_cur));
+    if (r.rlim_cur == RLIM_INFINITY || r.rlim_cur >= need_l)
+      rows.push_back({"ulimit -l", n, "PASS", have + (cuda ? "" : " (CPU ranks pin nothing)"), ""});
+    else
+      rows.push_back({"ulimit -l", n, "FAIL", have + " of locked memory; GPU nodes pin host buffers",
+                      "`ulimit -l unlimited` (memlock in /etc/security/limits.conf, LimitMEMLOCK=infinity "
+                      "for systemd, --ulimit memlock=-1 for Docker)"});
+  }
+
+  // Host memory and disk for the planned shards.
+  {
+    ModelConfig m = cfg.model;
+    if (m.vocab_size == 0) m.vocab_size = cfg.data.tokenizer_vocab;
+    const int world = cfg.topology.world_size();
+    const ModelLayout layout = build_layout(m, world, cfg.optimizer.no_decay);
+    const double params = static_cast<double>(layout.total_numel());
+    const double share = params * self.devices / world;
+    const double need = 16.0 * share;  // fp32 master, m, v, gradient
+    int64_t avail_kb = 0;
+    std::ifstream mi("/proc/meminfo");
+    std::string key;
+    int64_t val;
+    std::string unit;
+    while (mi >> key >> val >> unit)
+      if (key == "MemAvailable:") avail_kb = val;
+    const double avail = avail_kb * 1024.0;
+    std::ostringstream d;
+    d << static_cast<int64_t>(params) << " parameters; this node's share needs " << mib(need)
+      << " (16 B/parameter); " << mib(avail) << " available";
+    if (need <= avail)
+      rows.push_back({"host memory", n, "PASS", d.str(), ""});
+    else
+      rows.push_back({"host memory", n, "FAIL", d.str(),
+                      "add nodes or ranks (each holds 1/world of the state), choose a smaller model, "
+                      "or free memory on this node"});
+    namespace fs = std::filesystem;
+    fs::path dir = fs::absolute(cfg.checkpoint.dir.empty() ? cfg.data.work_dir : cfg.checkpoint.dir);
+    while (!dir.empty() && !fs::exists(dir) && dir != dir.root_path()) dir = dir.parent_path();
+    struct statvfs sv{};
+    const double per_ckpt = 16.0 * share;  // working (<= 4) + master + m + v
+    const double disk_need = per_ckpt * (cfg.checkpoint.keep_last + 1);
+    if (statvfs(dir.c_str(), &sv) == 0) {
+      const double free_b = static_cast<double>(sv.f_bavail) * sv.f_frsize;
+      std::ostringstream dd;
+      dd << "checkpoints need " << mib(disk_need) << " (" << cfg.checkpoint.keep_last
+         << " kept + 1 being written); " << mib(free_b) << " free under " << dir.string();
+      if (disk_need <= free_b)
+        rows.push_back({"disk for checkpoints", n, "PASS", dd.str(), ""});
+      else
+        rows.push_back({"disk for checkpoints", n, "FAIL", dd.str(),
+                        "free space there, lower checkpoint.keep_last, or set checkpoint.dir to a "
+                        "larger volume"});
+    }
+  }
+
+  // Peers: serve our facts, ask theirs.
+  std::atomic<bool> serving{true};
+  std::thread server;
+  if (listener >= 0) {
+    server = std::thread([&] {
+      while (serving) {
+        pollfd p{listener, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        int c = accept(listener, nullptr, nullptr);
+        if (c < 0) continue;
+        const std::string line = local_facts(me).dump() + "\n";
+        (void)!write(c, line.data(), line.size());
+        close(c);
+      }
+    });
+  }
+  for (int p = 0; p < nodes; ++p) {
+    if (p == me) continue;
+    const NodeSpec& peer = cfg.topology.nodes[p];
+    const std::string pn = std::to_string(p);
+    const auto t0 = std::chrono::system_clock::now();
+    const std::string line = ask_peer(peer.host, peer.port, wait_s, &err);
+    const auto t1 = std::chrono::system_clock::now();
+    if (line.empty()) {
+      rows.push_back({"reach node " + pn, n, "FAIL",
+                      "no doctor answered at " + peer.host + ":" + std::to_string(peer.port) + ": " + err,
+                      "run `xy-node doctor` on node " + pn + " at the same time; if it runs, check that " +
+                          peer.host + " is node " + pn + "'s address on a network this node reaches "
+                          "(firewall, wrong interface: set topology.nodes[" + pn + "].host)"});
+      continue;
+    }
+    json theirs;
+    try {
+      theirs = json::parse(line);
+    } catch (const std::exception&) {
+      rows.push_back({"reach node " + pn, n, "FAIL", "unreadable answer: " + line.substr(0, 80),
+                      "something else listens on " + peer.host + ":" + std::to_string(peer.port)});
+      continue;
+    }
+    rows.push_back({"reach node " + pn, n, "PASS", peer.host + ":" + std::to_string(peer.port) + " (" +
+                    theirs.value("hostname", std::string("?")) + ")", ""});
+    std::string diff;
+    for (const char* k : {"xy", "torch", "cuda", "nccl"})
+      if (theirs.value(k, std::string("?")) != facts[k].get<std::string>())
+        diff += std::string(diff.empty() ? "" : "; ") + k + " " + theirs.value(k, std::string("?")) +
+                " there, " + facts[k].get<std::string>() + " here";
+    if (diff.empty())
+      rows.push_back({"same versions as node " + pn, n, "PASS", "xy, LibTorch, CUDA, NCCL match", ""});
+    else
+      rows.push_back({"same versions as node " + pn, n, "FAIL", diff,
+                      "install the same xy build, LibTorch, CUDA and NCCL on every node (a mismatch "
+                      "hangs or corrupts collectives)"});
+    const double mid_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                              (t0.time_since_epoch() + t1.time_since_epoch()) / 2).count();
+    const double skew = std::abs(theirs.value("time_us", 0.0) - mid_us) / 1e6;
+    std::ostringstream d;
+    d << skew << " s";
+    if (skew <= 1.0)
+      rows.push_back({"clock skew to node " + pn, n, "PASS", d.str(), ""});
+    else
+      rows.push_back({"clock skew to node " + pn, n, "FAIL", d.str() + " (more than 1 s)",
+                      "synchronise the clocks (chrony or systemd-timesyncd on every node)"});
+  }
+  // Keep answering for the peers that are still asking.
+  if (listener >= 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(nodes > 1 ? 1500 : 0));
+    serving = false;
+    server.join();
+    close(listener);
+  }
+
+  int failed = 0;
+  for (const auto& r : rows) failed += r.result == "FAIL";
+  if (as_json) {
+    json j = json::array();
+    for (const auto& r : rows)
+      j.push_back({{"check", r.check}, {"node", r.node}, {"result", r.result}, {"detail", r.detail}, {"fix", r.fix}});
+    out << j.dump(2) << "\n";
+  } else {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%-26s %-5s %-6s %s\n", "check", "node", "result", "detail");
+    out << buf;
+    for (const auto& r : rows) {
+      std::snprintf(buf, sizeof buf, "%-26s %-5s %-6s ", r.check.c_str(), r.node.c_str(), r.result.c_str());
+      out << buf << r.detail << "\n";
+      if (!r.fix.empty()) out << "    fix: " << r.fix << "\n";
+    }
+    out << "doctor: " << rows.size() - failed << " passed, " << failed << " failed\n";
+  }
+  return failed;
+}
+
+}  // namespace xy
+
+int cmd_doctor(int argc, char** argv) {
+  cxxopts::Options opts("xy-node doctor", "Preflight checks of this node and its peers.");
+  opts.add_options()
+      ("c,config", "configuration file (TOML)", cxxopts::value<std::string>())
+      ("node-index", "this process's entry in [[topology.nodes]] (default as for train)",
+       cxxopts::value<int>())
+      ("wait", "seconds to wait for each peer's doctor", cxxopts::value<double>()->default_value("30"))
+      ("json", "print the checks as JSON")
+      ("h,help", "show this help");
+  cxxopts::ParseResult args;
+  try {
+    args = opts.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node doctor: " << e.what() << "\n" << opts.help();
+    return 2;
+  }
+  if (args.count("help")) {
+    std::cout << opts.help();
+    return 0;
+  }
+  if (!args.count("config")) {
+    std::cerr << "xy-node doctor: --config FILE is required\n";
+    return 2;
+  }
+  xy::Config cfg;
+  try {
+    cfg = xy::load_config(args["config"].as<std::string>());
+  } catch (const xy::ConfigError& e) {
+    std::cerr << "xy-node doctor: " << e.what() << "\n";
+    return 2;
+  }
+  int me = node_index_from(cfg, args.count("node-index") ? args["node-index"].as<int>() : -1);
+  if (me < 0) return 2;
+  const int failed = xy::run_doctor(cfg, me, args["wait"].as<double>(), std::cout, args.count("json") > 0);
+  return failed == 0 ? 0 : 1;
+}
+
+int node_index_from(const xy::Config& cfg, int flag) {
+  int index = cfg.topology.node_index;
+  std::string from = "topology.node_index";
+  if (flag >= 0) {
+    index = flag;
+    from = "--node-index";
+  } else {
+    for (const char* var : {"XY_NODE_INDEX", "NODE_RANK", "SLURM_NODEID"})
+      if (const char* v = std::getenv(var)) {
+        index = std::atoi(v);
+        from = var;
+        break;
+      }
+  }
+  const int nodes = static_cast<int>(cfg.topology.nodes.size());
+  if (index < 0 || index >= nodes) {
+    std::cerr << "xy-node: " << from << " = " << index << " but " << cfg.source << " has " << nodes
+              << " [[topology.nodes]]; valid: 0.." << nodes - 1 << "\n";
+    return -1;
+  }
+  return index;
+}

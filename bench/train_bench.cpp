@@ -1,0 +1,79 @@
+// Training throughput benchmark: runs the engine on random tokens as configured and prints the
+// median step time, tokens/s, MFU, the step time split, and memory peaks.
+//
+//   tokens/s = world * grad_accum * micro_batch * seq_len / median step time (steps after warm-up)
+//   MFU      = 6 * parameters * tokens/s / (world * peak)     (attention and recompute not counted,
+//              as the peer counts; peak = 989e12 bf16 FLOP/s per H100 SXM unless --peak-tflops)
+// usage: train_bench --config FILE [--steps N] [--warmup W] [--peak-tflops P]
+#include <cxxopts.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "actors/engine.hpp"
+
+namespace {
+
+double peak_rss_gib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1024.0 * 1024.0);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cxxopts::Options opts("train_bench", "Training throughput on random tokens.");
+  opts.add_options()("config", "config file", cxxopts::value<std::string>())(
+      "steps", "steps", cxxopts::value<int64_t>()->default_value("8"))(
+      "warmup", "steps left out of the median", cxxopts::value<int64_t>()->default_value("3"))(
+      "peak-tflops", "peak FLOP/s per device for MFU", cxxopts::value<double>()->default_value("989"));
+  auto args = opts.parse(argc, argv);
+  xy::Config cfg = xy::load_config(args["config"].as<std::string>());
+  cfg.train.steps = args["steps"].as<int64_t>();
+  cfg.train.log_every = 1;
+  cfg.optimizer.warmup_steps = std::min(cfg.optimizer.warmup_steps, cfg.train.steps);
+  if (cfg.model.vocab_size == 0) cfg.model.vocab_size = 32000;
+  const int world = cfg.topology.world_size();
+  const int64_t per_step = int64_t{world} * cfg.train.grad_accum * cfg.train.micro_batch;
+  const int64_t tokens = (per_step * (cfg.train.steps + 2)) * cfg.data.seq_len + 1;
+  std::mt19937 rng(1);
+  std::vector<int32_t> ids(tokens);
+  for (auto& t : ids) t = static_cast<int32_t>(rng() % cfg.model.vocab_size);
+  xy::RunOptions ro;
+  ro.data = std::make_shared<xy::TokenSamples>(std::move(ids), cfg.data.seq_len, cfg.model.vocab_size);
+  ro.checkpoint_at_end = false;
+  const xy::TrainResult r = xy::run_training(cfg, ro);
+  if (r.exit_code != 0) {
+    std::fprintf(stderr, "train_bench: %s\n", r.error.c_str());
+    return r.exit_code;
+  }
+  const int64_t warm = std::min<int64_t>(args["warmup"].as<int64_t>(), static_cast<int64_t>(r.steps.size()) - 1);
+  std::vector<xy::StepRecord> s(r.steps.begin() + warm, r.steps.end());
+  std::sort(s.begin(), s.end(), [](auto& a, auto& b) { return a.step_s < b.step_s; });
+  const xy::StepRecord& med = s[s.size() / 2];
+  const double tok_s = per_step * cfg.data.seq_len / med.step_s;
+  const int64_t params = xy::build_layout(cfg.model, 1, {}).total_numel();
+  const double mfu = 6.0 * params * tok_s / (world * args["peak-tflops"].as<double>() * 1e12);
+  std::printf("\nRESULT model=%s params=%lld world=%d seq=%lld micro_batch=%lld grad_accum=%lld "
+              "precision=%s device=%s\n",
+              cfg.model.preset.c_str(), static_cast<long long>(params), world,
+              static_cast<long long>(cfg.data.seq_len), static_cast<long long>(cfg.train.micro_batch),
+              static_cast<long long>(cfg.train.grad_accum), cfg.train.precision.c_str(),
+              cfg.topology.device.c_str());
+  std::printf("RESULT median step %.3f s | %.0f tokens/s | MFU %.1f%% | split: compute %.3f s, wait "
+              "gather %.3f s, wait batch %.3f s, finish (reduce + norm) %.3f s | host peak RSS %.1f "
+              "GiB | engine host bytes %.1f GiB\n",
+              med.step_s, tok_s, 100 * mfu, med.compute_s, med.wait_gather_s, med.wait_batch_s,
+              med.wait_finish_s, peak_rss_gib(), r.host_bytes / 1073741824.0);
+  std::printf("{\"bench\": \"xy\", \"model\": \"%s\", \"world\": %d, \"seq\": %lld, \"mb\": %lld, "
+              "\"step_s\": %.4f, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"peak_rss_gib\": %.2f}\n",
+              cfg.model.preset.c_str(), world, static_cast<long long>(cfg.data.seq_len),
+              static_cast<long long>(cfg.train.micro_batch), med.step_s, tok_s, mfu, peak_rss_gib());
+  return 0;
+}

@@ -1,0 +1,129 @@
+// NCCL communicators through LibTorch's c10d ProcessGroupNCCL (the CUDA data plane), built only
+// with -DXY_CUDA=ON. Collectives are stream-ordered: each is enqueued after the work already on the
+// calling thread's current stream, and CommOp::wait() makes the current stream wait for it
+// without blocking the host. Link the NCCL that LibTorch loads (see CMakeLists.txt): one NCCL per
+// process.
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <stdexcept>
+
+#include "comm/comm.hpp"
+
+namespace xy {
+namespace {
+
+class NcclOp : public CommOp {
+ public:
+  NcclOp(c10::intrusive_ptr<c10d::Work> work, std::string what)
+      : work_(std::move(work)), what_(std::move(what)) {}
+  void wait() override {
+    if (done_) return;
+    try {
+      work_->wait();  // the current stream waits for the collective
+    } catch (const std::exception& e) {
+      throw std::runtime_error("nccl " + what_ + " failed: " + e.what());
+    }
+    done_ = true;
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Work> work_;
+  std::string what_;
+  bool done_ = false;
+};
+
+class NcclComm : public Comm {
+ public:
+  explicit NcclComm(c10::intrusive_ptr<c10d::ProcessGroupNCCL> pg) : pg_(std::move(pg)) {}
+  int rank() const override { return pg_->getRank(); }
+  int size() const override { return pg_->getSize(); }
+  std::string backend() const override { return "nccl"; }
+
+  std::unique_ptr<CommOp> all_gather(const at::Tensor& shard, const at::Tensor& full) override {
+    if (full.numel() != shard.numel() * size())
+      throw std::invalid_argument("all_gather: full has " + std::to_string(full.numel()) +
+                                  " elements, expected " + std::to_string(shard.numel() * size()));
+    at::Tensor out = full, in = shard;
+    const uint64_t s = next_seq();
+    return std::make_unique<NcclOp>(pg_->_allgather_base(out, in), "all-gather #" + std::to_string(s));
+  }
+  std::unique_ptr<CommOp> reduce_scatter(const at::Tensor& full, const at::Tensor& shard) override {
+    if (full.numel() != shard.numel() * size())
+      throw std::invalid_argument("reduce_scatter: full has " + std::to_string(full.numel()) +
+                                  " elements, expected " + std::to_string(shard.numel() * size()));
+    at::Tensor out = shard, in = full;
+    const uint64_t s = next_seq();
+    return std::make_unique<NcclOp>(pg_->_reduce_scatter_base(out, in),
+                                    "reduce-scatter #" + std::to_string(s));
+  }
+  std::unique_ptr<CommOp> all_reduce(const at::Tensor& t) override {
+    std::vector<at::Tensor> v{t};
+    const uint64_t s = next_seq();
+    return std::make_unique<NcclOp>(pg_->allreduce(v), "all-reduce #" + std::to_string(s));
+  }
+  std::unique_ptr<CommOp> broadcast(const at::Tensor& t, int root) override {
+    std::vector<at::Tensor> v{t};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    const uint64_t s = next_seq();
+    return std::make_unique<NcclOp>(pg_->broadcast(v, o), "broadcast #" + std::to_string(s));
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> pg_;
+};
+
+class StoreKV : public KeyValueStore {
+ public:
+  explicit StoreKV(c10::intrusive_ptr<c10d::Store> s) : s_(std::move(s)) {}
+  void set(const std::string& key, const std::string& value) override {
+    s_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+  }
+  std::string get(const std::string& key) override {
+    auto v = s_->get(key);
+    return std::string(v.begin(), v.end());
+  }
+  int64_t add(const std::string& key, int64_t delta) override { return s_->add(key, delta); }
+  bool check(const std::string& key) override { return s_->check({key}); }
+
+ private:
+  c10::intrusive_ptr<c10d::Store> s_;
+};
+
+}  // namespace
+
+CommGroup make_nccl_comms(int world, int first_rank, int local, const std::string& store_host,
+                          int store_port, bool is_store_server, double timeout_s) {
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  c10::intrusive_ptr<c10d::Store> store;
+  if (store_host.empty()) {
+    if (local != world) throw std::invalid_argument("an in-memory store needs every rank in this process");
+    store = c10::make_intrusive<c10d::HashStore>();
+    store->setTimeout(timeout);
+  } else {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(store_port);
+    o.isServer = is_store_server;
+    o.waitWorkers = false;
+    o.timeout = timeout;
+    store = c10::make_intrusive<c10d::TCPStore>(store_host, o);
+  }
+  CommGroup group;
+  group.store = std::make_shared<StoreKV>(store);
+  for (int l = 0; l < local; ++l) {
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = timeout;
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("nccl", store);
+    // The communicator is created lazily by the first collective, on the device current then
+    // (the rank's parameter-shard thread sets its device): all local ranks meet there.
+    group.comms.push_back(std::make_shared<NcclComm>(
+        c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, first_rank + l, world, opts)));
+  }
+  return group;
+}
+
+}  // namespace xy

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# On the GPU machine (see README, "Building with CUDA"): configures and builds the CUDA engine into
+# build-cuda, then runs what is asked: `tests` (ctest -L gpu), `tiny` (train_bench on the tiny
+# preset), `1b` (train_bench on 1b, seq 4096), `adam` (adam_bench), `peer1b` (the FSDP2 + CPU
+# offload peer, if .device/peer exists). Results also go to $OUT when it is set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/xy-out}
+mkdir -p "$OUT"
+TORCH_CMAKE=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+start=$(date +%s)
+cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DXY_CUDA=ON \
+  -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH;$TORCH_CMAKE" > "$OUT/configure.log" 2>&1 \
+  || { tail -40 "$OUT/configure.log"; exit 1; }
+cmake --build build-cuda -j 16 --target xy-node gpu_test adam_bench train_bench > "$OUT/build.log" 2>&1 \
+  || { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; exit 1; }
+echo "xy: CUDA build took $(( $(date +%s) - start )) s"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+for what in "$@"; do
+  case "$what" in
+    tests) (cd build-cuda && ctest -L gpu --output-on-failure --timeout 300) 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "relative|Passed|Failed|tests passed|Error" ;;
+    tiny) ./build-cuda/bin/train_bench --config bench/configs/tiny-gpu.toml --steps 12 2>&1 | tee "$OUT/tiny.log" | grep -E "RESULT|error" ;;
+    1b) ./build-cuda/bin/train_bench --config bench/configs/1b-h100.toml --steps 8 2>&1 | tee "$OUT/1b.log" | grep -E "^step|RESULT|error|xy:" ;;
+    adam) ./build-cuda/bin/adam_bench $((1 << 27)) 5 2>&1 | tee "$OUT/adam.log" ;;
+    peer1b) [ -d .device/peer ] && bash .device/peer/run_peer.sh 1 1b 4096 1 8 1 2>&1 | tee "$OUT/peer1b.log" | tail -3 ;;
+  esac
+done

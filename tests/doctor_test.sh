@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# `xy-node doctor`: every check fails on a planted fault with its promised fix text, and passes on
+# a sane set-up (one node, and two real doctors talking to each other).
+# usage: doctor_test.sh XY_NODE WORK_DIR   (run from the repository root)
+set -uo pipefail
+XY=$1
+W=$2
+rm -rf "$W" && mkdir -p "$W"
+fail=0; passed=0
+check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
+ports() { python3 -c 'import socket
+ps = set()
+while len(ps) < 4:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    if all(abs(p - q) > 2 for q in ps): ps.add(p)
+print(*sorted(ps))'; }
+read -r P0 P1 P2 P3 < <(ports)
+
+model='[model]
+preset = "custom"
+vocab_size = 8000
+hidden = 64
+intermediate = 160
+layers = 2
+heads = 4
+[data]
+seq_len = 32'
+one() { printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "%s"\nport = %s\ndevices = 2\n%s\nwork_dir = "%s"\n' "$1" "$2" "$model" "$W/run"; }
+two() { printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\nport = %s\ndevices = 1\n[[topology.nodes]]\nhost = "127.0.0.1"\nport = %s\ndevices = 1\n%s\nwork_dir = "%s"\n' "$1" "$2" "$model" "$W/run"; }
+# A fake peer doctor on port $1 answering with the facts JSON $2 (time_us filled in unless given).
+fake_peer() {
+  python3 - "$1" "$2" <<'PY' &
+import json, socket, sys, time
+port, facts = int(sys.argv[1]), json.loads(sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(4); s.settimeout(30)
+end = time.time() + 30
+while time.time() < end:
+    try: c, _ = s.accept()
+    except socket.timeout: break
+    f = dict(facts); f.setdefault("time_us", int(time.time() * 1e6) + f.pop("skew_us", 0))
+    c.sendall((json.dumps(f) + "\n").encode()); c.close()
+PY
+  FAKE=$!
+  sleep 0.5
+}
+good='{"node": 1, "xy": "0.1.0", "torch": "1.13.0", "cuda": "none (CPU build)", "nccl": "none (CPU build)", "hostname": "fake"}'
+
+# 1. A sane single node passes every check.
+one 127.0.0.1 $P0 > "$W/one.toml"
+out=$("$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
+echo "$out"
+check "sane node: exit 0" $([ $rc -eq 0 ]; echo $?)
+echo "$out" | grep -q "doctor: [0-9]* passed, 0 failed"; check "sane node: 0 failed" $?
+for c in "versions" "one NCCL/LibTorch loaded" "interface" "control port free" "ulimit -n" "ulimit -l" "host memory" "disk for checkpoints"; do
+  echo "$out" | grep -q "^$c .* PASS"; check "sane node: '$c' passes" $?
+done
+
+# 2. The control port is in use.
+python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', $P0)); s.listen(1); time.sleep(30)" & HOLD=$!
+sleep 0.5
+out=$("$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
+kill $HOLD
+echo "$out" | grep -A1 FAIL
+check "port in use: exit 1" $([ $rc -eq 1 ]; echo $?)
+echo "$out" | grep -q "^control port free .* FAIL .*127.0.0.1:$P0 cannot be bound: Address already in use"; check "port in use: FAIL names host:port" $?
+echo "$out" | grep -q "fix: another process holds it (see \`ss -ltnp 'sport = :$P0'\`)"; check "port in use: fix text" $?
+
+# 3. A low ulimit -n (set in a child shell only).
+out=$(ulimit -n 256; "$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
+echo "$out" | grep -A1 FAIL
+check "low ulimit -n: exit 1" $([ $rc -eq 1 ]; echo $?)
+echo "$out" | grep -q "^ulimit -n .* FAIL .*256 open files; at least 1024 needed"; check "low ulimit -n: FAIL says what is needed" $?
+echo "$out" | grep -q "fix: raise it before starting xy-node: \`ulimit -n 65536\`"; check "low ulimit -n: fix text" $?
+
+# 4. The configured host is not an address of this machine.
+one 192.0.2.7 $P0 > "$W/wrong-if.toml"
+out=$("$XY" doctor --config "$W/wrong-if.toml" 2>&1)
+echo "$out" | grep -A1 "^interface"
+echo "$out" | grep -q "^interface .* FAIL .*cannot bind 192.0.2.7"; check "wrong interface: FAIL" $?
+echo "$out" | grep -q "fix: set topology.nodes\[0\].host to this node's address .*this machine has: .*127.0.0.1"; check "wrong interface: fix lists this machine's addresses" $?
+
+# 5. Host memory for the planned shards (7B on one node of this machine).
+printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n[model]\npreset = "7b"\nvocab_size = 32000\n' > "$W/7b.toml"
+out=$("$XY" doctor --config "$W/7b.toml" 2>&1)
+echo "$out" | grep -A1 "^host memory"
+echo "$out" | grep -q "^host memory .* FAIL .*6738415616 parameters; this node's share needs" ; check "7B on one node: host memory FAIL with the arithmetic" $?
+echo "$out" | grep -q "fix: add nodes or ranks (each holds 1/world of the state)"; check "host memory: fix text" $?
+
+# 6. A fake peer reports other versions and a skewed clock.
+two $P0 $P1 > "$W/two.toml"
+fake_peer $P1 '{"node": 1, "xy": "0.0.9", "torch": "2.1.0", "cuda": "12.1", "nccl": "2.18.1", "hostname": "fake", "skew_us": 10000000}'
+out=$("$XY" doctor --config "$W/two.toml" --node-index 0 --wait 5 2>&1); rc=$?
+kill $FAKE 2>/dev/null
+echo "$out" | grep -A1 "FAIL\|reach"
+check "fake peer: exit 1" $([ $rc -eq 1 ]; echo $?)
+echo "$out" | grep -q "^reach node 1 .* PASS .*127.0.0.1:$P1 (fake)"; check "fake peer reached" $?
+echo "$out" | grep -q "^same versions as node 1 .* FAIL .*xy 0.0.9 there, 0.1.0 here; torch 2.1.0 there, 1.13.0 here"; check "mismatched versions named" $?
+echo "$out" | grep -q "fix: install the same xy build, LibTorch, CUDA and NCCL on every node"; check "versions: fix text" $?
+echo "$out" | grep -q "^clock skew to node 1 .* FAIL .*(more than 1 s)"; check "clock skew detected" $?
+echo "$out" | grep -q "fix: synchronise the clocks (chrony or systemd-timesyncd"; check "clock skew: fix text" $?
+echo "$out" | grep -q "^rendezvous port free .* PASS"; check "rendezvous port checked on node 0" $?
+
+# 7. A peer that does not answer.
+out=$("$XY" doctor --config "$W/two.toml" --node-index 0 --wait 1 2>&1)
+echo "$out" | grep -A1 "^reach"
+echo "$out" | grep -q "^reach node 1 .* FAIL .*no doctor answered at 127.0.0.1:$P1"; check "unreachable peer: FAIL" $?
+echo "$out" | grep -q "fix: run \`xy-node doctor\` on node 1 at the same time"; check "unreachable peer: fix text" $?
+
+# 8. The rendezvous port (node 0's port + 1) is in use.
+python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', $((P2 + 1)))); s.listen(1); time.sleep(30)" & HOLD=$!
+sleep 0.5
+two $P2 $P3 > "$W/two-b.toml"
+fake_peer $P3 "$good"
+out=$("$XY" doctor --config "$W/two-b.toml" --node-index 0 --wait 5 2>&1)
+kill $HOLD $FAKE 2>/dev/null
+echo "$out" | grep -A1 "^rendezvous"
+echo "$out" | grep -q "^rendezvous port free .* FAIL .*127.0.0.1:$((P2 + 1)) cannot be bound"; check "rendezvous port in use: FAIL" $?
+echo "$out" | grep -q "fix: the store listens on topology.nodes\[0\].port + 1"; check "rendezvous port: fix text" $?
+echo "$out" | grep -q "^same versions as node 1 .* PASS"; check "matching versions pass" $?
+
+# 9. Two real doctors on two 'nodes' pass together.
+read -r P0 P1 P2 P3 < <(ports)
+two $P0 $P1 > "$W/two-real.toml"
+"$XY" doctor --config "$W/two-real.toml" --node-index 1 --wait 10 > "$W/d1.log" 2>&1 & D1=$!
+"$XY" doctor --config "$W/two-real.toml" --node-index 0 --wait 10 > "$W/d0.log" 2>&1; rc0=$?
+wait $D1; rc1=$?
+cat "$W/d0.log"
+check "two real doctors: both exit 0 ($rc0, $rc1)" $([ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]; echo $?)
+grep -q "^clock skew to node 0 .* PASS" "$W/d1.log"; check "node 1 checked its clock against node 0" $?
+
+# 11. Two NCCLs in one process (a maps file as /proc/self/maps would show it).
+cat /proc/self/maps > "$W/maps"
+echo "7f0000000000-7f0000001000 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libnccl.so.2.18.1" >> "$W/maps"
+echo "7f0000002000-7f0000003000 r-xp 00000000 08:01 2 /opt/venv/lib/python3.11/site-packages/nvidia/nccl/lib/libnccl.so.2" >> "$W/maps"
+out=$(XY_DOCTOR_MAPS="$W/maps" "$XY" doctor --config "$W/one.toml" 2>&1)
+echo "$out" | grep -A1 "^one NCCL"
+echo "$out" | grep -q "^one NCCL/LibTorch loaded .* FAIL .*libnccl: /opt/venv/lib/python3.11/site-packages/nvidia/nccl/lib/libnccl.so.2 /usr/lib/x86_64-linux-gnu/libnccl.so.2.18.1"
+check "two NCCLs: FAIL names both paths" $?
+echo "$out" | grep -q "fix: remove the second copy from LD_LIBRARY_PATH / LD_PRELOAD"; check "two NCCLs: fix text" $?
+
+# 10. train runs the doctor first and stops on a failure; the flag is named.
+out=$(ulimit -n 256; "$XY" train --config "$W/one.toml" 2>&1); rc=$?
+echo "$out" | tail -2
+check "train with a failing doctor exits 2" $([ $rc -eq 2 ]; echo $?)
+echo "$out" | grep -q "the preflight checks failed .* pass --no-doctor"; check "train names --no-doctor" $?
+
+echo "$passed passed, $fail failed"
+[ $fail -eq 0 ]

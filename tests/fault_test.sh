@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Injected faults end the job with the documented exit code and a report naming the culprit, within
+# (deadline + 5 s) of the fault (docs/OPERATIONS.md). One case per run, so that CTest shows one
+# test per fault; every process runs under `timeout` so that a hang fails the test, never CI.
+# usage: fault_test.sh XY_NODE WORK_DIR CASE    (run from the repository root)
+#   CASE: setup | skip-collective | sleep-compute | reorder | block-batch | block-adam |
+#         block-checkpoint | block-watchdog | cross-node-stall | kill-node | stop-node | stop-node0 |
+#         secret-wrong | secret-missing
+set -uo pipefail
+XY=$1
+ROOT=$2
+CASE=$3
+W="$ROOT/$CASE"
+D=3   # the deadline of every operation kind in these runs (step 1: 3x)
+HB=3  # control.heartbeat_s
+fail=0; passed=0
+check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
+finish() { echo "$passed passed, $fail failed"; [ $fail -eq 0 ]; exit $?; }
+
+free_ports() { python3 -c 'import socket
+def free():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+a = free()
+while True:
+    b = free()
+    if abs(a - b) > 2: break
+print(a, b)'; }
+
+# A small model; every deadline D seconds; tokenizer shared by all cases (made by `setup`).
+body() {  # body TOKENIZER_LINE
+  cat <<EOF
+[model]
+preset = "custom"
+vocab_size = 8000
+hidden = 64
+intermediate = 160
+layers = 2
+heads = 4
+kv_heads = 2
+max_seq_len = 64
+[data]
+seq_len = 32
+$1
+[train]
+steps = ${STEPS:-12}
+micro_batch = 2
+log_every = 1
+threads = 1
+[optimizer]
+warmup_steps = 1
+[actors]
+adam_threads = 1
+[deadlines]
+collective_s = ${COLL:-$D}
+compute_s = $D
+optimizer_s = $D
+batch_s = $D
+checkpoint_s = $D
+first_step_factor = 3
+poll_ms = 50
+[checkpoint]
+every_steps = 3
+[control]
+heartbeat_s = $HB
+doctor = false
+EOF
+}
+one_node() {  # a job of one process with two CPU ranks
+  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 2\n'
+  body "tokenizer = \"$ROOT/setup/tokenizer.model\""
+}
+two_nodes() {  # two processes, one rank each
+  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\nport = %s\ndevices = 1\n' "$P0"
+  printf '[[topology.nodes]]\nhost = "127.0.0.1"\nport = %s\ndevices = 1\n' "$P1"
+  body "tokenizer = \"$ROOT/setup/tokenizer.model\""
+}
+
+# start NAME [env...] -- args: runs xy-node in the background (pid in PID_<NAME>), log in $W/NAME.log
+start() {
+  local name=$1; shift
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
+  env "${envs[@]}" timeout 120 "$XY" train "$@" > "$W/$name.log" 2>&1 &
+  eval "PID_$name=$!"
+}
+# fired_at LOG: waits until the log says the fault fired (or the process ended); prints epoch secs
+fired_at() {
+  local i
+  for i in $(seq 1 900); do
+    grep -q "fault injection: .* fires\|issues the collective after" "$1" 2>/dev/null && break
+    sleep 0.1
+  done
+  date +%s.%N
+}
+within() {  # within START END LIMIT
+  python3 -c "import sys; d = $2 - $1; print('took %.1f s after the fault (limit %s s)' % (d, $3)); sys.exit(0 if d <= $3 else 1)"
+}
+
+rm -rf "$W" && mkdir -p "$W"
+case "$CASE" in
+setup)
+  # Trains the shared tokenizer once (and checks that a fault-free run passes with these deadlines).
+  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 2\n' > "$W/job.toml"
+  STEPS=4 body "work_dir = \"$W\"" >> "$W/job.toml"
+  timeout 300 "$XY" train --config "$W/job.toml" --work-dir "$W" > "$W/run.log" 2>&1
+  check "fault-free run with ${D} s deadlines exits 0" $?
+  test -f "$W/tokenizer.model"; check "tokenizer trained" $?
+  tail -3 "$W/run.log"
+  finish ;;
+skip-collective|sleep-compute|reorder|block-batch|block-adam|block-checkpoint|block-watchdog)
+  one_node > "$W/job.toml"
+  case "$CASE" in
+    skip-collective) F="skip-collective:rank=1,seq=30"; want_rc=3
+      want=("CULPRIT: rank 1 (node 0, 127.0.0.1:0) has not issued collective #30" "not issued by ranks \[1\]") ;;
+    sleep-compute) F="sleep-compute:rank=1,step=4,unit=1"; want_rc=3
+      want=("CULPRIT: rank 1 (node 0, 127.0.0.1:0): forward of unit 1 (step 4)") ;;
+    reorder) F="reorder:rank=1,seq=30"; want_rc=3; want=("CULPRIT: ORDER MISMATCH") ;;
+    block-batch) F="block-batch:rank=1,step=6"; want_rc=3
+      want=("CULPRIT: rank 1 (node 0, 127.0.0.1:0): batch-read (step 6)") ;;
+    block-adam) F="block-adam:rank=1,step=4,unit=2"; want_rc=3
+      want=("CULPRIT: rank 1 (node 0, 127.0.0.1:0): adam of unit 2 (step 4)" "collective #[0-9]*: issued by ranks \[0\]; not issued by ranks \[1\]") ;;
+    block-checkpoint) F="block-checkpoint:step=3"; want_rc=3
+      want=("STALL: node 0: checkpoint (step 3)" "CULPRIT: node 0: checkpoint (step 3)") ;;
+    block-watchdog) F="block-watchdog"; want_rc=5; want=("the watchdog has not run for") ;;
+  esac
+  start n0 "XY_FAULT=$F" -- --config "$W/job.toml" --work-dir "$W/node0"
+  t0=$(fired_at "$W/n0.log")
+  wait "$PID_n0"; rc=$?
+  t1=$(date +%s.%N)
+  cat "$W/n0.log" | grep -v '^step ' | tail -25
+  check "exit code $want_rc (got $rc)" $([ $rc -eq $want_rc ]; echo $?)
+  limit=$((D + 5)); [ "$CASE" = block-watchdog ] && limit=$((10 + 5))
+  within "$t0" "$t1" $limit; check "ended within the deadline + 5 s" $?
+  report="$W/node0/stall-report.txt"
+  [ "$CASE" = block-watchdog ] && report="$W/n0.log"
+  for p in "${want[@]}"; do grep -q -- "$p" "$report"; check "report says: $p" $?; done
+  if [ "$CASE" = reorder ]; then
+    n=$(sed -n 's/.*issues the collective after #\([0-9]*\) in its place.*/\1/p' "$W/n0.log")
+    grep -q "issued collective #$n differently" "$report"; check "report names collective #$n" $?
+  fi
+  finish ;;
+cross-node-stall|kill-node|stop-node|stop-node0)
+  read -r P0 P1 < <(free_ports)
+  COLL=$((D * 4)) two_nodes > "$W/job.toml"
+  case "$CASE" in
+    cross-node-stall) F="sleep-compute:rank=1,step=4,unit=1"; fnode=1; want_rc=3; limit=$((D + 5)) ;;
+    kill-node) F="kill-node:rank=1,step=4"; fnode=1; want_rc=4; limit=$((HB + 5)) ;;
+    stop-node) F="stop-node:rank=1,step=4"; fnode=1; want_rc=4; limit=$((HB + 5)) ;;
+    stop-node0) F="stop-node:rank=0,step=4"; fnode=0; want_rc=4; limit=$((HB + 5)) ;;
+  esac
+  f0=""; f1=""; [ $fnode -eq 0 ] && f0="XY_FAULT=$F"; [ $fnode -eq 1 ] && f1="XY_FAULT=$F"
+  start n0 XY_NODE_INDEX=0 $f0 -- --config "$W/job.toml" --work-dir "$W/node0"
+  start n1 XY_NODE_INDEX=1 $f1 -- --config "$W/job.toml" --work-dir "$W/node1"
+  t0=$(fired_at "$W/n$fnode.log")
+  other=$((1 - fnode))
+  eval "opid=\$PID_n$other"; eval "fpid=\$PID_n$fnode"
+  wait "$opid"; rc=$?
+  t1=$(date +%s.%N)
+  grep -v '^step ' "$W/n$other.log" | tail -20
+  within "$t0" "$t1" $limit; check "node $other ended within the limit" $?
+  check "node $other exit code $want_rc (got $rc)" $([ $rc -eq $want_rc ]; echo $?)
+  rep="$W/node$other/stall-report.txt"
+  case "$CASE" in
+    cross-node-stall)
+      wait "$fpid"; rc1=$?
+      check "node 1 exit code 3 too (got $rc1)" $([ $rc1 -eq 3 ]; echo $?)
+      for r in "$W/node0/stall-report.txt" "$W/node1/stall-report.txt"; do
+        grep -q "CULPRIT: rank 1 (node 1, 127.0.0.1:$P1)" "$r"; check "$(basename $(dirname $r)) report names rank 1 on node 1" $?
+        grep -q "in forward of unit 1 (step 4)" "$r"; check "$(basename $(dirname $r)) report names the operation" $?
+        grep -q "node 0 (127.0.0.1:$P0): reported" "$r" && grep -q "node 1 (127.0.0.1:$P1): reported" "$r"
+        check "$(basename $(dirname $r)) report has both nodes' registries" $?
+      done ;;
+    kill-node)
+      wait "$fpid"; rc1=$?
+      check "node 1 was killed (137, got $rc1)" $([ $rc1 -eq 137 ]; echo $?)
+      grep -q "PEER LOST: node 1 (127.0.0.1:$P1)" "$rep"; check "report names node 1" $? ;;
+    stop-node)
+      grep -q "PEER LOST: node 1 (127.0.0.1:$P1) sent no heartbeat" "$rep"; check "report names the frozen node 1" $?
+      pkill -CONT -P "$fpid"; wait "$fpid"; rc1=$?  # xy-node is the child of `timeout`
+      check "node 1, continued, ends with 4 too (got $rc1)" $([ $rc1 -eq 4 ]; echo $?) ;;
+    stop-node0)
+      grep -q "PEER LOST: node 0 (127.0.0.1:$P0), which serves the job's store, has not answered" "$rep"
+      check "report names the frozen node 0" $?
+      pkill -KILL -P "$fpid"; wait "$fpid" 2>/dev/null ;;
+  esac
+  finish ;;
+secret-wrong|secret-missing)
+  read -r P0 P1 < <(free_ports)
+  two_nodes > "$W/job.toml"
+  s1="XY_SECRET=not-the-secret"; [ "$CASE" = secret-missing ] && s1="XY_SECRET="
+  start n0 XY_NODE_INDEX=0 XY_SECRET=the-job-secret-1234 -- --config "$W/job.toml" --work-dir "$W/node0"
+  start n1 XY_NODE_INDEX=1 "$s1" -- --config "$W/job.toml" --work-dir "$W/node1"
+  wait "$PID_n0"; rc0=$?
+  wait "$PID_n1"; rc1=$?
+  cat "$W/n0.log" "$W/n1.log" | grep -v '^step '
+  check "node 0 refuses (exit 2, got $rc0)" $([ $rc0 -eq 2 ]; echo $?)
+  check "node 1 is refused (exit 2, got $rc1)" $([ $rc1 -eq 2 ]; echo $?)
+  grep -q "refused node 1 (127.0.0.1:$P1): it presented a wrong or missing job secret" "$W/n0.log"; check "node 0 says whom it refused and why" $?
+  grep -q "does not know this job's secret\|refused this node: wrong or missing job secret" "$W/n1.log"; check "node 1 says it was refused" $?
+  ! grep -q "the-job-secret-1234\|not-the-secret" "$W/n0.log" "$W/n1.log"; check "the secret is never printed" $?
+  ! grep -q "^step " "$W/n0.log"; check "no training happened" $?
+  finish ;;
+*) echo "unknown case $CASE"; exit 2 ;;
+esac
