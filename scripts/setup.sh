@@ -12,6 +12,8 @@ PKGS=(
   libgtest-dev libgmock-dev
   libcpp-httplib-dev                         # the status server (xy-node status, /status, /metrics)
 )
+# Headless Chromium for tests/status_page_test.sh (~300 MB; that test is skipped without it).
+if [ "${XY_SETUP_BROWSER:-0}" = 1 ]; then PKGS+=(chromium); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

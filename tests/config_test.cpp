@@ -645,5 +645,30 @@ TEST(ConfigErrors, ShardsTogetherWithInputs) {
   EXPECT_TRUE(Has(msg, "valid: remove data.inputs"));
 }
 
+
+// ---- [control] (docs/OPERATIONS.md) ------------------------------------------------------------
+
+TEST(ConfigControl, KeysAndDefaults) {
+  Config d = parse_config("");
+  EXPECT_EQ(d.control.secret, "");
+  EXPECT_EQ(d.control.heartbeat_s, 10);
+  EXPECT_EQ(d.control.http_port, 0);
+  EXPECT_TRUE(d.control.doctor);
+  Config c = parse_config("[control]\nsecret = \"s3\"\nheartbeat_s = 2.5\nhttp_port = 8080\n"
+                          "http_host = \"10.0.0.1\"\ndoctor = false\n");
+  EXPECT_EQ(c.control.secret, "s3");
+  EXPECT_EQ(c.control.heartbeat_s, 2.5);
+  EXPECT_EQ(c.control.http_port, 8080);
+  EXPECT_EQ(c.control.http_host, "10.0.0.1");
+  EXPECT_FALSE(c.control.doctor);
+}
+
+TEST(ConfigControl, BadValuesNameTheKey) {
+  EXPECT_TRUE(Has(error_of("[control]\nhttp_port = 70000\n"), "test.toml:2:13: control.http_port"));
+  EXPECT_TRUE(Has(error_of("[control]\ndoctor = 1\n"), "control.doctor: expected a boolean"));
+  EXPECT_TRUE(Has(error_of("[control]\nheartbeat_s = 0\n"), "control.heartbeat_s"));
+  EXPECT_TRUE(Has(error_of("[control]\nsecrets = \"x\"\n"), "did you mean"));
+}
+
 }  // namespace
 }  // namespace xy
