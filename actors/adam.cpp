@@ -94,11 +94,11 @@ struct AdamConsts {
 };
 
 // The scalar path (also the tail of the vector paths).
-template <typename Out>
+template <typename Out, typename G>
 void adamw_scalar(float* __restrict p, float* __restrict m, float* __restrict v,
-                  const float* __restrict g, int64_t n, const AdamConsts& c, Out* __restrict out) {
+                  const G* __restrict g, int64_t n, const AdamConsts& c, Out* __restrict out) {
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i] * c.scale;
+    const float gi = static_cast<float>(g[i]) * c.scale;
     const float pi = p[i] * c.wd_mul;
     const float mi = c.b1 * m[i] + c.one_b1 * gi;
     const float vi = c.b2 * v[i] + c.one_b2 * gi * gi;
@@ -111,7 +111,8 @@ void adamw_scalar(float* __restrict p, float* __restrict m, float* __restrict v,
   }
 }
 
-void scalar_dispatch(float* p, float* m, float* v, const float* g, int64_t n, const AdamConsts& c,
+template <typename G>
+void scalar_dispatch(float* p, float* m, float* v, const G* g, int64_t n, const AdamConsts& c,
                      void* out, WorkingType t) {
   switch (t) {
     case WorkingType::kNone: adamw_scalar<void>(p, m, v, g, n, c, nullptr); break;
@@ -125,8 +126,9 @@ void scalar_dispatch(float* p, float* m, float* v, const float* g, int64_t n, co
 
 #if defined(__x86_64__)
 // AVX2 + FMA: 8 floats a step. bf16 is rounded to nearest even (NaN stays NaN), as c10 does.
+template <typename G>
 __attribute__((target("avx2,fma,f16c"))) void adamw_avx2(float* p, float* m, float* v,
-                                                         const float* g, int64_t n,
+                                                         const G* g, int64_t n,
                                                          const AdamConsts& c, void* out,
                                                          WorkingType t) {
   const __m256 b1 = _mm256_set1_ps(c.b1), b2 = _mm256_set1_ps(c.b2);
@@ -138,7 +140,14 @@ __attribute__((target("avx2,fma,f16c"))) void adamw_avx2(float* p, float* m, flo
   const __m256i qnan = _mm256_set1_epi32(0x7FC0);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 gi = _mm256_mul_ps(_mm256_loadu_ps(g + i), sc);
+    __m256 graw;
+    if constexpr (std::is_same_v<G, float>) {
+      graw = _mm256_loadu_ps(g + i);
+    } else {  // bf16 -> fp32: the 16 bits become the high half
+      graw = _mm256_castsi256_ps(_mm256_slli_epi32(
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + i))), 16));
+    }
+    const __m256 gi = _mm256_mul_ps(graw, sc);
     const __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), wd);
     const __m256 mi = _mm256_fmadd_ps(b1, _mm256_loadu_ps(m + i), _mm256_mul_ps(ob1, gi));
     const __m256 vi = _mm256_fmadd_ps(b2, _mm256_loadu_ps(v + i), _mm256_mul_ps(_mm256_mul_ps(ob2, gi), gi));
@@ -169,8 +178,9 @@ __attribute__((target("avx2,fma,f16c"))) void adamw_avx2(float* p, float* m, flo
 }
 
 // AVX-512F: 16 floats a step.
+template <typename G>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void adamw_avx512(
-    float* p, float* m, float* v, const float* g, int64_t n, const AdamConsts& c, void* out,
+    float* p, float* m, float* v, const G* g, int64_t n, const AdamConsts& c, void* out,
     WorkingType t) {
   const __m512 b1 = _mm512_set1_ps(c.b1), b2 = _mm512_set1_ps(c.b2);
   const __m512 ob1 = _mm512_set1_ps(c.one_b1), ob2 = _mm512_set1_ps(c.one_b2);
@@ -181,7 +191,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void adamw_av
   const __m512i qnan = _mm512_set1_epi32(0x7FC0);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 gi = _mm512_mul_ps(_mm512_loadu_ps(g + i), sc);
+    __m512 graw;
+    if constexpr (std::is_same_v<G, float>) {
+      graw = _mm512_loadu_ps(g + i);
+    } else {  // bf16 -> fp32: the 16 bits become the high half
+      graw = _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + i))), 16));
+    }
+    const __m512 gi = _mm512_mul_ps(graw, sc);
     const __m512 pi = _mm512_mul_ps(_mm512_loadu_ps(p + i), wd);
     const __m512 mi = _mm512_fmadd_ps(b1, _mm512_loadu_ps(m + i), _mm512_mul_ps(ob1, gi));
     const __m512 vi = _mm512_fmadd_ps(b2, _mm512_loadu_ps(v + i), _mm512_mul_ps(_mm512_mul_ps(ob2, gi), gi));
@@ -247,23 +264,37 @@ const char* adam_isa_name(AdamIsa isa) {
   return "?";
 }
 
-void adamw_fused(float* p, float* m, float* v, const float* g, int64_t n, const AdamHyper& h,
-                 bool decay, void* out, WorkingType out_type, AdamIsa isa) {
-  const AdamConsts c(h, decay);
-  if (isa == AdamIsa::kBest) isa = adam_best_isa();
+namespace {
+template <typename G>
+void adamw_typed(float* p, float* m, float* v, const G* g, int64_t n, const AdamConsts& c,
+                 void* out, WorkingType out_type, AdamIsa isa) {
 #if defined(__x86_64__)
   if (isa == AdamIsa::kAvx512) return adamw_avx512(p, m, v, g, n, c, out, out_type);
   if (isa == AdamIsa::kAvx2) return adamw_avx2(p, m, v, g, n, c, out, out_type);
 #endif
   scalar_dispatch(p, m, v, g, n, c, out, out_type);
 }
+}  // namespace
 
-void adamw_parallel(ThreadPool& pool, float* p, float* m, float* v, const float* g, int64_t n,
-                    const AdamHyper& h, bool decay, void* out, WorkingType out_type, AdamIsa isa) {
+void adamw_fused(float* p, float* m, float* v, const void* g, int64_t n, const AdamHyper& h,
+                 bool decay, void* out, WorkingType out_type, AdamIsa isa, GradType g_type) {
+  const AdamConsts c(h, decay);
+  if (isa == AdamIsa::kBest) isa = adam_best_isa();
+  if (g_type == GradType::kBFloat16)
+    adamw_typed(p, m, v, static_cast<const c10::BFloat16*>(g), n, c, out, out_type, isa);
+  else
+    adamw_typed(p, m, v, static_cast<const float*>(g), n, c, out, out_type, isa);
+}
+
+void adamw_parallel(ThreadPool& pool, float* p, float* m, float* v, const void* g, int64_t n,
+                    const AdamHyper& h, bool decay, void* out, WorkingType out_type, AdamIsa isa,
+                    GradType g_type) {
   const size_t esize = out_type == WorkingType::kFloat32 ? 4 : out_type == WorkingType::kNone ? 0 : 2;
+  const size_t gsize = g_type == GradType::kBFloat16 ? 2 : 4;
   pool.parallel_for(n, 64, [&](int64_t b, int64_t e) {
     void* o = out ? static_cast<char*>(out) + b * esize : nullptr;
-    adamw_fused(p + b, m + b, v + b, g + b, e - b, h, decay, o, out_type, isa);
+    adamw_fused(p + b, m + b, v + b, static_cast<const char*>(g) + b * gsize, e - b, h, decay, o,
+                out_type, isa, g_type);
   });
 }
 

@@ -28,6 +28,9 @@ struct AdamHyper {
 
 enum class WorkingType { kNone, kFloat32, kBFloat16, kFloat16 };
 
+// The gradient's type: fp32, or bf16 (gradients landed from a device in bf16, 2 bytes each).
+enum class GradType { kFloat32, kBFloat16 };
+
 // Instruction sets of the kernel. kBest picks the widest one this CPU has (at run time).
 enum class AdamIsa { kBest, kScalar, kAvx2, kAvx512 };
 AdamIsa adam_best_isa();            // what kBest resolves to here
@@ -36,12 +39,13 @@ const char* adam_isa_name(AdamIsa isa);
 
 // Updates n elements. `decay` selects weight decay for this range. `out` (may be null with
 // kNone) receives the new parameters in the working type. Single-threaded; see adamw_parallel.
-void adamw_fused(float* p, float* m, float* v, const float* g, int64_t n, const AdamHyper& h,
-                 bool decay, void* out, WorkingType out_type, AdamIsa isa = AdamIsa::kBest);
+void adamw_fused(float* p, float* m, float* v, const void* g, int64_t n, const AdamHyper& h,
+                 bool decay, void* out, WorkingType out_type, AdamIsa isa = AdamIsa::kBest,
+                 GradType g_type = GradType::kFloat32);
 
 // The same over a thread pool (chunks aligned to 64 elements).
-void adamw_parallel(ThreadPool& pool, float* p, float* m, float* v, const float* g, int64_t n,
+void adamw_parallel(ThreadPool& pool, float* p, float* m, float* v, const void* g, int64_t n,
                     const AdamHyper& h, bool decay, void* out, WorkingType out_type,
-                    AdamIsa isa = AdamIsa::kBest);
+                    AdamIsa isa = AdamIsa::kBest, GradType g_type = GradType::kFloat32);
 
 }  // namespace xy

@@ -177,7 +177,7 @@ checkpoint_actor::behavior_type checkpoint_fn(
         for (const auto& sh : s.ctx->shards) {
           std::vector<at::Tensor> ts;
           for (size_t u = 0; u < sh->working.size(); ++u)
-            for (const at::Tensor* t : {&sh->working[u], &sh->master[u], &sh->m[u], &sh->v[u]})
+            for (const at::Tensor* t : {&sh->working_of(u, info.step), &sh->master[u], &sh->m[u], &sh->v[u]})
               ts.push_back(t->is_cpu() ? t->clone() : t->to(at::kCPU));
           snap.ranks.push_back(std::move(ts));
         }

@@ -39,12 +39,18 @@ struct RankShards {
   std::vector<at::Tensor> grad;     // per unit [shard_numel], fp32 accumulated gradient
   std::vector<at::Tensor> master;   // per unit [shard_numel], fp32
   std::vector<at::Tensor> m, v;     // per unit [shard_numel], fp32 Adam moments
-  // On a device only: `working` lives on the device; the optimizer writes the new working copy
-  // into pinned `working_host` and copies it up; `grad` is pinned (the device copies into it);
+  // On a device only: `working` lives on the device (the optimizer writes each unit's new working
+  // copy into a pinned staging buffer of its own and copies it up); `grad` is pinned and in the
+  // working precision (bf16 gradients land in 2 bytes: host state is then 14 bytes a parameter);
   // with grad_accum > 1 gradients accumulate on the device in `grad_dev` (fp32) until the end of
   // the step.
-  std::vector<at::Tensor> working_host;
   std::vector<at::Tensor> grad_dev;
+  // With the delayed update the working copy is double-buffered: version v lives in
+  // working_of(u, v), so the optimizer writes version v + 1 while version v is still being read.
+  std::vector<at::Tensor> working_alt;
+  at::Tensor& working_of(size_t u, int64_t version) {
+    return working_alt.empty() || version % 2 == 0 ? working[u] : working_alt[u];
+  }
   int64_t host_bytes() const;       // host bytes held by all of the above
   int64_t device_bytes() const;     // device bytes (0 on CPU)
 };

@@ -17,7 +17,7 @@ namespace xy {
 
 int64_t RankShards::host_bytes() const {
   int64_t b = 0;
-  for (const auto* list : {&working, &grad, &master, &m, &v, &working_host, &grad_dev})
+  for (const auto* list : {&working, &grad, &master, &m, &v, &grad_dev, &working_alt})
     for (const auto& t : *list)
       if (t.is_cpu()) b += t.numel() * t.element_size();
   return b;
@@ -25,7 +25,7 @@ int64_t RankShards::host_bytes() const {
 
 int64_t RankShards::device_bytes() const {
   int64_t b = 0;
-  for (const auto* list : {&working, &grad_dev})
+  for (const auto* list : {&working, &grad_dev, &working_alt})
     for (const auto& t : *list)
       if (!t.is_cpu()) b += t.numel() * t.element_size();
   return b;
@@ -172,12 +172,11 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
       sh->master.push_back(master.narrow(0, b, n).clone());
       const at::Tensor w = working.narrow(0, b, n);
       if (ctx.on_device) {
-        // The working copy lives on the device; the host keeps a pinned staging copy for the
-        // optimizer's output, and gradients land in pinned memory.
+        // The working copy lives on the device; gradients land in pinned host memory in the
+        // working precision.
         const c10::Device dev = ctx.streams[l].device;
         sh->working.push_back(w.to(dev));
-        sh->working_host.push_back(at::empty({n}, w.options().pinned_memory(true)).copy_(w));
-        sh->grad.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).pinned_memory(true)));
+        sh->grad.push_back(at::zeros({n}, at::TensorOptions(ctx.working_dtype).pinned_memory(true)));
         if (cfg.train.grad_accum > 1)
           sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
       } else {
@@ -188,6 +187,9 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
       sh->v.push_back(v.defined() ? v.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
     }
   }
+  if (cfg.optimizer.delayed_update)
+    for (auto& sh : ctx.shards)
+      for (const auto& w : sh->working) sh->working_alt.push_back(w.clone());
   ctx.start_positions.assign(ctx.local_ranks, 0);
   if (ckpt) {
     ctx.start_step = ckpt->step;

@@ -5,6 +5,8 @@
 #include "actors/actors.hpp"
 #include "actors/adam.hpp"
 
+#include <algorithm>
+
 namespace xy {
 namespace {
 
@@ -14,7 +16,11 @@ struct OptimizerState {
   RankShards* sh = nullptr;
   param_shard_actor shard;
   RankStreams st;
-  std::vector<DeviceEventPtr> uploads;  // per unit: the last upload of the working copy
+  // On a device: two pinned staging buffers (the largest shard each), used in turn, and the
+  // upload that last read each.
+  at::Tensor staging[2];
+  DeviceEventPtr staged[2];
+  int next_staging = 0;
   int64_t version = 0;
   static inline const char* name = "optimizer-offload";
 };
@@ -43,9 +49,12 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
   float* p = s.sh->master[u].data_ptr<float>();
   float* m = s.sh->m[u].data_ptr<float>();
   float* v = s.sh->v[u].data_ptr<float>();
-  const float* g = s.sh->grad[u].data_ptr<float>();
-  // On a device the kernel writes the working copy into pinned host memory, uploaded after.
-  at::Tensor& dst = s.ctx->on_device ? s.sh->working_host[u] : s.sh->working[u];
+  const at::Tensor& grad = s.sh->grad[u];
+  const char* g = static_cast<const char*>(grad.data_ptr());
+  const size_t gsize = grad.element_size();
+  const GradType gt = grad.scalar_type() == at::kBFloat16 ? GradType::kBFloat16 : GradType::kFloat32;
+  // On a device the kernel writes the working copy into a pinned staging buffer, uploaded after.
+  at::Tensor& dst = s.ctx->on_device ? s.staging[s.next_staging] : s.sh->working_of(u, o.step);
   char* out = static_cast<char*>(dst.data_ptr());
   const size_t esize = dst.element_size();
   const WorkingType wt = working_type(dst.scalar_type());
@@ -54,8 +63,8 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
     const int64_t b = std::max(base, ps.offset), e = std::min(end, ps.offset + ps.numel);
     if (b >= e) continue;
     const int64_t i = b - base;
-    adamw_parallel(*s.ctx->adam_pool, p + i, m + i, v + i, g + i, e - b, h, ps.decay,
-                   out + i * esize, wt);
+    adamw_parallel(*s.ctx->adam_pool, p + i, m + i, v + i, g + i * gsize, e - b, h, ps.decay,
+                   out + i * esize, wt, AdamIsa::kBest, gt);
   }
 }
 
@@ -70,7 +79,12 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
   s.shard = shard;
   s.version = ctx->start_step;
   s.st = ctx->streams[local];
-  s.uploads.resize(ctx->layout.units.size());
+  if (ctx->on_device) {
+    int64_t largest = 0;
+    for (const auto& u : ctx->layout.units) largest = std::max(largest, u.shard_numel);
+    for (auto& b : s.staging)
+      b = at::empty({largest}, at::TensorOptions(ctx->working_dtype).pinned_memory(true));
+  }
   return {
       [=](step_atom, StepOrder order) {
         auto& s = self->state;
@@ -81,14 +95,20 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
             OpScope scope(&s.ctx->registry, "adam", s.rank, u, 0, order.step,
                           s.ctx->cfg.deadlines.optimizer_s);
             fault::maybe("adam", s.rank, order.step, u);  // fault injection (actors/faults.hpp)
-            // The previous upload from this staging buffer must be done before it is rewritten.
-            if (s.uploads[u]) s.uploads[u]->synchronize();
+            // The upload that last read this staging buffer must be done before it is rewritten.
+            const int k = s.next_staging;
+            if (s.staged[k]) s.staged[k]->synchronize();
+            if (s.ctx->on_device && order.skip) {  // nothing to upload: stage the current copy
+              s.staging[k].narrow(0, 0, s.sh->master[u].numel()).copy_(s.sh->master[u]);
+            }
             if (!order.skip) step_unit(s, u, order);
             s.sh->grad[u].zero_();
             if (s.ctx->on_device) {
               c10::StreamGuard guard(s.st.h2d);
-              s.sh->working[u].copy_(s.sh->working_host[u], /*non_blocking=*/true);
-              uploaded = s.uploads[u] = DeviceEvent::record(s.st.h2d);
+              at::Tensor& w = s.sh->working_of(u, order.step);
+              w.copy_(s.staging[k].narrow(0, 0, w.numel()), /*non_blocking=*/true);
+              uploaded = s.staged[k] = DeviceEvent::record(s.st.h2d);
+              s.next_staging = 1 - k;
             }
           } catch (const std::exception& e) {
             s.ctx->fail("rank " + std::to_string(s.rank) + ": CPU Adam on unit " +

@@ -33,6 +33,7 @@ struct Gathered {
 
 struct Reduction {
   int unit;
+  int64_t step;                    // the gradient's training step
   at::Tensor full, shard;          // full: scratch (this rank's gradient); shard: the sum slice
   std::unique_ptr<CommOp> op;
   uint64_t op_id;
@@ -123,6 +124,10 @@ struct ParamShardState {
     }
   }
 
+  // A reduced gradient of step s may land in the gradient shard once the optimizer is done with
+  // step s - 1's gradient there (always, without the delayed update).
+  bool can_land(const Reduction& r) const { return version[r.unit] >= r.step - 1; }
+
   void finish_reduction(Reduction& r) {
     c10::StreamGuard guard(st.reduce);
     r.op->wait();
@@ -132,9 +137,8 @@ struct ParamShardState {
     } else if (accumulate_on_device()) {
       sh->grad_dev[r.unit].add_(r.shard.to(at::kFloat));
     } else {
-      at::Tensor g = r.shard.to(at::kFloat);
-      sumsq.add_(g.pow(2).sum());
-      sh->grad[r.unit].copy_(g, /*non_blocking=*/true);  // into pinned host memory
+      sumsq.add_(r.shard.to(at::kFloat).pow(2).sum());
+      sh->grad[r.unit].copy_(r.shard, /*non_blocking=*/true);  // into pinned host memory
     }
   }
 
@@ -157,27 +161,30 @@ struct ParamShardState {
         wait_for(uploaded[q.unit], st.gather);
         const uint64_t seq = comm->seq() + 1;
         g.op_id = ctx->registry.begin("all-gather", rank, q.unit, seq, step_of(q.version), deadline());
-        g.op = comm->all_gather(sh->working[q.unit], g.full);
+        g.op = comm->all_gather(sh->working_of(q.unit, q.version), g.full);
         g.issued = true;
       } else if (q.kind == Queued::kReduce) {
         c10::StreamGuard guard(st.reduce);
         wait_for(q.grad.ready, st.reduce);
         Reduction r;
         r.unit = q.unit;
+        r.step = q.grad.step;
         r.full = q.grad.grad.contiguous();
         if (st.on_device()) r.full.record_stream(st.reduce);  // made on the compute stream
         r.shard = at::empty({ctx->layout.units[q.unit].shard_numel}, r.full.options());
         const uint64_t seq = comm->seq() + 1;
-        r.op_id = ctx->registry.begin("reduce-scatter", rank, q.unit, seq, step_of(version[q.unit]),
-                                      deadline());
+        r.op_id = ctx->registry.begin("reduce-scatter", rank, q.unit, seq, r.step, deadline());
         r.op = comm->reduce_scatter(r.full, r.shard);
         reductions.push_back(std::move(r));
-        // Bound the memory of in-flight gradients: keep at most two reductions open.
-        while (reductions.size() > 2) {
+        // Bound the memory of in-flight gradients: keep at most two reductions open (more while
+        // the delayed update's optimizer still reads the gradient shards they go to).
+        while (reductions.size() > 2 && can_land(reductions.front())) {
           finish_reduction(reductions.front());
           reductions.pop_front();
         }
       } else {
+        for (const auto& r : reductions)
+          if (!can_land(r)) return;  // waits for the optimizer's `updated`
         do_finish(q);
       }
       queue.pop_front();
@@ -199,7 +206,10 @@ struct ParamShardState {
       norm2 = at::zeros({}, dev);
       for (size_t u = 0; u < sh->grad_dev.size(); ++u) {
         norm2 += sh->grad_dev[u].pow(2).sum().to(at::kDouble);
-        sh->grad[u].copy_(sh->grad_dev[u], /*non_blocking=*/true);
+        // The device keeps a converted copy alive until the copy to the host is done.
+        at::Tensor landing = sh->grad_dev[u].to(sh->grad[u].scalar_type());
+        sh->grad[u].copy_(landing, /*non_blocking=*/true);
+        landing.record_stream(st.reduce);
       }
       for (auto& g : sh->grad_dev) g.zero_();  // ordered after the copies on this stream
     } else {

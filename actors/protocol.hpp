@@ -58,6 +58,7 @@ struct UnitGrad {
   int32_t unit = -1;
   at::Tensor grad;
   DeviceEventPtr ready;
+  int64_t step = 0;  // the training step it belongs to
 };
 
 // The step's global facts, the same on every rank after finish.

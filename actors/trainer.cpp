@@ -67,7 +67,8 @@ class Trainer {
     self_->send(shard_, release_atom::value, static_cast<int32_t>(unit));
   }
   void reduce(int unit, at::Tensor grad) {
-    UnitGrad g{static_cast<int32_t>(unit), std::move(grad), DeviceEvent::record(streams_.compute)};
+    UnitGrad g{static_cast<int32_t>(unit), std::move(grad), DeviceEvent::record(streams_.compute),
+               current_step_};
     self_->send(shard_, reduce_atom::value, std::move(g));
   }
   void status(int64_t step, const char* phase, int unit) {
@@ -94,6 +95,7 @@ class Trainer {
   std::vector<optimizer_actor> node_optimizers_;
   StepRecord rec_;
   RankStreams streams_;
+  int64_t current_step_ = 0;
   int64_t samples_done_ = 0;
 };
 
@@ -103,7 +105,11 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
   const Llama& model = *ctx_->model;
   const int units = static_cast<int>(ctx_->layout.units.size());
   const int head = units - 1;
-  const int64_t version = step - 1;  // parameters after step - 1 optimizer steps
+  // Parameters after step - 1 optimizer steps; with the delayed update, after step - 2 (the
+  // optimizer applies step - 1 meanwhile).
+  const int64_t version = ctx_->cfg.optimizer.delayed_update
+                              ? std::max(ctx_->start_step, step - 2) : step - 1;
+  current_step_ = step;
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
   const double grad_scale = 1.0 / (ctx_->world * ctx_->cfg.train.grad_accum);
   const at::Tensor tokens = b.tokens.to(streams_.device, /*non_blocking=*/true);

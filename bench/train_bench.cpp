@@ -15,6 +15,10 @@
 
 #include "actors/engine.hpp"
 
+#ifdef XY_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace {
 
 double peak_rss_gib() {
@@ -71,6 +75,13 @@ int main(int argc, char** argv) {
               "GiB | engine host bytes %.1f GiB\n",
               med.step_s, tok_s, 100 * mfu, med.compute_s, med.wait_gather_s, med.wait_batch_s,
               med.wait_finish_s, peak_rss_gib(), r.host_bytes / 1073741824.0);
+  double gpu_peak_gib = 0;
+#ifdef XY_WITH_CUDA
+  if (cfg.topology.device == "cuda")
+    gpu_peak_gib = c10::cuda::CUDACachingAllocator::getDeviceStats(0)
+                       .reserved_bytes[0].peak / 1073741824.0;
+#endif
+  std::printf("RESULT GPU 0 peak reserved memory %.1f GiB\n", gpu_peak_gib);
   std::printf("{\"bench\": \"xy\", \"model\": \"%s\", \"world\": %d, \"seq\": %lld, \"mb\": %lld, "
               "\"step_s\": %.4f, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"peak_rss_gib\": %.2f}\n",
               cfg.model.preset.c_str(), world, static_cast<long long>(cfg.data.seq_len),

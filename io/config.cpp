@@ -91,7 +91,7 @@ const std::vector<TableSchema>& schema() {
       {"train", {"steps", "micro_batch", "grad_accum", "precision", "log_every", "threads"}},
       {"optimizer",
        {"lr", "min_lr", "beta1", "beta2", "eps", "weight_decay", "no_decay", "grad_clip",
-        "warmup_steps", "schedule"}},
+        "warmup_steps", "schedule", "delayed_update"}},
       {"actors", {"prefetch_batches", "prefetch_layers", "gather_budget_mb", "adam_threads"}},
       {"deadlines",
        {"collective_s", "compute_s", "optimizer_s", "batch_s", "checkpoint_s", "first_step_factor",
@@ -609,6 +609,7 @@ void read_optimizer(Context& ctx, const toml::table* t, OptimizerConfig& o) {
   r.non_negative("grad_clip", o.grad_clip);
   r.integer("warmup_steps", o.warmup_steps, 0);
   r.string("schedule", o.schedule, kSchedules);
+  r.boolean("delayed_update", o.delayed_update);
 }
 
 void read_actors(Context& ctx, const toml::table* t, ActorsConfig& a) {

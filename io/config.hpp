@@ -89,6 +89,9 @@ struct OptimizerConfig {
   double grad_clip = 1.0;      // clip the global gradient norm to this; 0 = off
   int64_t warmup_steps = 20;   // linear warm-up from 0 to lr
   std::string schedule = "cosine";  // cosine | linear | constant (after warm-up, down to min_lr)
+  // Delayed parameter update (DeepSpeed's DPU): step s's CPU Adam runs during step s+1's compute,
+  // so step s's gradients are taken at the parameters of step s-2 (one step stale).
+  bool delayed_update = false;
 };
 
 // [actors]: runtime settings of the actors.

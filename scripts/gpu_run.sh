@@ -20,7 +20,11 @@ for what in "$@"; do
   case "$what" in
     tests) (cd build-cuda && ctest -L gpu --output-on-failure --timeout 300) 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "relative|Passed|Failed|tests passed|Error" ;;
     tiny) ./build-cuda/bin/train_bench --config bench/configs/tiny-gpu.toml --steps 12 2>&1 | tee "$OUT/tiny.log" | grep -E "RESULT|error" ;;
-    1b) ./build-cuda/bin/train_bench --config bench/configs/1b-h100.toml --steps 8 2>&1 | tee "$OUT/1b.log" | grep -E "^step|RESULT|error|xy:" ;;
+    1b) ./build-cuda/bin/train_bench --config bench/configs/1b-h100.toml --steps 8 2>&1 | tee "$OUT/1b.log" | grep -E "RESULT|error" ;;
+    1b-dpu) ./build-cuda/bin/train_bench --config bench/configs/1b-h100-dpu.toml --steps 10 2>&1 | tee "$OUT/1b-dpu.log" | grep -E "^step|RESULT|error|xy:" ;;
+    7b-dpu) ./build-cuda/bin/train_bench --config bench/configs/7b-h100-dpu.toml --steps 6 --warmup 3 2>&1 | tee "$OUT/7b-dpu.log" | grep -E "^step|RESULT|error|xy:" ;;
+    7b-4gpu) ./build-cuda/bin/train_bench --config bench/configs/7b-4xh100-dpu.toml --steps 6 --warmup 3 2>&1 | tee "$OUT/7b-4gpu.log" | grep -E "^step|RESULT|error|xy:" ;;
+    peer7b4) [ -d .device/peer ] && bash .device/peer/run_peer.sh 4 7b 4096 4 6 1 2>&1 | tee "$OUT/peer7b4.log" | tail -3 ;;
     adam) ./build-cuda/bin/adam_bench $((1 << 27)) 5 2>&1 | tee "$OUT/adam.log" ;;
     peer1b) [ -d .device/peer ] && bash .device/peer/run_peer.sh 1 1b 4096 1 8 1 2>&1 | tee "$OUT/peer1b.log" | tail -3 ;;
   esac

@@ -40,7 +40,19 @@ class Reference {
   }
 
   // One optimizer step over the given micro-batches (each [mb, seq + 1]); returns the mean loss.
-  double step(int64_t step, const std::vector<at::Tensor>& batches) {
+  // With `stale`, the gradients are taken at the parameters of two steps ago (the delayed
+  // update's relation: theta_s = Adam(theta_{s-1}, grad L_s(theta_{s-2}))).
+  double step(int64_t step, const std::vector<at::Tensor>& batches, bool stale = false) {
+    std::vector<at::Tensor> current;
+    if (stale) {
+      at::NoGradGuard ng;
+      if (older_.empty())
+        for (const auto& p : all_) older_.push_back(p.detach().clone());
+      for (size_t i = 0; i < all_.size(); ++i) {
+        current.push_back(all_[i].detach().clone());
+        all_[i].copy_(older_[i]);
+      }
+    }
     opt_->zero_grad();
     double total = 0;
     for (const auto& b : batches) {
@@ -48,6 +60,11 @@ class Reference {
       at::Tensor loss = Llama::loss(model_.forward(flats(), ids), labels);
       (loss / static_cast<double>(batches.size())).backward();
       total += loss.item<double>();
+    }
+    if (stale) {
+      at::NoGradGuard ng;
+      for (size_t i = 0; i < all_.size(); ++i) all_[i].copy_(current[i]);
+      older_ = current;
     }
     if (cfg_.optimizer.grad_clip > 0) torch::nn::utils::clip_grad_norm_(all_, cfg_.optimizer.grad_clip);
     const double lr = learning_rate(cfg_.optimizer, step, cfg_.train.steps);
@@ -79,6 +96,7 @@ class Reference {
   Llama model_;
   std::vector<std::vector<at::Tensor>> leaves_;
   std::vector<at::Tensor> all_;
+  std::vector<at::Tensor> older_;  // the parameters of the previous step (delayed update)
   std::unique_ptr<torch::optim::AdamW> opt_;
 };
 
@@ -98,8 +116,10 @@ std::vector<at::Tensor> global_batches(const Config& cfg, const SampleSource& da
   return out;
 }
 
-void expect_engine_matches_reference(int world, int64_t steps, int64_t accum, double tol) {
+void expect_engine_matches_reference(int world, int64_t steps, int64_t accum, double tol,
+                                     bool delayed = false) {
   Config cfg = test::tiny_config(world, steps, accum);
+  cfg.optimizer.delayed_update = delayed;
   auto data = test::random_samples(4000, cfg.data.seq_len, cfg.model.vocab_size);
   RunOptions ro;
   ro.data = data;
@@ -112,11 +132,12 @@ void expect_engine_matches_reference(int world, int64_t steps, int64_t accum, do
   Reference ref(cfg);
   double worst_loss = 0;
   for (int64_t s = 1; s <= steps; ++s) {
-    const double l = ref.step(s, global_batches(cfg, *data, world, s));
+    const double l = ref.step(s, global_batches(cfg, *data, world, s), delayed);
     worst_loss = std::max(worst_loss, std::abs(r.steps[s - 1].loss - l) / std::abs(l));
   }
-  std::printf("world %d, %lld steps, grad_accum %lld: worst loss relative error %.3g\n", world,
-              static_cast<long long>(steps), static_cast<long long>(accum), worst_loss);
+  std::printf("world %d, %lld steps, grad_accum %lld%s: worst loss relative error %.3g\n", world,
+              static_cast<long long>(steps), static_cast<long long>(accum),
+              delayed ? ", delayed update" : "", worst_loss);
   EXPECT_LT(worst_loss, tol);
   ASSERT_EQ(r.final_params.size(), 4u);
   for (size_t u = 0; u < r.final_params.size(); ++u) {
@@ -134,6 +155,10 @@ TEST(Engine, TwentyStepsWorld2) { expect_engine_matches_reference(2, 20, 1, 1e-5
 TEST(Engine, TwentyStepsWorld3) { expect_engine_matches_reference(3, 20, 1, 1e-5); }
 TEST(Engine, TwentyStepsWorld4) { expect_engine_matches_reference(4, 20, 1, 1e-5); }
 TEST(Engine, GradAccum4World2) { expect_engine_matches_reference(2, 10, 4, 1e-5); }
+
+// The delayed update is exactly one step stale: step s's gradient is taken at theta_{s-2}.
+TEST(Engine, DelayedUpdateIsExactlyOneStepStale) { expect_engine_matches_reference(1, 12, 1, 1e-5, true); }
+TEST(Engine, DelayedUpdateWorld3GradAccum2) { expect_engine_matches_reference(3, 10, 2, 1e-5, true); }
 
 TEST(Engine, HostBytesPerParameterReported) {
   Config cfg = test::tiny_config(2, 1);
