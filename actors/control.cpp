@@ -266,10 +266,18 @@ void ControlPlane::stall_protocol(bool candidate, nlohmann::json overdue) {
     }
     const std::string report = stall_report_json(overdue, all, names);
     store_->set("xy/stall/report", report);
+    // Node 0 serves the store: let the others read the report before it goes away.
+    if (me_ == 0) {
+      const auto read_until = Clock::now() + std::chrono::milliseconds(1500);
+      while (store_->add("xy/stall/read", 0) < nodes_ - 1 && Clock::now() < read_until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     write_report_and_exit(cfg_, report, kControlExitStall);
   }
-  if (get_within(*store_, "xy/stall/report", gather_s + 2.0, &text))
+  if (get_within(*store_, "xy/stall/report", gather_s + 2.0, &text)) {
+    store_->add("xy/stall/read", 1);
     write_report_and_exit(cfg_, text, kControlExitStall);
+  }
   // The leader vanished before reporting: say what this node knows.
   std::string op;
   nlohmann::json o = overdue;

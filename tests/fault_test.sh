@@ -4,7 +4,8 @@
 # test per fault; every process runs under `timeout` so that a hang fails the test, never CI.
 # usage: fault_test.sh XY_NODE WORK_DIR CASE    (run from the repository root)
 #   CASE: setup | skip-collective | sleep-compute | reorder | block-batch | block-adam |
-#         block-checkpoint | block-watchdog | cross-node-stall | kill-node | stop-node | stop-node0 |
+#         block-checkpoint | block-watchdog | cross-node-stall | cross-node-stall0 | kill-node |
+#         stop-node | stop-node0 |
 #         secret-wrong | secret-missing
 set -uo pipefail
 XY=$1
@@ -139,11 +140,12 @@ skip-collective|sleep-compute|reorder|block-batch|block-adam|block-checkpoint|bl
     grep -q "issued collective #$n differently" "$report"; check "report names collective #$n" $?
   fi
   finish ;;
-cross-node-stall|kill-node|stop-node|stop-node0)
+cross-node-stall|cross-node-stall0|kill-node|stop-node|stop-node0)
   read -r P0 P1 < <(free_ports)
   COLL=$((D * 4)) two_nodes > "$W/job.toml"
   case "$CASE" in
     cross-node-stall) F="sleep-compute:rank=1,step=4,unit=1"; fnode=1; want_rc=3; limit=$((D + 5)) ;;
+    cross-node-stall0) F="sleep-compute:rank=0,step=4,unit=1"; fnode=0; want_rc=3; limit=$((D + 5)) ;;
     kill-node) F="kill-node:rank=1,step=4"; fnode=1; want_rc=4; limit=$((HB + 5)) ;;
     stop-node) F="stop-node:rank=1,step=4"; fnode=1; want_rc=4; limit=$((HB + 5)) ;;
     stop-node0) F="stop-node:rank=0,step=4"; fnode=0; want_rc=4; limit=$((HB + 5)) ;;
@@ -165,10 +167,17 @@ cross-node-stall|kill-node|stop-node|stop-node0)
       wait "$fpid"; rc1=$?
       check "node 1 exit code 3 too (got $rc1)" $([ $rc1 -eq 3 ]; echo $?)
       for r in "$W/node0/stall-report.txt" "$W/node1/stall-report.txt"; do
-        grep -q "CULPRIT: rank 1 (node 1, 127.0.0.1:$P1)" "$r"; check "$(basename $(dirname $r)) report names rank 1 on node 1" $?
+        grep -q "CULPRIT: rank 1 (node 1, 127.0.0.1:$P1): forward of unit 1 (step 4)" "$r"; check "$(basename $(dirname $r)) report names rank 1 on node 1" $?
         grep -q "in forward of unit 1 (step 4)" "$r"; check "$(basename $(dirname $r)) report names the operation" $?
         grep -q "node 0 (127.0.0.1:$P0): reported" "$r" && grep -q "node 1 (127.0.0.1:$P1): reported" "$r"
         check "$(basename $(dirname $r)) report has both nodes' registries" $?
+      done ;;
+    cross-node-stall0)  # the culprit's node serves the store: the other must still get the report
+      wait "$fpid"; rc0=$?
+      check "node 0 exit code 3 too (got $rc0)" $([ $rc0 -eq 3 ]; echo $?)
+      for r in "$W/node0/stall-report.txt" "$W/node1/stall-report.txt"; do
+        grep -q "CULPRIT: rank 0 (node 0, 127.0.0.1:$P0): forward of unit 1 (step 4)" "$r"; check "$(basename $(dirname $r)) report names rank 0 on node 0" $?
+        grep -q "node 1 (127.0.0.1:$P1): reported" "$r"; check "$(basename $(dirname $r)) report has node 1's registry" $?
       done ;;
     kill-node)
       wait "$fpid"; rc1=$?
