@@ -80,7 +80,7 @@ void configure(const std::string& spec) {
     f.name = item.substr(0, colon);
     auto it = points().find(f.name);
     if (it == points().end())
-      throw std::invalid_argument("XY_FAULT: unknown fault '" + f.name + "'; valid: " + valid_faults());
+      throw std::invalid_argument("fault injection: unknown fault '" + f.name + "'; valid: " + valid_faults());
     f.point = it->second;
     if (colon != std::string::npos) {
       std::stringstream kvs(item.substr(colon + 1));
@@ -91,14 +91,14 @@ void configure(const std::string& spec) {
         char* end = nullptr;
         const double v = std::strtod(val.c_str(), &end);
         if (val.empty() || *end != '\0')
-          throw std::invalid_argument("XY_FAULT: " + f.name + ": '" + kv + "' is not key=number");
+          throw std::invalid_argument("fault injection: " + f.name + ": '" + kv + "' is not key=number");
         if (key == "rank") f.rank = static_cast<int>(v);
         else if (key == "step") f.step = static_cast<int64_t>(v);
         else if (key == "unit") f.unit = static_cast<int>(v);
         else if (key == "seq") f.seq = static_cast<int64_t>(v);
         else if (key == "seconds") f.seconds = v;
         else
-          throw std::invalid_argument("XY_FAULT: " + f.name + ": unknown key '" + key +
+          throw std::invalid_argument("fault injection: " + f.name + ": unknown key '" + key +
                                       "'; valid: rank, step, unit, seq, seconds");
       }
     }

@@ -97,11 +97,18 @@ int cmd_train(int argc, char** argv) {
   }
   // The job's secret: the environment overrides the config; never printed.
   if (const char* s = std::getenv("XY_SECRET")) cfg.control.secret = s;
+  std::string from = "XY_FAULT";
   try {
-    const std::string faults = xy::fault::configure_from_env();
-    if (!faults.empty()) std::fprintf(stderr, "xy: FAULT INJECTION ACTIVE (XY_FAULT): %s\n", faults.c_str());
+    std::string faults = xy::fault::configure_from_env();
+    if (faults.empty() && !cfg.faults.inject.empty()) {
+      from = cfg.source + ": faults.inject";
+      xy::fault::configure(cfg.faults.inject);
+      faults = cfg.faults.inject;
+    }
+    if (!faults.empty())
+      std::fprintf(stderr, "xy: FAULT INJECTION ACTIVE (%s): %s\n", from.c_str(), faults.c_str());
   } catch (const std::invalid_argument& e) {
-    std::cerr << "xy-node train: " << e.what() << "\n";
+    std::cerr << "xy-node train: " << from << ": " << e.what() << "\n";
     return xy::kExitUsage;
   }
   if (cfg.control.doctor && !args.count("no-doctor")) {

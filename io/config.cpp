@@ -98,6 +98,7 @@ const std::vector<TableSchema>& schema() {
         "poll_ms"}},
       {"checkpoint", {"dir", "every_steps", "keep_last"}},
       {"control", {"secret", "heartbeat_s", "http_port", "http_host", "doctor"}},
+      {"faults", {"inject"}},
   };
   return tables;
 }
@@ -822,6 +823,10 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
   read_deadlines(ctx, table("deadlines"), cfg.deadlines);
   read_checkpoint(ctx, table("checkpoint"), cfg.checkpoint);
   read_control(ctx, table("control"), cfg.control);
+  {
+    TableReader r(ctx, table("faults"), "faults", keys_of("faults"));
+    r.string("inject", cfg.faults.inject);
+  }
 
   check_topology(ctx, cfg.topology);
   check_model(ctx, cfg);

@@ -143,6 +143,11 @@ struct Config {
   DeadlinesConfig deadlines;
   CheckpointConfig checkpoint;
   ControlConfig control;
+  // [faults]: fault injection for tests and drills (docs/OPERATIONS.md). `inject` uses the syntax
+  // of the XY_FAULT environment variable, which overrides it; "" = none. Checked by xy-node train.
+  struct FaultsConfig {
+    std::string inject;
+  } faults;
   std::string source;  // the file it was loaded from ("<string>" for parse_config)
 };
 

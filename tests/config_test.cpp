@@ -670,5 +670,11 @@ TEST(ConfigControl, BadValuesNameTheKey) {
   EXPECT_TRUE(Has(error_of("[control]\nsecrets = \"x\"\n"), "did you mean"));
 }
 
+TEST(ConfigFaults, InjectIsAString) {
+  EXPECT_EQ(parse_config("").faults.inject, "");
+  EXPECT_EQ(parse_config("[faults]\ninject = \"kill-node:rank=1\"\n").faults.inject, "kill-node:rank=1");
+  EXPECT_TRUE(Has(error_of("[faults]\ninject = 3\n"), "faults.inject: expected a string"));
+}
+
 }  // namespace
 }  // namespace xy

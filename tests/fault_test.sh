@@ -106,6 +106,10 @@ setup)
   timeout 300 "$XY" train --config "$W/job.toml" --work-dir "$W" > "$W/run.log" 2>&1
   check "fault-free run with ${D} s deadlines exits 0" $?
   test -f "$W/tokenizer.model"; check "tokenizer trained" $?
+  out=$(XY_FAULT="sleep-compute:rank=1;bogus:step=2" "$XY" train --config "$W/job.toml" --work-dir "$W" 2>&1); rc=$?
+  echo "$out" | tail -1
+  check "a bad XY_FAULT exits 2" $([ $rc -eq 2 ]; echo $?)
+  echo "$out" | grep -q "XY_FAULT: fault injection: unknown fault 'bogus'; valid: block-adam, "; check "... naming the fault and the valid ones" $?
   tail -3 "$W/run.log"
   finish ;;
 skip-collective|sleep-compute|reorder|block-batch|block-adam|block-checkpoint|block-watchdog)
@@ -124,7 +128,12 @@ skip-collective|sleep-compute|reorder|block-batch|block-adam|block-checkpoint|bl
       want=("STALL: node 0: checkpoint (step 3)" "CULPRIT: node 0: checkpoint (step 3)") ;;
     block-watchdog) F="block-watchdog"; want_rc=5; want=("the watchdog has not run for") ;;
   esac
-  start n0 "XY_FAULT=$F" -- --config "$W/job.toml" --work-dir "$W/node0"
+  if [ "$CASE" = block-adam ]; then  # this one from the config's [faults] table
+    printf '[faults]\ninject = "%s"\n' "$F" >> "$W/job.toml"
+    start n0 XY_FAULT= -- --config "$W/job.toml" --work-dir "$W/node0"
+  else
+    start n0 "XY_FAULT=$F" -- --config "$W/job.toml" --work-dir "$W/node0"
+  fi
   t0=$(fired_at "$W/n0.log")
   wait "$PID_n0"; rc=$?
   t1=$(date +%s.%N)
