@@ -119,6 +119,7 @@ int cmd_train(int argc, char** argv) {
                    "fix); fix them, or pass --no-doctor (or control.doctor = false) to train anyway\n";
       return xy::kExitUsage;
     }
+    std::printf("xy: preflight checks passed (xy-node doctor; --no-doctor skips them)\n");
   }
 
   xy::PreparedData data;
