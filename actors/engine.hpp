@@ -122,6 +122,7 @@ struct RunOptions {
   std::string resume;            // "latest" or a checkpoint directory; empty = start fresh
   bool resume_fallback = false;  // if that checkpoint is corrupt, use the newest good older one
   bool verify = true;            // check every file's SHA-256 before resuming
+  bool keep_params = false;      // return the full fp32 parameters (tests; costs 4 bytes/parameter)
 };
 
 // Runs the training job of this node as configured: builds the context, spawns the actors, trains,

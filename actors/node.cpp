@@ -5,6 +5,13 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#ifdef XY_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
 #include <optional>
 
 #include <ATen/Parallel.h>
@@ -52,6 +59,37 @@ double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps
 }
 
 namespace {
+
+// Zeroed page-locked host memory of exactly n elements, for memory the device copies into
+// asynchronously. (LibTorch's pinned allocator rounds each block up to a power of two: up to 2x
+// the memory for large shards.)
+at::Tensor pinned_zeros(int64_t n, at::ScalarType t) {
+#ifdef XY_WITH_CUDA
+  const size_t bytes = std::max<size_t>(1, static_cast<size_t>(n) * c10::elementSize(t));
+  void* p = nullptr;
+  if (posix_memalign(&p, 4096, bytes) != 0) throw std::bad_alloc();
+  std::memset(p, 0, bytes);
+  if (cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+    std::free(p);
+    throw std::runtime_error("cannot page-lock " + std::to_string(bytes) +
+                             " bytes of host memory (ulimit -l?)");
+  }
+  return at::from_blob(p, {n}, [](void* q) { cudaHostUnregister(q); std::free(q); },
+                       at::TensorOptions(t));
+#else
+  return at::zeros({n}, at::TensorOptions(t).pinned_memory(true));
+#endif
+}
+
+double rss_gib() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (f) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024 * 1024);
+}
 
 at::ScalarType working_dtype(const std::string& precision) {
   if (precision == "fp32") return at::kFloat;
@@ -176,7 +214,7 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
         // working precision.
         const c10::Device dev = ctx.streams[l].device;
         sh->working.push_back(w.to(dev));
-        sh->grad.push_back(at::zeros({n}, at::TensorOptions(ctx.working_dtype).pinned_memory(true)));
+        sh->grad.push_back(pinned_zeros(n, ctx.working_dtype));
         if (cfg.train.grad_accum > 1)
           sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
       } else {
@@ -231,12 +269,13 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   for (const auto& sh : ctx->shards) host_bytes += sh->host_bytes();
   const int64_t params = ctx->layout.total_numel();
   if (!opts.quiet)
-    std::printf("xy: %lld parameters in %zu units; world size %d (node %d of %d: ranks %d-%d, Gloo);"
-                " host memory for shards and optimizer state %.1f MiB (%.1f bytes/parameter)\n",
+    std::printf("xy: %lld parameters in %zu units; world size %d (node %d of %d: ranks %d-%d, %s);"
+                " host memory for shards and optimizer state %.1f MiB (%.1f bytes/parameter); "
+                "process RSS %.1f GiB\n",
                 static_cast<long long>(params), ctx->layout.units.size(), ctx->world,
                 ctx->node_index, ctx->nodes, ctx->first_rank, ctx->first_rank + ctx->local_ranks - 1,
-                host_bytes / 1048576.0,
-                static_cast<double>(host_bytes) / params * ctx->world / ctx->local_ranks);
+                ctx->comms.empty() ? "?" : ctx->comms[0]->backend().c_str(), host_bytes / 1048576.0,
+                static_cast<double>(host_bytes) / params * ctx->world / ctx->local_ranks, rss_gib());
 
   if (!ctx->resumed_from.empty() && !opts.quiet)
     std::printf("xy: resumed from %s (step %lld)\n", ctx->resumed_from.c_str(),
@@ -305,7 +344,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
     }  // handles and the scoped actor go before the system waits for its actors
   }
   // Every rank is local: assemble the full fp32 parameters (tests, export).
-  if (ctx->local_ranks == ctx->world && ctx->result.exit_code == kExitOk) {
+  if (opts.keep_params && ctx->local_ranks == ctx->world && ctx->result.exit_code == kExitOk) {
     for (size_t u = 0; u < ctx->layout.units.size(); ++u) {
       std::vector<at::Tensor> parts;
       for (const auto& sh : ctx->shards) parts.push_back(sh->master[u]);

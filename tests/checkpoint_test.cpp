@@ -31,6 +31,7 @@ TrainResult run(Config cfg, const fs::path& ckpt_dir, const std::string& resume 
   ro.quiet = true;
   ro.resume = resume;
   ro.resume_fallback = fallback;
+  ro.keep_params = true;
   return run_training(cfg, ro);
 }
 
@@ -67,6 +68,8 @@ TEST_P(BitwiseResume, LossesAndParametersIdenticalToAnUninterruptedRun) {
     EXPECT_EQ(resumed.steps[i].loss, full.steps[3 + i].loss);  // bitwise
     EXPECT_EQ(resumed.steps[i].grad_norm, full.steps[3 + i].grad_norm);
   }
+  ASSERT_EQ(full.final_params.size(), 4u);
+  ASSERT_EQ(resumed.final_params.size(), 4u);
   for (size_t u = 0; u < full.final_params.size(); ++u)
     EXPECT_TRUE(at::equal(full.final_params[u], resumed.final_params[u])) << "unit " << u;
 }
@@ -106,6 +109,8 @@ TEST_P(ReshardedResume, EqualsTheUninterruptedRun) {
   // changes float summation order, and where an embedding row's gradient contributions nearly
   // cancel, Adam's normalised update magnifies that rounding (seen: 1.5e-6 of the unit's largest
   // value on one element, 4 -> 3 ranks).
+  ASSERT_EQ(full.final_params.size(), 4u);
+  ASSERT_EQ(resumed.final_params.size(), 4u);
   for (size_t u = 0; u < full.final_params.size(); ++u) {
     const at::Tensor& a = resumed.final_params[u];
     const at::Tensor& b = full.final_params[u];

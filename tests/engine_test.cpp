@@ -125,6 +125,7 @@ void expect_engine_matches_reference(int world, int64_t steps, int64_t accum, do
   ro.data = data;
   ro.quiet = true;
   ro.checkpoint_at_end = false;
+  ro.keep_params = true;
   TrainResult r = run_training(cfg, ro);
   ASSERT_EQ(r.exit_code, kExitOk) << r.error;
   ASSERT_EQ(static_cast<int64_t>(r.steps.size()), steps);
