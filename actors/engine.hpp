@@ -129,6 +129,10 @@ struct RunOptions {
 // checkpoints, shuts down. Never throws; errors are in the result's exit_code and error.
 TrainResult run_training(const Config& cfg, const RunOptions& opts);
 
+// With model.init_from set: takes the model's shape from that folder's config.json (Hugging
+// Face). Throws naming the file on a bad or unsupported config.json.
+void apply_init_from_shape(ModelConfig& m);
+
 // The learning rate of 1-based `step` under the configured warm-up and schedule.
 double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps);
 

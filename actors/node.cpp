@@ -13,11 +13,14 @@
 #include <cuda_runtime_api.h>
 #endif
 #include <optional>
+#include <tuple>
 
 #include <ATen/Parallel.h>
 
 #include "actors/actors.hpp"
 #include "actors/checkpoint_io.hpp"
+#include "io/hf_config.hpp"
+#include "model/hf_io.hpp"
 #include "actors/control.hpp"
 
 namespace xy {
@@ -46,6 +49,20 @@ void NodeContext::fail(const std::string& what, int code) {
     result.exit_code = code;
     result.error = what;
   }
+}
+
+void apply_init_from_shape(ModelConfig& m) {
+  if (m.init_from.empty()) return;
+  const HfModelConfig hf = read_hf_config(m.init_from);
+  const std::string from = m.init_from;
+  const int64_t max_seq = m.max_seq_len;
+  const double init_std = m.init_std;
+  const uint64_t seed = m.init_seed;
+  m = hf.model;
+  m.init_from = from;
+  m.max_seq_len = std::max(max_seq, hf.model.max_seq_len);
+  m.init_std = init_std;
+  m.init_seed = seed;
 }
 
 double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps) {
@@ -186,6 +203,23 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   }
   std::optional<CheckpointManifest> ckpt;
   if (!opts.resume.empty()) ckpt = open_resume_checkpoint(cfg, opts);
+  // Continued pretraining: the full units from a Hugging Face folder (unless resuming).
+  std::vector<at::Tensor> hf_units;
+  if (!ckpt && !cfg.model.init_from.empty()) {
+    ModelConfig shape = cfg.model;
+    apply_init_from_shape(shape);
+    for (auto [name, a, b] : {std::tuple{"vocab_size", shape.vocab_size, cfg.model.vocab_size},
+                              std::tuple{"hidden", shape.hidden, cfg.model.hidden},
+                              std::tuple{"intermediate", shape.intermediate, cfg.model.intermediate},
+                              std::tuple{"layers", shape.layers, cfg.model.layers},
+                              std::tuple{"heads", shape.heads, cfg.model.heads}})
+      if (a != b)
+        throw std::invalid_argument(cfg.model.init_from + "/config.json has " + name + " = " +
+                                    std::to_string(a) + " but model." + name + " is " +
+                                    std::to_string(b));
+    hf_units = load_hf_units(cfg.model.init_from, ctx.layout, at::kFloat);
+    if (!opts.quiet) std::printf("xy: initialised from %s\n", cfg.model.init_from.c_str());
+  }
   for (size_t u = 0; u < ctx.layout.units.size(); ++u) {
     const UnitLayout& unit = ctx.layout.units[u];
     // The full padded unit: fresh, or assembled from the checkpoint (any saved world size).
@@ -200,6 +234,9 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
       v = pad(st.v);
       // The same working precision resumes bit for bit; another one is recast from the master.
       working = ckpt->working_dtype == ctx.working_dtype ? pad(st.working) : master.to(ctx.working_dtype);
+    } else if (!hf_units.empty()) {
+      master = std::move(hf_units[u]);
+      working = master.to(ctx.working_dtype);
     } else {
       master = init_unit(unit, cfg.model.init_std, cfg.model.init_seed, at::kFloat);
       working = master.to(ctx.working_dtype);

@@ -27,3 +27,6 @@ int cmd_doctor(int argc, char** argv);
 
 // `xy-node status`: the live state of a running job (apps/cmd_status.cpp, docs/OPERATIONS.md).
 int cmd_status(int argc, char** argv);
+
+// `xy-node export`: a checkpoint as a Hugging Face folder (apps/cmd_checkpoint.cpp).
+int cmd_export(int argc, char** argv);

@@ -24,6 +24,7 @@ const char* kUsage =
     "  train    train a model as configured (xy-node train --config config/tiny.toml)\n"
     "  preprocess  tokenize JSONL corpora into token shards (docs/DATA.md)\n"
     "  verify   check a checkpoint against its manifest (sizes and SHA-256)\n"
+    "  export   write a checkpoint as a Hugging Face folder (config.json + safetensors)\n"
   "  doctor   preflight checks of this node and its peers (xy-node doctor --config FILE)\n"
   "  status   live state of a running job (xy-node status --config FILE | --address HOST:PORT)\n"
     "\n"
@@ -122,6 +123,20 @@ int cmd_train(int argc, char** argv) {
     std::printf("xy: preflight checks passed (xy-node doctor; --no-doctor skips them)\n");
   }
 
+  if (!cfg.model.init_from.empty()) {
+    try {
+      xy::apply_init_from_shape(cfg.model);
+    } catch (const std::exception& e) {
+      std::cerr << "xy-node train: model.init_from: " << e.what() << "\n";
+      return xy::kExitUsage;
+    }
+    std::printf("xy: model shape from %s/config.json: vocab %lld, hidden %lld, intermediate %lld, "
+                "%lld layers, %lld heads (%lld kv)\n",
+                cfg.model.init_from.c_str(), static_cast<long long>(cfg.model.vocab_size),
+                static_cast<long long>(cfg.model.hidden), static_cast<long long>(cfg.model.intermediate),
+                static_cast<long long>(cfg.model.layers), static_cast<long long>(cfg.model.heads),
+                static_cast<long long>(cfg.model.kv_heads));
+  }
   xy::PreparedData data;
   try {
     data = xy::prepare_data(cfg, std::cout);
@@ -175,6 +190,7 @@ int main(int argc, char** argv) {
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);
   if (cmd == "preprocess") return cmd_preprocess(argc - 1, argv + 1);
   if (cmd == "verify") return cmd_verify(argc - 1, argv + 1);
+  if (cmd == "export") return cmd_export(argc - 1, argv + 1);
   if (cmd == "doctor") return cmd_doctor(argc - 1, argv + 1);
   if (cmd == "status") return cmd_status(argc - 1, argv + 1);
   std::cerr << "xy-node: unknown command '" << cmd << "'\n" << kUsage;

@@ -84,7 +84,7 @@ const std::vector<TableSchema>& schema() {
       {"topology", {"device", "nodes", "node_index"}},
       {"model",
        {"preset", "vocab_size", "hidden", "intermediate", "layers", "heads", "kv_heads", "rms_eps",
-        "rope_theta", "max_seq_len", "init_std", "init_seed"}},
+        "rope_theta", "max_seq_len", "init_std", "init_seed", "init_from"}},
       {"data",
        {"inputs", "text_field", "shards", "tokenizer", "tokenizer_vocab", "work_dir", "seq_len",
         "seed"}},
@@ -555,7 +555,8 @@ void read_model(Context& ctx, const toml::table* t, ModelConfig& m) {
   r.integer("max_seq_len", m.max_seq_len, 1);
   r.positive("init_std", m.init_std);
   r.integer("init_seed", m.init_seed);
-  if (m.preset == "custom") {
+  r.string("init_from", m.init_from);
+  if (m.preset == "custom" && m.init_from.empty()) {
     for (const char* key : {"hidden", "intermediate", "layers", "heads"}) {
       if (ctx.was_given(r.dotted(key))) continue;
       ctx.fail(ctx.first_given({"model.preset", "model"}), r.dotted(key),

@@ -50,6 +50,9 @@ struct ModelConfig {
   int64_t max_seq_len = 4096;   // longest sequence the model is meant for (>= data.seq_len)
   double init_std = 0.02;       // std of the normal init of linear and embedding weights
   uint64_t init_seed = 1234;    // seed of the parameter initialisation (identical on every rank)
+  // A Hugging Face LlamaForCausalLM folder (config.json + safetensors) to start from instead of a
+  // random initialisation (continued pretraining); its config.json sets the model's shape.
+  std::string init_from;
 };
 
 // [data]: where tokens come from.

@@ -12,7 +12,7 @@ start=$(date +%s)
 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DXY_CUDA=ON \
   -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH;$TORCH_CMAKE" > "$OUT/configure.log" 2>&1 \
   || { tail -40 "$OUT/configure.log"; exit 1; }
-cmake --build build-cuda -j 16 --target xy-node gpu_test adam_bench train_bench > "$OUT/build.log" 2>&1 \
+cmake --build build-cuda -j 16 --target xy-node gpu_test adam_bench train_bench hf_logits > "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; exit 1; }
 echo "xy: CUDA build took $(( $(date +%s) - start )) s"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -24,6 +24,8 @@ for what in "$@"; do
     1b-dpu) ./build-cuda/bin/train_bench --config bench/configs/1b-h100-dpu.toml --steps 10 2>&1 | tee "$OUT/1b-dpu.log" | grep -E "^step|RESULT|error|xy:" ;;
     7b-dpu) ./build-cuda/bin/train_bench --config bench/configs/7b-h100-dpu.toml --steps 6 --warmup 3 2>&1 | tee "$OUT/7b-dpu.log" | grep -E "^step|RESULT|error|xy:" ;;
     7b-4gpu) ./build-cuda/bin/train_bench --config bench/configs/7b-4xh100-dpu.toml --steps 6 --warmup 3 2>&1 | tee "$OUT/7b-4gpu.log" | grep -E "^step|RESULT|error|xy:" ;;
+    1b-ckpt) ./build-cuda/bin/train_bench --config bench/configs/1b-h100-ckpt.toml --steps 9 2>&1 | tee "$OUT/1b-ckpt.log" | grep -E "checkpoint|RESULT|error" ;;
+    interop) bash scripts/interop_gpu_check.sh 2>&1 | tee "$OUT/interop.log" | grep -E "^step|exported|hf_logits|transformers|error|Error" ;;
     peer7b4) [ -d .device/peer ] && bash .device/peer/run_peer.sh 4 7b 4096 4 6 1 2>&1 | tee "$OUT/peer7b4.log" | tail -3 ;;
     adam) ./build-cuda/bin/adam_bench $((1 << 27)) 5 2>&1 | tee "$OUT/adam.log" ;;
     peer1b) [ -d .device/peer ] && bash .device/peer/run_peer.sh 1 1b 4096 1 8 1 2>&1 | tee "$OUT/peer1b.log" | tail -3 ;;

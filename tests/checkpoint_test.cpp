@@ -8,6 +8,7 @@
 
 #include "actors/checkpoint_io.hpp"
 #include "actors/engine.hpp"
+#include "model/hf_io.hpp"
 #include "test_util.hpp"
 
 using namespace xy;
@@ -201,4 +202,47 @@ TEST(CheckpointDiskFull, PreviousCheckpointStaysGood) {
   EXPECT_NO_THROW(read_checkpoint(resolve_checkpoint("latest", mnt.string()), true));
   EXPECT_FALSE(fs::exists(mnt / ".tmp-step-00000004"));
   ::umount(mnt.c_str());
+}
+
+// A checkpoint exported to a Hugging Face folder loads back bit for bit (fp32), and a run that
+// starts from that folder (model.init_from) starts from exactly those parameters: its first
+// loss equals the loss of the checkpoint's parameters on the same batch.
+TEST(CheckpointExport, RoundTripAndInitFrom) {
+  Config cfg = test::tiny_config(2, 3);
+  const fs::path dir = fresh_dir("export");
+  TrainResult a = run(cfg, dir / "ckpt");
+  ASSERT_EQ(a.exit_code, kExitOk) << a.error;
+  const CheckpointManifest man = read_checkpoint((dir / "ckpt" / "step-00000003").string(), true);
+  const ModelLayout layout = build_layout(man.model, 1, {});
+  std::vector<at::Tensor> masters;
+  for (size_t u = 0; u < man.units.size(); ++u)
+    masters.push_back(read_unit_state(man, static_cast<int>(u)).master);
+  save_hf_model((dir / "hf").string(), man.model, layout, masters, at::kFloat);
+  const std::vector<at::Tensor> back = load_hf_units((dir / "hf").string(), layout, at::kFloat);
+  ASSERT_EQ(back.size(), masters.size());
+  for (size_t u = 0; u < masters.size(); ++u) {
+    EXPECT_TRUE(at::equal(back[u].narrow(0, 0, masters[u].numel()), masters[u])) << "unit " << u;
+    EXPECT_TRUE(at::equal(masters[u], a.final_params[u])) << "unit " << u;
+  }
+
+  Config b = test::tiny_config(1, 1);
+  b.model.init_from = (dir / "hf").string();
+  b.optimizer.lr = 1e-12;  // the step barely moves: compare the first loss only
+  TrainResult rb = run(b, dir / "b");
+  ASSERT_EQ(rb.exit_code, kExitOk) << rb.error;
+  // The loss of the checkpoint's parameters on run b's first batch (sample order position 0..1).
+  auto data = test::random_samples(6000, b.data.seq_len, b.model.vocab_size);
+  SampleOrder order(data->size(), 1, b.data.seed);
+  at::Tensor batch = at::empty({b.train.micro_batch, b.data.seq_len + 1}, at::kLong);
+  for (int64_t i = 0; i < b.train.micro_batch; ++i)
+    data->copy_sample(order.at(0, i), batch.data_ptr<int64_t>() + i * (b.data.seq_len + 1));
+  Llama model(b.model, layout);
+  std::vector<at::Tensor> padded;
+  for (size_t u = 0; u < masters.size(); ++u)
+    padded.push_back(at::constant_pad_nd(masters[u], {0, layout.units[u].padded_numel - masters[u].numel()}));
+  at::NoGradGuard ng;
+  const double expect = Llama::loss(model.forward(padded, batch.narrow(1, 0, b.data.seq_len)),
+                                    batch.narrow(1, 1, b.data.seq_len)).item<double>();
+  std::printf("init_from: first loss %.9g, checkpoint parameters' loss %.9g\n", rb.steps[0].loss, expect);
+  EXPECT_NEAR(rb.steps[0].loss, expect, 1e-6 * std::abs(expect));
 }

@@ -29,5 +29,16 @@ test -f "$WORK/run/checkpoints/step-00000004/manifest.json"; check "checkpoint m
 test "$(cat "$WORK/run/checkpoints/latest" 2>/dev/null)" = "step-00000004"; check "latest names it" $?
 ls "$WORK/run/checkpoints" | grep -q '^\.tmp' ; check "no temporary checkpoint left" $([ $? -ne 0 ]; echo $?)
 
+out=$("$XY" verify latest --dir "$WORK/run/checkpoints" 2>&1); rc=$?
+echo "$out"
+check "verify latest exits 0" $([ $rc -eq 0 ]; echo $?)
+out=$("$XY" export latest --dir "$WORK/run/checkpoints" --out "$WORK/hf" --dtype bf16 2>&1); rc=$?
+echo "$out" | tail -2
+check "export exits 0" $([ $rc -eq 0 ]; echo $?)
+test -f "$WORK/hf/config.json" && test -f "$WORK/hf/model.safetensors"; check "export wrote config.json and model.safetensors" $?
+grep -q '"torch_dtype": "bfloat16"' "$WORK/hf/config.json"; check "export's config.json says bfloat16" $?
+out=$("$XY" export latest --dir "$WORK/run/checkpoints" --out "$WORK/hf" 2>&1); rc=$?
+check "export refuses a non-empty target" $([ $rc -eq 1 ]; echo $?)
+
 echo "$passed passed, $fail failed"
 [ $fail -eq 0 ]
