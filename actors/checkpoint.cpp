@@ -78,6 +78,20 @@ std::pair<int64_t, std::string> write_tensors(const fs::path& path, const std::v
   return {bytes, sha.hex()};
 }
 
+// A host copy of `t` for the snapshot: device memory is copied down; host memory is copied by
+// the node's thread pool (the optimizer, whose pool it is, is idle during a snapshot), so that the
+// pause training takes is bounded by memory bandwidth, not by one thread.
+at::Tensor snapshot_copy(NodeContext& ctx, const at::Tensor& t) {
+  if (!t.is_cpu()) return t.to(at::kCPU);
+  at::Tensor src = t.contiguous();
+  at::Tensor dst = at::empty_like(src);
+  const auto* from = static_cast<const char*>(src.data_ptr());
+  auto* to = static_cast<char*>(dst.data_ptr());
+  ctx.adam_pool->parallel_for(static_cast<int64_t>(src.nbytes()), int64_t{1} << 16,
+                              [&](int64_t b, int64_t e) { std::memcpy(to + b, from + b, e - b); });
+  return dst;
+}
+
 // Every node writes its ranks' files into <dir>/.tmp-step-N/ and reports them through the store;
 // node 0 waits for every node's report, writes the manifest and publishes (rename, then `latest`).
 std::string publish(NodeContext& ctx, const Snapshot& snap) {
@@ -174,11 +188,15 @@ checkpoint_actor::behavior_type checkpoint_fn(
         const auto t0 = Clock::now();
         Snapshot snap;
         snap.info = info;
+        // The optimizer's last uploads of the working copies must have landed (the host waits for
+        // each rank's host-to-device stream: once per checkpoint, not in the steady state).
+        for (const auto& st : s.ctx->streams)
+          if (st.on_device()) st.h2d.synchronize();
         for (const auto& sh : s.ctx->shards) {
           std::vector<at::Tensor> ts;
           for (size_t u = 0; u < sh->working.size(); ++u)
             for (const at::Tensor* t : {&sh->working_of(u, info.step), &sh->master[u], &sh->m[u], &sh->v[u]})
-              ts.push_back(t->is_cpu() ? t->clone() : t->to(at::kCPU));
+              ts.push_back(snapshot_copy(*s.ctx, *t));
           snap.ranks.push_back(std::move(ts));
         }
         const std::string name = step_name(info.step);

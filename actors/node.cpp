@@ -363,13 +363,14 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
       if (ok && opts.checkpoint_at_end) {
         CheckpointInfo info{cfg.train.steps, ctx->result.final_adam_step, ctx->result.final_samples,
                             ctx->result.final_loss};
-        std::string dir;
         self->request(checkpoint, caf::infinite, save_atom::value, info)
             .receive([&](std::string&) {}, [&](caf::error& e) { ctx->fail(sys.render(e)); });
-        self->request(checkpoint, caf::infinite, flush_atom::value)
-            .receive([&](std::string& d) { dir = d; }, [&](caf::error& e) { ctx->fail(sys.render(e)); });
-        ctx->result.checkpoint_dir = dir;
       }
+      // Every checkpoint write still in flight ends before anything is torn down.
+      std::string dir;
+      self->request(checkpoint, caf::infinite, flush_atom::value)
+          .receive([&](std::string& d) { dir = d; }, [&](caf::error& e) { ctx->fail(sys.render(e)); });
+      if (ok) ctx->result.checkpoint_dir = dir;
       for (const auto& a : {caf::actor_cast<caf::actor>(watchdog), caf::actor_cast<caf::actor>(checkpoint),
                             caf::actor_cast<caf::actor>(dataloader)})
         self->send_exit(a, caf::exit_reason::user_shutdown);
