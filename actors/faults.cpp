@@ -36,7 +36,8 @@ const std::map<std::string, std::string>& points() {
   static const std::map<std::string, std::string> p = {
       {"skip-collective", "collective"}, {"reorder", "collective"}, {"sleep-compute", "compute"},
       {"block-batch", "batch"},          {"block-adam", "adam"},   {"block-checkpoint", "checkpoint"},
-      {"stop-node", "step"},             {"kill-node", "step"},    {"block-watchdog", "watchdog"}};
+      {"stop-node", "step"},             {"kill-node", "step"},    {"block-watchdog", "watchdog"},
+      {"overflow", "gradient"}};
   return p;
 }
 
@@ -154,14 +155,17 @@ bool maybe_slow(const char* point, int rank, int64_t step, int unit, uint64_t se
       break;
     }
     if (!match) return false;
-    match->fired = true;
+    // `overflow` without a step fires at every matching call (forced repeated overflow).
+    if (match->name != "overflow" || match->step >= 0) match->fired = true;
     hit = *match;
   }
   std::fprintf(stderr, "xy: fault injection: %s fires (rank %d, step %lld, unit %d, seq %llu)\n",
                describe(hit).c_str(), rank, static_cast<long long>(step), unit,
                static_cast<unsigned long long>(seq));
   std::fflush(stderr);
-  if (hit.name == "stop-node") {
+  if (hit.name == "overflow") {
+    return true;  // the caller makes the gradient infinite
+  } else if (hit.name == "stop-node") {
     ::kill(::getpid(), SIGSTOP);
   } else if (hit.name == "kill-node") {
     ::kill(::getpid(), SIGKILL);

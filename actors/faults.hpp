@@ -16,6 +16,8 @@
 // | stop-node        | step       | the node running `rank` SIGSTOPs itself at the start of `step` |
 // | kill-node        | step       | the node running `rank` SIGKILLs itself at the start of `step` |
 // | block-watchdog   | watchdog   | the watchdog's own thread blocks (tests the watchdog's watcher) |
+// | overflow         | gradient   | rank's gradient of `unit` at `step` becomes inf (fp16 loss     |
+// |                  |            | scaling drills); without `step` it fires at every step         |
 //
 // `seconds` defaults to forever. Each fault fires once (the first matching call).
 #pragma once

@@ -66,6 +66,18 @@ void apply_init_from_shape(ModelConfig& m) {
 }
 
 double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps) {
+  if (o.schedule == "warmup_decay" || o.schedule == "warmup") {
+    // DeepSpeed's WarmupLR / WarmupDecayLR: the k-th applied step uses last_batch_iteration k - 1.
+    const double it = static_cast<double>(step - 1);
+    const double warm = static_cast<double>(std::max<int64_t>(2, o.warmup_steps));
+    double gamma = 1.0;
+    if (it < warm)
+      gamma = o.warmup_type == "linear" ? it / warm : std::log(it + 1) / std::log(warm);
+    else if (o.schedule == "warmup_decay")
+      gamma = std::max(0.0, (static_cast<double>(total_steps) - it) /
+                                std::max(1.0, static_cast<double>(total_steps) - warm));
+    return o.min_lr + (o.lr - o.min_lr) * gamma;
+  }
   if (o.warmup_steps > 0 && step <= o.warmup_steps)
     return o.lr * static_cast<double>(step) / static_cast<double>(o.warmup_steps);
   if (o.schedule == "constant") return o.lr;
@@ -108,12 +120,14 @@ double rss_gib() {
   return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024 * 1024);
 }
 
-at::ScalarType working_dtype(const std::string& precision) {
+at::ScalarType working_dtype(const std::string& precision, bool on_device) {
   if (precision == "fp32") return at::kFloat;
   if (precision == "bf16") return at::kBFloat16;
+  if (precision == "fp16" && on_device) return at::kHalf;
   throw std::invalid_argument("train.precision = \"" + precision +
-                              "\" is not supported yet (dynamic loss scaling is to come); use fp32 "
-                              "or bf16");
+                              "\" needs a GPU (LibTorch's CPU kernels lack fp16 matrix products); "
+                              "on CPU use fp32 or bf16 (loss_scaling = \"dynamic\" drills the "
+                              "scaler in any precision)");
 }
 
 // Finds, verifies and checks the checkpoint to resume from; with resume_fallback, a corrupt one is
@@ -163,7 +177,7 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   ctx.first_rank = 0;
   for (int i = 0; i < topo.node_index; ++i) ctx.first_rank += topo.nodes[i].devices;
   ctx.local_ranks = topo.nodes[topo.node_index].devices;
-  ctx.working_dtype = working_dtype(cfg.train.precision);
+  ctx.working_dtype = working_dtype(cfg.train.precision, ctx.on_device);
   ctx.layout = build_layout(cfg.model, ctx.world, cfg.optimizer.no_decay);
   ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
   ctx.data = opts.data;

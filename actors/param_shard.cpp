@@ -67,7 +67,7 @@ struct ParamShardState {
   std::deque<Queued> queue;                // collectives not yet issued, in issue order
   std::deque<Reduction> reductions;        // issued reduce-scatters, oldest first
   std::deque<WaitingGather> waiting;       // trainer requests not yet answerable
-  at::Tensor sumsq;                        // device, grad_accum = 1: squared norm so far
+  at::Tensor sumsq;                        // device, grad_accum = 1: squared norm per unit so far
   static inline const char* name = "parameter-shard";
 
   double deadline() const { return ctx->cfg.deadlines.collective_s; }
@@ -137,7 +137,7 @@ struct ParamShardState {
     } else if (accumulate_on_device()) {
       sh->grad_dev[r.unit].add_(r.shard.to(at::kFloat));
     } else {
-      sumsq.add_(r.shard.to(at::kFloat).pow(2).sum());
+      sumsq[r.unit].add_(r.shard.to(at::kFloat).pow(2).sum());
       sh->grad[r.unit].copy_(r.shard, /*non_blocking=*/true);  // into pinned host memory
     }
   }
@@ -198,26 +198,32 @@ struct ParamShardState {
     }
     c10::StreamGuard guard(st.reduce);
     const auto dev = at::TensorOptions().dtype(at::kDouble).device(st.device);
-    at::Tensor norm2;
+    const int64_t units = static_cast<int64_t>(ctx->layout.units.size());
+    // Per unit: the squared norm of this rank's gradient shard (to find the units that overflowed).
+    at::Tensor per_unit;
     if (!st.on_device()) {
-      norm2 = at::zeros({}, dev);
-      for (const auto& g : sh->grad) norm2 += g.to(at::kDouble).pow(2).sum();
+      std::vector<at::Tensor> n2;
+      for (const auto& g : sh->grad) n2.push_back(g.to(at::kDouble).pow(2).sum());
+      per_unit = at::stack(n2);
     } else if (accumulate_on_device()) {
-      norm2 = at::zeros({}, dev);
+      std::vector<at::Tensor> n2;
       for (size_t u = 0; u < sh->grad_dev.size(); ++u) {
-        norm2 += sh->grad_dev[u].pow(2).sum().to(at::kDouble);
+        n2.push_back(sh->grad_dev[u].pow(2).sum().to(at::kDouble));
         // The device keeps a converted copy alive until the copy to the host is done.
         at::Tensor landing = sh->grad_dev[u].to(sh->grad[u].scalar_type());
         sh->grad[u].copy_(landing, /*non_blocking=*/true);
         landing.record_stream(st.reduce);
       }
       for (auto& g : sh->grad_dev) g.zero_();  // ordered after the copies on this stream
+      per_unit = at::stack(n2);
     } else {
-      norm2 = sumsq.to(at::kDouble);
+      per_unit = sumsq.to(at::kDouble);
       sumsq.zero_();
     }
-    at::Tensor t = at::stack({norm2, q.loss_sum.to(dev).reshape({}),
-                              at::full({}, static_cast<double>(q.loss_count), dev)});
+    // One all-reduce: [|g|^2, loss sum, micro-batches, overflowed(unit 0), ..., overflowed(U-1)].
+    at::Tensor t = at::cat({at::stack({per_unit.sum(), q.loss_sum.to(dev).reshape({}),
+                                       at::full({}, static_cast<double>(q.loss_count), dev)}),
+                            at::isfinite(per_unit).logical_not().to(at::kDouble)});
     const uint64_t seq = comm->seq() + 1;
     uint64_t id = ctx->registry.begin("all-reduce", rank, -1, seq, step_of(version[0]), deadline());
     auto op = comm->all_reduce(t);
@@ -230,6 +236,8 @@ struct ParamShardState {
     f.grad_norm = std::sqrt(a[0]);
     f.loss = a[2] > 0 ? a[1] / a[2] : 0.0;
     f.finite = std::isfinite(a[0]);
+    for (int64_t u = 0; u < units; ++u)
+      if (a[3 + u] != 0) f.overflow_units.push_back(static_cast<int32_t>(u));
     q.finish_rp.deliver(f);
   }
 
@@ -268,7 +276,8 @@ param_shard_actor::behavior_type param_shard_fn(
   s.version.assign(ctx->layout.units.size(), ctx->start_step);
   s.uploaded.resize(ctx->layout.units.size());
   if (s.st.on_device())
-    s.sumsq = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(s.st.device));
+    s.sumsq = at::zeros({static_cast<int64_t>(ctx->layout.units.size())},
+                        at::TensorOptions().dtype(at::kFloat).device(s.st.device));
   const int units = static_cast<int>(ctx->layout.units.size());
   return {
       [=](gather_atom, int32_t unit, int32_t dir, int64_t ver) -> caf::typed_response_promise<GatheredUnit> {

@@ -63,13 +63,14 @@ struct UnitGrad {
 
 // The step's global facts, the same on every rank after finish.
 struct StepFacts {
-  double grad_norm = 0;   // global L2 norm of the (unclipped, unscaled) gradient
+  double grad_norm = 0;   // global L2 norm of the (unclipped) gradient, still times the loss scale
   double loss = 0;        // mean loss over all ranks' micro-batches of the step
   bool finite = true;     // false if any gradient was inf/nan (the step is skipped)
+  std::vector<int32_t> overflow_units;  // units whose gradient was inf/nan on some rank
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, StepFacts& x) {
-  return f(caf::meta::type_name("StepFacts"), x.grad_norm, x.loss, x.finite);
+  return f(caf::meta::type_name("StepFacts"), x.grad_norm, x.loss, x.finite, x.overflow_units);
 }
 
 // What the optimizer applies at the end of a step (the same on every rank).

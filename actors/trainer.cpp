@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <cstdio>
 #include <optional>
 #include <thread>
@@ -21,11 +22,64 @@
 #include <ATen/Parallel.h>
 
 #include "actors/actors.hpp"
+#include "actors/faults.hpp"
 
 namespace xy {
 namespace {
 
 using Seconds = std::chrono::duration<double>;
+
+// Dynamic loss scaling, DeepSpeed's DynamicLossScaler (delayed shift = hysteresis, consecutive
+// hysteresis off): an overflow halves the scale once `hysteresis` overflows have been seen; a
+// window of good steps after the last overflow doubles it; an overflow at the minimum is fatal.
+struct LossScaler {
+  bool on = false;
+  double scale = 1, min_scale = 1;
+  int64_t window = 1000, hysteresis = 2, cur_hysteresis = 2;
+  int64_t iter = 0, last_overflow = -1;
+  std::deque<std::string> history;  // the most recent events, for the fatal error
+
+  // Records the outcome of a step; throws std::runtime_error when an overflow hits the minimum.
+  void update(bool overflow, int64_t step, const std::string& where) {
+    if (overflow) {
+      if (hysteresis == 1 || cur_hysteresis == 1) {
+        if (scale <= min_scale) {
+          std::string h;
+          for (const auto& e : history) h += "\n  " + e;
+          throw std::runtime_error(
+              "step " + std::to_string(step) + ": gradient overflow in " + where +
+              " with the loss scale already at its minimum " + fmt(min_scale) +
+              ": it cannot be lowered further. Recent loss-scale history:" + h +
+              "\nLook for bad data or a too high learning rate, or train in bf16.");
+        }
+        const double before = scale;
+        scale = std::max(scale / 2, min_scale);
+        remember("step " + std::to_string(step) + ": overflow in " + where + "; scale " +
+                 fmt(before) + " -> " + fmt(scale));
+      } else {
+        --cur_hysteresis;
+        remember("step " + std::to_string(step) + ": overflow in " + where + "; scale " +
+                 fmt(scale) + " kept (hysteresis " + std::to_string(cur_hysteresis) + " left)");
+      }
+      last_overflow = iter;
+    } else if ((iter - last_overflow) % window == 0) {
+      cur_hysteresis = hysteresis;
+      scale *= 2;
+      remember("step " + std::to_string(step) + ": " + std::to_string(window) +
+               " good steps; scale -> " + fmt(scale));
+    }
+    ++iter;
+  }
+  static std::string fmt(double x) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", x);
+    return b;
+  }
+  void remember(std::string e) {
+    history.push_back(std::move(e));
+    while (history.size() > 12) history.pop_front();
+  }
+};
 
 class Trainer {
  public:
@@ -35,7 +89,16 @@ class Trainer {
       : self_(self), ctx_(std::move(ctx)), local_(local), rank_(ctx_->first_rank + local),
         prefetcher_(std::move(prefetcher)), shard_(std::move(shard)),
         optimizer_(std::move(optimizer)), checkpoint_(std::move(checkpoint)),
-        node_optimizers_(std::move(node_optimizers)), streams_(ctx_->streams[local]) {}
+        node_optimizers_(std::move(node_optimizers)), streams_(ctx_->streams[local]) {
+    const TrainConfig& t = ctx_->cfg.train;
+    scaler_.on = t.loss_scaling == "dynamic" || (t.loss_scaling == "auto" && t.precision == "fp16");
+    if (scaler_.on) {
+      scaler_.scale = t.initial_loss_scale;
+      scaler_.min_scale = t.min_loss_scale;
+      scaler_.window = t.loss_scale_window;
+      scaler_.hysteresis = scaler_.cur_hysteresis = t.loss_scale_hysteresis;
+    }
+  }
 
   void run();
 
@@ -94,6 +157,7 @@ class Trainer {
   checkpoint_actor checkpoint_;
   std::vector<optimizer_actor> node_optimizers_;
   StepRecord rec_;
+  LossScaler scaler_;
   RankStreams streams_;
   int64_t current_step_ = 0;
   int64_t samples_done_ = 0;
@@ -111,7 +175,8 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
                               ? std::max(ctx_->start_step, step - 2) : step - 1;
   current_step_ = step;
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
-  const double grad_scale = 1.0 / (ctx_->world * ctx_->cfg.train.grad_accum);
+  // The loss scale (1 without loss scaling) and the mean over the global batch, at the loss.
+  const double grad_scale = scaler_.scale / (ctx_->world * ctx_->cfg.train.grad_accum);
   const at::Tensor tokens = b.tokens.to(streams_.device, /*non_blocking=*/true);
   const at::Tensor labels = b.labels.to(streams_.device, /*non_blocking=*/true);
   const at::Tensor inputs = tokens.narrow(1, 0, tokens.size(1) - 1);
@@ -162,6 +227,7 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
     rec_.compute_s += Seconds(Clock::now() - t0).count();
     saved[u] = at::Tensor();
     gx = g.first;
+    if (fault::maybe("gradient", rank_, step, u)) g.second.fill_(INFINITY);  // drills
     reduce(u, g.second);
     release(u, p);
   }
@@ -185,6 +251,7 @@ void Trainer::log(const StepRecord& r) const {
               static_cast<long long>(r.step), r.loss, r.grad_norm, r.lr, r.tokens_per_s,
               r.step_s * 1e3, r.compute_s * 1e3, r.wait_gather_s * 1e3, r.wait_batch_s * 1e3,
               r.wait_finish_s * 1e3);
+  if (scaler_.on) std::printf("             loss scale %g\n", r.loss_scale);
   std::fflush(stdout);
 }
 
@@ -221,16 +288,29 @@ void Trainer::run() {
     order.adam_step = order.skip ? adam_step : ++adam_step;
     order.lr = learning_rate(cfg.optimizer, order.adam_step > 0 ? order.adam_step : 1, steps);
     const double clip = cfg.optimizer.grad_clip;
-    // As torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when that is below 1.
-    const double coef = clip > 0 ? clip / (facts.grad_norm + 1e-6) : 1.0;
-    order.grad_scale = coef < 1.0 ? coef : 1.0;
+    const double used_scale = scaler_.scale;
+    const double norm = facts.grad_norm / used_scale;  // of the unscaled gradient
+    // As torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when that is below 1; the
+    // optimizer also divides by the loss scale.
+    const double coef = clip > 0 ? clip / (norm + 1e-6) : 1.0;
+    order.grad_scale = (coef < 1.0 ? coef : 1.0) / used_scale;
     self_->send(optimizer_, step_atom::value, order);
-    if (!facts.finite && rank_ == 0)
-      std::printf("step %lld: gradient not finite (norm %g); step skipped\n",
-                  static_cast<long long>(step), facts.grad_norm);
+    std::string where;
+    for (int32_t u : facts.overflow_units)
+      where += (where.empty() ? "" : ", ") + ctx_->layout.units[u].name + " (unit " + std::to_string(u) + ")";
+    if (where.empty()) where = "an unknown unit";
+    if (!facts.finite) {
+      rec_.skipped = true;
+      rec_.overflow_units.assign(facts.overflow_units.begin(), facts.overflow_units.end());
+      if (rank_ == 0)
+        std::printf("step %lld: gradient overflow in %s; loss scale %g; step skipped\n",
+                    static_cast<long long>(step), where.c_str(), used_scale);
+    }
+    if (scaler_.on) scaler_.update(!facts.finite, step, where);  // throws at the minimum
 
     rec_.loss = facts.loss;
-    rec_.grad_norm = facts.grad_norm;
+    rec_.grad_norm = norm;
+    rec_.loss_scale = used_scale;
     rec_.lr = order.lr;
     rec_.step_s = Seconds(Clock::now() - t_step).count();
     rec_.tokens_per_s = tokens_per_step / rec_.step_s;

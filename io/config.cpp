@@ -72,7 +72,9 @@ namespace {
 const std::vector<std::string> kPresets = {"tiny", "1b", "3b", "7b", "xuanyuan-6b", "custom"};
 const std::vector<std::string> kDevices = {"cpu", "cuda"};
 const std::vector<std::string> kPrecisions = {"fp32", "bf16", "fp16"};
-const std::vector<std::string> kSchedules = {"cosine", "linear", "constant"};
+const std::vector<std::string> kSchedules = {"cosine", "linear", "constant", "warmup_decay",
+                                             "warmup"};
+const std::vector<std::string> kWarmupTypes = {"log", "linear"};
 
 struct TableSchema {
   std::string name;
@@ -88,10 +90,12 @@ const std::vector<TableSchema>& schema() {
       {"data",
        {"inputs", "text_field", "shards", "tokenizer", "tokenizer_vocab", "work_dir", "seq_len",
         "seed"}},
-      {"train", {"steps", "micro_batch", "grad_accum", "precision", "log_every", "threads"}},
+      {"train", {"steps", "micro_batch", "grad_accum", "precision", "log_every", "threads",
+                 "loss_scaling", "initial_loss_scale", "loss_scale_window", "loss_scale_hysteresis",
+                 "min_loss_scale"}},
       {"optimizer",
        {"lr", "min_lr", "beta1", "beta2", "eps", "weight_decay", "no_decay", "grad_clip",
-        "warmup_steps", "schedule", "delayed_update"}},
+        "warmup_steps", "schedule", "warmup_type", "delayed_update"}},
       {"actors", {"prefetch_batches", "prefetch_layers", "gather_budget_mb", "adam_threads"}},
       {"deadlines",
        {"collective_s", "compute_s", "optimizer_s", "batch_s", "checkpoint_s", "first_step_factor",
@@ -596,6 +600,11 @@ void read_train(Context& ctx, const toml::table* t, TrainConfig& tr) {
   r.string("precision", tr.precision, kPrecisions);
   r.integer("log_every", tr.log_every, 1);
   r.integer("threads", tr.threads, 0);
+  r.string("loss_scaling", tr.loss_scaling, {"auto", "dynamic", "none"});
+  r.positive("initial_loss_scale", tr.initial_loss_scale);
+  r.integer("loss_scale_window", tr.loss_scale_window, 1);
+  r.integer("loss_scale_hysteresis", tr.loss_scale_hysteresis, 1);
+  r.positive("min_loss_scale", tr.min_loss_scale);
 }
 
 void read_optimizer(Context& ctx, const toml::table* t, OptimizerConfig& o) {
@@ -611,6 +620,7 @@ void read_optimizer(Context& ctx, const toml::table* t, OptimizerConfig& o) {
   r.non_negative("grad_clip", o.grad_clip);
   r.integer("warmup_steps", o.warmup_steps, 0);
   r.string("schedule", o.schedule, kSchedules);
+  r.string("warmup_type", o.warmup_type, kWarmupTypes);
   r.boolean("delayed_update", o.delayed_update);
 }
 

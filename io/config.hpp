@@ -77,6 +77,15 @@ struct TrainConfig {
   std::string precision = "fp32";  // fp32 | bf16 | fp16 (working precision of parameters)
   int64_t log_every = 10;      // print a step line every N steps (and the first and last)
   int threads = 0;             // intra-op threads for compute per rank; 0 = cores / ranks
+  // Dynamic loss scaling (DeepSpeed's DynamicLossScaler): "auto" = on for fp16 only; "dynamic" =
+  // on in any precision (drills); "none". An overflow skips the step and halves the scale once
+  // `loss_scale_hysteresis` overflows have been seen; `loss_scale_window` good steps double it;
+  // an overflow at `min_loss_scale` stops training with the scale history.
+  std::string loss_scaling = "auto";
+  double initial_loss_scale = 65536;
+  int64_t loss_scale_window = 1000;
+  int64_t loss_scale_hysteresis = 2;
+  double min_loss_scale = 1;
 };
 
 // [optimizer]: AdamW with decoupled weight decay and a learning-rate schedule.
@@ -91,7 +100,12 @@ struct OptimizerConfig {
   std::vector<std::string> no_decay = {"norm"};
   double grad_clip = 1.0;      // clip the global gradient norm to this; 0 = off
   int64_t warmup_steps = 20;   // linear warm-up from 0 to lr
-  std::string schedule = "cosine";  // cosine | linear | constant (after warm-up, down to min_lr)
+  // cosine | linear | constant: linear warm-up from 0 to lr, then down to min_lr;
+  // warmup_decay | warmup: DeepSpeed's WarmupDecayLR / WarmupLR exactly (from min_lr up to lr over
+  // warmup_steps, `warmup_type` log or linear; warmup_decay then decays linearly to min_lr at
+  // train.steps). Schedules count optimizer steps: a skipped (overflow) step does not advance them.
+  std::string schedule = "cosine";
+  std::string warmup_type = "log";  // warmup_decay / warmup only: log | linear
   // Delayed parameter update (DeepSpeed's DPU): step s's CPU Adam runs during step s+1's compute,
   // so step s's gradients are taken at the parameters of step s-2 (one step stale).
   bool delayed_update = false;
