@@ -123,6 +123,9 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   man["step"] = snap.info.step;
   man["adam_step"] = snap.info.adam_step;
   man["samples_per_rank"] = snap.info.samples_per_rank;
+  const LossScalerState& ls = snap.info.scaler;
+  man["loss_scaler"] = {{"scale", ls.scale}, {"iter", ls.iter}, {"last_overflow", ls.last_overflow},
+                        {"cur_hysteresis", ls.cur_hysteresis}};
   man["loss"] = snap.info.loss;
   man["world_size"] = ctx.world;
   man["nodes"] = ctx.nodes;

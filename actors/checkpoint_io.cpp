@@ -53,6 +53,13 @@ CheckpointManifest read_checkpoint(const std::string& dir, bool verify) {
     man.step = j.at("step");
     man.adam_step = j.at("adam_step");
     man.samples_per_rank = j.at("samples_per_rank");
+    if (j.contains("loss_scaler")) {
+      const auto& ls = j.at("loss_scaler");
+      man.loss_scale = ls.at("scale");
+      man.scaler_iter = ls.at("iter");
+      man.scaler_last_overflow = ls.at("last_overflow");
+      man.scaler_hysteresis = ls.at("cur_hysteresis");
+    }
     man.loss = j.at("loss");
     man.world_size = j.at("world_size");
     man.working_dtype = dtype_from_name(j.at("working_dtype"), mpath.string());

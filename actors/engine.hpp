@@ -4,11 +4,13 @@
 #include <ATen/ATen.h>
 
 #include <atomic>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "actors/protocol.hpp"
 #include "actors/registry.hpp"
 #include "actors/thread_pool.hpp"
 #include "comm/comm.hpp"
@@ -76,6 +78,7 @@ struct TrainResult {
   int64_t final_adam_step = 0;       // optimizer steps applied (skipped steps not counted)
   int64_t final_samples = 0;         // samples consumed per rank (the data position)
   double final_loss = 0;
+  LossScalerState final_scaler;
   double seconds = 0;                // wall time of the training loop
   std::string resumed_from;          // the checkpoint training started from, if any
   double checkpoint_pause_s = 0;     // the last checkpoint: training paused for its snapshot
@@ -107,6 +110,7 @@ struct NodeContext {
   // each local rank's data position.
   int64_t start_step = 0;
   int64_t start_adam_step = 0;
+  std::optional<LossScalerState> start_scaler;  // from the checkpoint
   std::vector<int64_t> start_positions;
   std::string resumed_from;
 

@@ -283,6 +283,8 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   if (ckpt) {
     ctx.start_step = ckpt->step;
     ctx.start_adam_step = ckpt->adam_step;
+    ctx.start_scaler = LossScalerState{ckpt->loss_scale, ckpt->scaler_iter, ckpt->scaler_last_overflow,
+                                       ckpt->scaler_hysteresis};
     ctx.resumed_from = ckpt->dir;
     // The data position: the global sample stream is consumed in order, so the same number of
     // consumed samples continues it exactly on another world size when it divides evenly.
@@ -376,7 +378,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
       if (!ok && ctx->nodes > 1) await_peer_verdict(*ctx);  // a lost peer: its report and kExitPeerLost
       if (ok && opts.checkpoint_at_end) {
         CheckpointInfo info{cfg.train.steps, ctx->result.final_adam_step, ctx->result.final_samples,
-                            ctx->result.final_loss};
+                            ctx->result.final_loss, ctx->result.final_scaler};
         self->request(checkpoint, caf::infinite, save_atom::value, info)
             .receive([&](std::string&) {}, [&](caf::error& e) { ctx->fail(sys.render(e)); });
       }

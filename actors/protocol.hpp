@@ -86,16 +86,28 @@ typename Inspector::result_type inspect(Inspector& f, StepOrder& x) {
   return f(caf::meta::type_name("StepOrder"), x.step, x.adam_step, x.lr, x.grad_scale, x.skip);
 }
 
+// The dynamic loss scaler's state (trainer.cpp), saved in checkpoints.
+struct LossScalerState {
+  double scale = 1;
+  int64_t iter = 0, last_overflow = -1, cur_hysteresis = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, LossScalerState& x) {
+  return f(caf::meta::type_name("LossScalerState"), x.scale, x.iter, x.last_overflow, x.cur_hysteresis);
+}
+
 // What a checkpoint records besides the shards.
 struct CheckpointInfo {
   int64_t step = 0;
   int64_t adam_step = 0;
   int64_t samples_per_rank = 0;  // data position: samples each rank has consumed
   double loss = 0;
+  LossScalerState scaler;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, CheckpointInfo& x) {
-  return f(caf::meta::type_name("CheckpointInfo"), x.step, x.adam_step, x.samples_per_rank, x.loss);
+  return f(caf::meta::type_name("CheckpointInfo"), x.step, x.adam_step, x.samples_per_rank, x.loss,
+           x.scaler);
 }
 
 // ---- actor interfaces ----------------------------------------------------------------------------

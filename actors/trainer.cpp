@@ -75,6 +75,9 @@ struct LossScaler {
     std::snprintf(b, sizeof b, "%g", x);
     return b;
   }
+  LossScalerState state() const {
+    return on ? LossScalerState{scale, iter, last_overflow, cur_hysteresis} : LossScalerState{};
+  }
   void remember(std::string e) {
     history.push_back(std::move(e));
     while (history.size() > 12) history.pop_front();
@@ -97,6 +100,12 @@ class Trainer {
       scaler_.min_scale = t.min_loss_scale;
       scaler_.window = t.loss_scale_window;
       scaler_.hysteresis = scaler_.cur_hysteresis = t.loss_scale_hysteresis;
+      if (ctx_->start_scaler && ctx_->start_scaler->iter > 0) {  // resumed: continue its state
+        scaler_.scale = ctx_->start_scaler->scale;
+        scaler_.iter = ctx_->start_scaler->iter;
+        scaler_.last_overflow = ctx_->start_scaler->last_overflow;
+        scaler_.cur_hysteresis = ctx_->start_scaler->cur_hysteresis;
+      }
     }
   }
 
@@ -332,7 +341,7 @@ void Trainer::run() {
       for (const auto& o : node_optimizers_)
         while (ask<int64_t>(o, nullptr, sync_atom::value) < step)
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      CheckpointInfo info{step, adam_step, samples_done_, last_loss};
+      CheckpointInfo info{step, adam_step, samples_done_, last_loss, scaler_.state()};
       ask<std::string>(checkpoint_, nullptr, save_atom::value, info);
     }
   }
@@ -343,6 +352,7 @@ void Trainer::run() {
     ctx_->result.final_adam_step = adam_step;
     ctx_->result.final_samples = samples_done_;
     ctx_->result.final_loss = last_loss;
+    ctx_->result.final_scaler = scaler_.state();
   }
 }
 

@@ -7,6 +7,8 @@
 #include "actors/faults.hpp"
 #include "test_util.hpp"
 
+#include <filesystem>
+
 using namespace xy;
 
 namespace {
@@ -72,4 +74,31 @@ TEST(LossScale, PowerOfTwoScalingIsExactWithoutOverflow) {
     worst = std::max(worst, std::abs(a.steps[i].loss - b.steps[i].loss) / a.steps[i].loss);
   std::printf("loss scale 1024 vs none over 6 steps: worst loss relative difference %.3g\n", worst);
   EXPECT_LT(worst, 1e-6);
+}
+
+// The scaler's state is in the checkpoint: resuming after an overflow continues with the same
+// scales and bit-identical losses.
+TEST(LossScale, ResumeContinuesTheScalerExactly) {
+  Config c = scaled(8);
+  c.checkpoint.every_steps = 4;
+  c.checkpoint.dir = (std::filesystem::temp_directory_path() / "xy_loss_scale_resume").string();
+  std::filesystem::remove_all(c.checkpoint.dir);
+  fault::configure("overflow:unit=2,step=3");
+  RunOptions ro;
+  ro.data = test::random_samples(6000, c.data.seq_len, c.model.vocab_size);
+  ro.quiet = true;
+  TrainResult full = run_training(c, ro);
+  fault::configure("");
+  ASSERT_EQ(full.exit_code, kExitOk) << full.error;
+  ro.resume = c.checkpoint.dir + "/step-00000004";
+  TrainResult resumed = run_training(c, ro);
+  ASSERT_EQ(resumed.exit_code, kExitOk) << resumed.error;
+  ASSERT_EQ(resumed.steps.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    std::printf("step %lld: scale %g / %g, loss %.9g / %.9g\n",
+                static_cast<long long>(resumed.steps[i].step), full.steps[4 + i].loss_scale,
+                resumed.steps[i].loss_scale, full.steps[4 + i].loss, resumed.steps[i].loss);
+    EXPECT_EQ(resumed.steps[i].loss_scale, full.steps[4 + i].loss_scale);
+    EXPECT_EQ(resumed.steps[i].loss, full.steps[4 + i].loss);
+  }
 }
