@@ -2,6 +2,7 @@
 #include <cxxopts.hpp>
 
 #include <algorithm>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -182,6 +183,9 @@ int cmd_train(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that died closes its sockets: writing to them must be an error (EPIPE) that the
+  // control plane reports, not a SIGPIPE that kills this node without a word.
+  std::signal(SIGPIPE, SIG_IGN);
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? xy::kExitUsage : xy::kExitOk;
