@@ -1,7 +1,14 @@
-// Shared pieces of the communicator implementations.
+// Shared pieces of the communicator implementations: the rendezvous guard and the job's store.
 #include "comm/comm.hpp"
 
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
 #include <mutex>
+#include <stdexcept>
+
+#include "comm/c10d_store.hpp"
 
 namespace xy {
 namespace {
@@ -17,6 +24,48 @@ void set_rendezvous_guard(std::function<void(KeyValueStore&)> guard) {
 std::function<void(KeyValueStore&)> take_rendezvous_guard() {
   std::lock_guard<std::mutex> lock(guard_mu);
   return std::exchange(pending_guard, nullptr);
+}
+
+void C10dStore::set(const std::string& key, const std::string& value) {
+  s_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+}
+
+std::string C10dStore::get(const std::string& key) {
+  try {
+    auto v = s_->get(key);
+    return std::string(v.begin(), v.end());
+  } catch (const std::exception& e) {
+    throw std::runtime_error("store: waiting for key '" + key + "' failed: " + e.what());
+  }
+}
+
+std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::string& store_host,
+                                          int store_port, bool is_store_server, double timeout_s) {
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  c10::intrusive_ptr<c10d::Store> store;
+  if (store_host.empty()) {
+    if (local != world)
+      throw std::invalid_argument("an in-memory store needs every rank in this process");
+    store = c10::make_intrusive<c10d::HashStore>();
+    store->setTimeout(timeout);
+  } else {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(store_port);
+    o.isServer = is_store_server;
+    o.waitWorkers = false;
+    o.timeout = timeout;
+    try {
+      store = c10::make_intrusive<c10d::TCPStore>(store_host, o);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string(is_store_server ? "cannot serve" : "cannot reach") +
+                               " the rendezvous store at " + store_host + ":" +
+                               std::to_string(store_port) + ": " + e.what());
+    }
+  }
+  auto kv = std::make_shared<C10dStore>(store);
+  if (!store_host.empty())
+    if (auto guard = take_rendezvous_guard()) guard(*kv);
+  return kv;
 }
 
 }  // namespace xy

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "comm/c10d_store.hpp"
 #include "comm/comm.hpp"
 
 namespace xy {
@@ -93,27 +94,6 @@ class GlooComm : public Comm {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
 };
 
-class C10dStore : public KeyValueStore {
- public:
-  explicit C10dStore(c10::intrusive_ptr<c10d::Store> s) : s_(std::move(s)) {}
-  void set(const std::string& key, const std::string& value) override {
-    s_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
-  }
-  std::string get(const std::string& key) override {
-    try {
-      auto v = s_->get(key);
-      return std::string(v.begin(), v.end());
-    } catch (const std::exception& e) {
-      throw std::runtime_error("store: waiting for key '" + key + "' failed: " + e.what());
-    }
-  }
-  int64_t add(const std::string& key, int64_t delta) override { return s_->add(key, delta); }
-  bool check(const std::string& key) override { return s_->check({key}); }
-  const c10::intrusive_ptr<c10d::Store>& raw() const { return s_; }
-
- private:
-  c10::intrusive_ptr<c10d::Store> s_;
-};
 
 }  // namespace
 
@@ -121,31 +101,10 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
                           const std::string& store_host, int store_port, bool is_store_server,
                           double timeout_s) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-  c10::intrusive_ptr<c10d::Store> store;
-  if (store_host.empty()) {
-    if (local != world)
-      throw std::invalid_argument("an in-memory store needs every rank in this process");
-    store = c10::make_intrusive<c10d::HashStore>();
-    store->setTimeout(timeout);
-  } else {
-    c10d::TCPStoreOptions o;
-    o.port = static_cast<uint16_t>(store_port);
-    o.isServer = is_store_server;
-    o.waitWorkers = false;
-    o.timeout = timeout;
-    try {
-      store = c10::make_intrusive<c10d::TCPStore>(store_host, o);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(std::string(is_store_server ? "cannot serve" : "cannot reach") +
-                               " the rendezvous store at " + store_host + ":" +
-                               std::to_string(store_port) + ": " + e.what());
-    }
-  }
   CommGroup group;
-  auto kv = std::make_shared<C10dStore>(store);
+  auto kv = open_job_store(world, local, store_host, store_port, is_store_server, timeout_s);
   group.store = kv;
-  if (!store_host.empty())
-    if (auto guard = take_rendezvous_guard()) guard(*kv);
+  const c10::intrusive_ptr<c10d::Store>& store = kv->raw();
   group.comms.resize(local);
   std::vector<std::string> errors(local);
   // Each process group's constructor rendezvouses with the others: build them concurrently.

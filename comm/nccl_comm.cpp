@@ -3,14 +3,13 @@
 // calling thread's current stream, and CommOp::wait() makes the current stream wait for it
 // without blocking the host. Link the NCCL that LibTorch loads (see CMakeLists.txt): one NCCL per
 // process.
-#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
 #include <stdexcept>
 
+#include "comm/c10d_store.hpp"
 #include "comm/comm.hpp"
 
 namespace xy {
@@ -77,43 +76,16 @@ class NcclComm : public Comm {
   c10::intrusive_ptr<c10d::ProcessGroupNCCL> pg_;
 };
 
-class StoreKV : public KeyValueStore {
- public:
-  explicit StoreKV(c10::intrusive_ptr<c10d::Store> s) : s_(std::move(s)) {}
-  void set(const std::string& key, const std::string& value) override {
-    s_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
-  }
-  std::string get(const std::string& key) override {
-    auto v = s_->get(key);
-    return std::string(v.begin(), v.end());
-  }
-  int64_t add(const std::string& key, int64_t delta) override { return s_->add(key, delta); }
-  bool check(const std::string& key) override { return s_->check({key}); }
-
- private:
-  c10::intrusive_ptr<c10d::Store> s_;
-};
 
 }  // namespace
 
 CommGroup make_nccl_comms(int world, int first_rank, int local, const std::string& store_host,
                           int store_port, bool is_store_server, double timeout_s) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-  c10::intrusive_ptr<c10d::Store> store;
-  if (store_host.empty()) {
-    if (local != world) throw std::invalid_argument("an in-memory store needs every rank in this process");
-    store = c10::make_intrusive<c10d::HashStore>();
-    store->setTimeout(timeout);
-  } else {
-    c10d::TCPStoreOptions o;
-    o.port = static_cast<uint16_t>(store_port);
-    o.isServer = is_store_server;
-    o.waitWorkers = false;
-    o.timeout = timeout;
-    store = c10::make_intrusive<c10d::TCPStore>(store_host, o);
-  }
   CommGroup group;
-  group.store = std::make_shared<StoreKV>(store);
+  auto kv = open_job_store(world, local, store_host, store_port, is_store_server, timeout_s);
+  group.store = kv;
+  const c10::intrusive_ptr<c10d::Store>& store = kv->raw();
   for (int l = 0; l < local; ++l) {
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;

@@ -1,6 +1,7 @@
 // `xy-node preprocess`: reader thread -> encoding workers -> in-order packer and shard writer
 // (see preprocess.hpp; the format is in shard_format.hpp and docs/DATA.md).
 #include "io/preprocess.hpp"
+#include "io/sha256.hpp"
 
 #include <fcntl.h>
 #include <glob.h>
@@ -58,32 +59,7 @@ std::string errno_text(int e) { return std::strerror(e); }
 
 // ---- small utilities ------------------------------------------------------------------------
 
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) {
-    if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1)
-      throw PreprocessError("OpenSSL: cannot initialise SHA-256");
-  }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void update(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
-  std::string hex() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_, md, &len);
-    static const char* digits = "0123456789abcdef";
-    std::string s;
-    for (unsigned int i = 0; i < len; ++i) {
-      s.push_back(digits[md[i] >> 4]);
-      s.push_back(digits[md[i] & 15]);
-    }
-    return s;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
+// SHA-256: io/sha256.hpp (shared with the checkpoint writer).
 
 // An fd closed on scope exit.
 struct Fd {

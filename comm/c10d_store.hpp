@@ -1,0 +1,34 @@
+// The job's rendezvous store over LibTorch's c10d stores, shared by the Gloo and NCCL
+// communicators: an in-memory store when every rank is in this process, else a TCP store that
+// node 0 serves (the others connect); the rendezvous guard (the job's secret handshake, see
+// set_rendezvous_guard) runs on a TCP store before any rank uses it.
+#pragma once
+
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <memory>
+#include <string>
+
+#include "comm/comm.hpp"
+
+namespace xy {
+
+class C10dStore : public KeyValueStore {
+ public:
+  explicit C10dStore(c10::intrusive_ptr<c10d::Store> s) : s_(std::move(s)) {}
+  void set(const std::string& key, const std::string& value) override;
+  std::string get(const std::string& key) override;
+  int64_t add(const std::string& key, int64_t delta) override { return s_->add(key, delta); }
+  bool check(const std::string& key) override { return s_->check({key}); }
+  const c10::intrusive_ptr<c10d::Store>& raw() const { return s_; }
+
+ private:
+  c10::intrusive_ptr<c10d::Store> s_;
+};
+
+// Opens the job's store (see above). Throws std::runtime_error naming host:port when a TCP store
+// cannot be served or reached, std::invalid_argument for an in-memory store with remote ranks.
+std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::string& store_host,
+                                          int store_port, bool is_store_server, double timeout_s);
+
+}  // namespace xy
