@@ -162,7 +162,10 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
       names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   const size_t keep = static_cast<size_t>(std::max(1, ctx.cfg.checkpoint.keep_last));
+  const int64_t every = ctx.cfg.checkpoint.keep_every;
   for (size_t i = 0; i + keep < names.size(); ++i) {
+    // Every keep_every-th step's checkpoint is kept for good.
+    if (every > 0 && std::stoll(names[i].substr(5)) % every == 0) continue;
     // Rename first (atomic), then delete: a crash mid-way never leaves a half-deleted step-N.
     const fs::path doomed = root / (".del-" + names[i]);
     fs::rename(root / names[i], doomed);

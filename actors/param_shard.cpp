@@ -46,6 +46,7 @@ struct Queued {
   UnitGrad grad;                   // kReduce
   at::Tensor loss_sum;             // kFinish
   int64_t loss_count = 0;
+  bool want_checkpoint = false;
   caf::typed_response_promise<StepFacts> finish_rp;
 };
 
@@ -222,7 +223,8 @@ struct ParamShardState {
     }
     // One all-reduce: [|g|^2, loss sum, micro-batches, overflowed(unit 0), ..., overflowed(U-1)].
     at::Tensor t = at::cat({at::stack({per_unit.sum(), q.loss_sum.to(dev).reshape({}),
-                                       at::full({}, static_cast<double>(q.loss_count), dev)}),
+                                       at::full({}, static_cast<double>(q.loss_count), dev),
+                                       at::full({}, q.want_checkpoint ? 1.0 : 0.0, dev)}),
                             at::isfinite(per_unit).logical_not().to(at::kDouble)});
     const uint64_t seq = comm->seq() + 1;
     uint64_t id = ctx->registry.begin("all-reduce", rank, -1, seq, step_of(version[0]), deadline());
@@ -236,8 +238,9 @@ struct ParamShardState {
     f.grad_norm = std::sqrt(a[0]);
     f.loss = a[2] > 0 ? a[1] / a[2] : 0.0;
     f.finite = std::isfinite(a[0]);
+    f.checkpoint = a[3] > 0;
     for (int64_t u = 0; u < units; ++u)
-      if (a[3 + u] != 0) f.overflow_units.push_back(static_cast<int32_t>(u));
+      if (a[4 + u] != 0) f.overflow_units.push_back(static_cast<int32_t>(u));
     q.finish_rp.deliver(f);
   }
 
@@ -318,12 +321,14 @@ param_shard_actor::behavior_type param_shard_fn(
           s.serve();
         });
       },
-      [=](finish_atom, at::Tensor loss_sum, int64_t count) -> caf::typed_response_promise<StepFacts> {
+      [=](finish_atom, at::Tensor loss_sum, int64_t count,
+          bool want_checkpoint) -> caf::typed_response_promise<StepFacts> {
         auto& s = self->state;
         Queued q;
         q.kind = Queued::kFinish;
         q.loss_sum = std::move(loss_sum);
         q.loss_count = count;
+        q.want_checkpoint = want_checkpoint;
         q.finish_rp = self->make_response_promise<StepFacts>();
         auto rp = q.finish_rp;
         s.queue.push_back(std::move(q));

@@ -67,10 +67,12 @@ struct StepFacts {
   double loss = 0;        // mean loss over all ranks' micro-batches of the step
   bool finite = true;     // false if any gradient was inf/nan (the step is skipped)
   std::vector<int32_t> overflow_units;  // units whose gradient was inf/nan on some rank
+  bool checkpoint = false;  // some rank asked for a checkpoint after this step (time cadence)
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, StepFacts& x) {
-  return f(caf::meta::type_name("StepFacts"), x.grad_norm, x.loss, x.finite, x.overflow_units);
+  return f(caf::meta::type_name("StepFacts"), x.grad_norm, x.loss, x.finite, x.overflow_units,
+           x.checkpoint);
 }
 
 // What the optimizer applies at the end of a step (the same on every rank).
@@ -135,7 +137,8 @@ using param_shard_actor = caf::typed_actor<
     // End of the step's backward: wait for all reductions; all-reduce the squared norm and the
     // loss (sum over this rank's micro-batches as a 0-d tensor, count of micro-batches). Replies
     // the global facts.
-    caf::replies_to<finish_atom, at::Tensor, int64_t>::with<StepFacts>,
+    // The last argument asks for a checkpoint after this step (the answer is the OR over ranks).
+    caf::replies_to<finish_atom, at::Tensor, int64_t, bool>::with<StepFacts>,
     // From the optimizer: `unit`'s shard now holds version `version`, on the device after the
     // event (null on CPU).
     caf::reacts_to<updated_atom, int32_t, int64_t, DeviceEventPtr>>;

@@ -167,6 +167,7 @@ class Trainer {
   std::vector<optimizer_actor> node_optimizers_;
   StepRecord rec_;
   LossScaler scaler_;
+  Clock::time_point last_checkpoint_ = Clock::now();
   RankStreams streams_;
   int64_t current_step_ = 0;
   int64_t samples_done_ = 0;
@@ -289,8 +290,12 @@ void Trainer::run() {
       loss_sum += micro_batch(step, b);
     }
     status(step, "optimizer", -1);
+    // The time cadence is decided by node 0's first rank and agreed by all (in the all-reduce).
+    const bool time_due = cfg.checkpoint.every_minutes > 0 && rank_ == 0 &&
+                          Seconds(Clock::now() - last_checkpoint_).count() >=
+                              cfg.checkpoint.every_minutes * 60;
     const StepFacts facts = ask<StepFacts>(shard_, &rec_.wait_finish_s, finish_atom::value,
-                                           loss_sum, cfg.train.grad_accum);
+                                           loss_sum, cfg.train.grad_accum, time_due);
     StepOrder order;
     order.step = step;
     order.skip = !facts.finite;
@@ -332,8 +337,10 @@ void Trainer::run() {
                        (step == 1 || step == steps || step % std::max<int64_t>(1, cfg.train.log_every) == 0);
     if (print) log(rec_);
 
-    const bool save_now = cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0 &&
+    const bool save_now = ((cfg.checkpoint.every_steps > 0 && step % cfg.checkpoint.every_steps == 0) ||
+                           facts.checkpoint) &&
                           step != steps;
+    if (save_now) last_checkpoint_ = Clock::now();
     if (save_now && local_ == 0) {
       // The snapshot needs every local rank's optimizer to have applied this step. Another rank's
       // step order may not have reached its optimizer yet, so ask until it has; none can be

@@ -100,7 +100,7 @@ const std::vector<TableSchema>& schema() {
       {"deadlines",
        {"collective_s", "compute_s", "optimizer_s", "batch_s", "checkpoint_s", "first_step_factor",
         "poll_ms"}},
-      {"checkpoint", {"dir", "every_steps", "keep_last"}},
+      {"checkpoint", {"dir", "every_steps", "every_minutes", "keep_last", "keep_every"}},
       {"control", {"secret", "heartbeat_s", "http_port", "http_host", "doctor"}},
       {"faults", {"inject"}},
   };
@@ -648,7 +648,9 @@ void read_checkpoint(Context& ctx, const toml::table* t, CheckpointConfig& c) {
   TableReader r(ctx, t, "checkpoint", keys_of("checkpoint"));
   r.string("dir", c.dir);
   r.integer("every_steps", c.every_steps, 0);
+  r.non_negative("every_minutes", c.every_minutes);
   r.integer("keep_last", c.keep_last, 1);
+  r.integer("keep_every", c.keep_every, 0);
 }
 
 void read_control(Context& ctx, const toml::table* t, ControlConfig& c) {

@@ -147,7 +147,9 @@ struct ControlConfig {
 struct CheckpointConfig {
   std::string dir;             // default: <data.work_dir>/checkpoints
   int64_t every_steps = 0;     // 0 = only at the end
-  int keep_last = 2;           // checkpoints kept (older ones deleted); >= 1
+  double every_minutes = 0;    // also when this many minutes passed since the last one; 0 = off
+  int keep_last = 2;           // the newest checkpoints kept; >= 1
+  int64_t keep_every = 0;      // also keep every checkpoint whose step is a multiple; 0 = none
 };
 
 struct Config {

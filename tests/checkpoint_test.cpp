@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -245,4 +246,33 @@ TEST(CheckpointExport, RoundTripAndInitFrom) {
                                     batch.narrow(1, 1, b.data.seq_len)).item<double>();
   std::printf("init_from: first loss %.9g, checkpoint parameters' loss %.9g\n", rb.steps[0].loss, expect);
   EXPECT_NEAR(rb.steps[0].loss, expect, 1e-6 * std::abs(expect));
+}
+
+// Retention keeps the newest keep_last and every keep_every-th step; a time cadence makes every
+// rank save the same step.
+TEST(CheckpointCadence, KeepEveryAndMinutes) {
+  Config cfg = test::tiny_config(2, 9);
+  cfg.checkpoint.every_steps = 1;
+  const fs::path dir = fresh_dir("cadence");
+  cfg.checkpoint.dir = dir.string();
+  cfg.checkpoint.keep_last = 2;
+  cfg.checkpoint.keep_every = 4;
+  RunOptions ro;
+  ro.data = test::random_samples(6000, cfg.data.seq_len, cfg.model.vocab_size);
+  ro.quiet = true;
+  ASSERT_EQ(run_training(cfg, ro).exit_code, kExitOk);
+  std::vector<std::string> names;
+  for (const auto& d : list_checkpoints(dir.string())) names.push_back(fs::path(d).filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-00000004", "step-00000008", "step-00000009"}));
+
+  // every_minutes = tiny: a checkpoint after every step, all ranks agreeing.
+  Config t = test::tiny_config(2, 3);
+  const fs::path tdir = fresh_dir("minutes");
+  t.checkpoint.dir = tdir.string();
+  t.checkpoint.every_minutes = 1e-9;
+  t.checkpoint.keep_last = 5;
+  ASSERT_EQ(run_training(t, ro).exit_code, kExitOk);
+  EXPECT_EQ(list_checkpoints(tdir.string()).size(), 3u);
+  for (const auto& d : list_checkpoints(tdir.string())) EXPECT_NO_THROW(read_checkpoint(d, true)) << d;
 }
