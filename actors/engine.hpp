@@ -53,7 +53,11 @@ struct RankShards {
   at::Tensor& working_of(size_t u, int64_t version) {
     return working_alt.empty() || version % 2 == 0 ? working[u] : working_alt[u];
   }
-  int64_t host_bytes() const;       // host bytes held by all of the above
+  // The host state of DESIGN.md: fp32 master, m, v and the gradient landing buffer (14 bytes a
+  // parameter with 16-bit gradients, 16 with fp32 ones).
+  int64_t host_bytes() const;
+  // The working copies (device memory; on CPU ranks they live in host memory too).
+  int64_t working_bytes() const;
   int64_t device_bytes() const;     // device bytes (0 on CPU)
 };
 
@@ -74,7 +78,8 @@ struct TrainResult {
   std::vector<StepRecord> steps;     // as seen by global rank 0 of this node
   std::vector<at::Tensor> final_params;  // per unit, full fp32 master (only when every rank is local)
   std::string checkpoint_dir;        // last published checkpoint, if any
-  int64_t host_bytes = 0;            // engine host bytes for parameters and optimizer state
+  int64_t host_bytes = 0;            // host state: master, m, v, gradient landing (all ranks here)
+  int64_t working_bytes = 0;         // working copies (device memory; host on CPU ranks)
   int64_t final_adam_step = 0;       // optimizer steps applied (skipped steps not counted)
   int64_t final_samples = 0;         // samples consumed per rank (the data position)
   double final_loss = 0;

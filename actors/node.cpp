@@ -27,9 +27,15 @@ namespace xy {
 
 int64_t RankShards::host_bytes() const {
   int64_t b = 0;
-  for (const auto* list : {&working, &grad, &master, &m, &v, &grad_dev, &working_alt})
-    for (const auto& t : *list)
-      if (t.is_cpu()) b += t.numel() * t.element_size();
+  for (const auto* list : {&grad, &master, &m, &v})
+    for (const auto& t : *list) b += t.numel() * t.element_size();
+  return b;
+}
+
+int64_t RankShards::working_bytes() const {
+  int64_t b = 0;
+  for (const auto* list : {&working, &working_alt})
+    for (const auto& t : *list) b += t.numel() * t.element_size();
   return b;
 }
 
@@ -270,7 +276,10 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
           sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
       } else {
         sh->working.push_back(w.clone());
-        sh->grad.push_back(at::zeros({n}, at::kFloat));
+        // Gradients land in 2 bytes when they need no accumulation over micro-batches in a
+        // 16-bit run (as on a device); else in fp32.
+        const bool narrow = ctx.working_dtype != at::kFloat && cfg.train.grad_accum == 1;
+        sh->grad.push_back(at::zeros({n}, narrow ? ctx.working_dtype : at::kFloat));
       }
       sh->m.push_back(m.defined() ? m.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
       sh->v.push_back(v.defined() ? v.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
@@ -318,17 +327,22 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
     r.error = e.what();
     return r;
   }
-  int64_t host_bytes = 0;
-  for (const auto& sh : ctx->shards) host_bytes += sh->host_bytes();
+  int64_t host_bytes = 0, working_bytes = 0;
+  for (const auto& sh : ctx->shards) {
+    host_bytes += sh->host_bytes();
+    working_bytes += sh->working_bytes();
+  }
   const int64_t params = ctx->layout.total_numel();
+  const double share = static_cast<double>(params) * ctx->local_ranks / ctx->world;
   if (!opts.quiet)
-    std::printf("xy: %lld parameters in %zu units; world size %d (node %d of %d: ranks %d-%d, %s);"
-                " host memory for shards and optimizer state %.1f MiB (%.1f bytes/parameter); "
-                "process RSS %.1f GiB\n",
+    std::printf("xy: %lld parameters in %zu units; world size %d (node %d of %d: ranks %d-%d, %s); "
+                "host state (fp32 master, m, v, gradient landing) %.1f MiB = %.1f bytes/parameter; "
+                "working copies %.1f bytes/parameter (%s); process RSS %.1f GiB\n",
                 static_cast<long long>(params), ctx->layout.units.size(), ctx->world,
                 ctx->node_index, ctx->nodes, ctx->first_rank, ctx->first_rank + ctx->local_ranks - 1,
                 ctx->comms.empty() ? "?" : ctx->comms[0]->backend().c_str(), host_bytes / 1048576.0,
-                static_cast<double>(host_bytes) / params * ctx->world / ctx->local_ranks, rss_gib());
+                host_bytes / share, working_bytes / share,
+                ctx->on_device ? "device memory" : "in host memory on CPU ranks", rss_gib());
 
   if (!ctx->resumed_from.empty() && !opts.quiet)
     std::printf("xy: resumed from %s (step %lld)\n", ctx->resumed_from.c_str(),
@@ -406,6 +420,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
     }
   }
   ctx->result.host_bytes = host_bytes;
+  ctx->result.working_bytes = working_bytes;
   ctx->result.resumed_from = ctx->resumed_from;
   ctx->result.checkpoint_pause_s = ctx->last_checkpoint_pause_s;
   ctx->result.checkpoint_write_s = ctx->last_checkpoint_write_s;

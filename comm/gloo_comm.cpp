@@ -54,9 +54,13 @@ class GlooComm : public Comm {
     if (full.numel() != n * size())
       throw std::invalid_argument("all_gather: full has " + std::to_string(full.numel()) +
                                   " elements, expected " + std::to_string(n * size()));
+    // Gloo in LibTorch 1.13 has no bf16 (nor int16): an all-gather only moves bytes, so bf16
+    // moves as fp16.
+    const bool bits16 = full.scalar_type() == at::kBFloat16;
+    const at::Tensor f = bits16 ? full.view(at::kHalf) : full;
     std::vector<std::vector<at::Tensor>> out(1);
-    for (int r = 0; r < size(); ++r) out[0].push_back(full.narrow(0, r * n, n));
-    std::vector<at::Tensor> in{shard};
+    for (int r = 0; r < size(); ++r) out[0].push_back(f.narrow(0, r * n, n));
+    std::vector<at::Tensor> in{bits16 ? shard.view(at::kHalf) : shard};
     const uint64_t s = next_seq();
     return std::make_unique<GlooOp>(pg_->allgather(out, in), "all-gather #" + std::to_string(s),
                                     nullptr);
@@ -67,18 +71,30 @@ class GlooComm : public Comm {
     if (full.numel() != n * size())
       throw std::invalid_argument("reduce_scatter: full has " + std::to_string(full.numel()) +
                                   " elements, expected " + std::to_string(n * size()));
-    std::vector<at::Tensor> t{full};
+    // 16-bit floats are summed in fp32 (Gloo in LibTorch 1.13 cannot add them).
+    const at::Tensor sum = is16(full) ? full.to(at::kFloat) : full;
+    std::vector<at::Tensor> t{sum};
     const uint64_t s = next_seq();
-    at::Tensor mine = full.narrow(0, rank() * n, n);
+    at::Tensor mine = sum.narrow(0, rank() * n, n);
     at::Tensor dst = shard;
     return std::make_unique<GlooOp>(pg_->allreduce(t), "reduce-scatter #" + std::to_string(s),
                                     [mine, dst]() mutable { dst.copy_(mine); });
   }
 
   std::unique_ptr<CommOp> all_reduce(const at::Tensor& t) override {
-    std::vector<at::Tensor> v{t};
     const uint64_t s = next_seq();
+    if (is16(t)) {  // summed in fp32, written back at wait()
+      std::vector<at::Tensor> v{t.to(at::kFloat)};
+      at::Tensor sum = v[0], dst = t;
+      return std::make_unique<GlooOp>(pg_->allreduce(v), "all-reduce #" + std::to_string(s),
+                                      [sum, dst]() mutable { dst.copy_(sum); });
+    }
+    std::vector<at::Tensor> v{t};
     return std::make_unique<GlooOp>(pg_->allreduce(v), "all-reduce #" + std::to_string(s), nullptr);
+  }
+
+  static bool is16(const at::Tensor& t) {
+    return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
   }
 
   std::unique_ptr<CommOp> broadcast(const at::Tensor& t, int root) override {
