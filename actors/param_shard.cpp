@@ -28,6 +28,7 @@ struct Gathered {
   std::unique_ptr<CommOp> op;      // null once waited (or never issued)
   uint64_t op_id = 0;              // registry id while in flight
   bool issued = false;
+  Clock::time_point issued_at;
   DeviceEventPtr ready;            // set when waited
 };
 
@@ -54,6 +55,7 @@ struct WaitingGather {
   int unit;
   int64_t version;
   caf::typed_response_promise<GatheredUnit> rp;
+  Clock::time_point requested = Clock::now();
 };
 
 struct ParamShardState {
@@ -164,6 +166,7 @@ struct ParamShardState {
         g.op_id = ctx->registry.begin("all-gather", rank, q.unit, seq, step_of(q.version), deadline());
         g.op = comm->all_gather(sh->working_of(q.unit, q.version), g.full);
         g.issued = true;
+        g.issued_at = Clock::now();
       } else if (q.kind == Queued::kReduce) {
         c10::StreamGuard guard(st.reduce);
         wait_for(q.grad.ready, st.reduce);
@@ -251,7 +254,9 @@ struct ParamShardState {
       auto it = cache.find(w.unit);
       if (it == cache.end() || !it->second.issued) return;
       finish_gather(it->second);
-      w.rp.deliver(GatheredUnit{it->second.full, it->second.ready});
+      // The part of the wait spent before the gather could be issued (the unit's update).
+      const double opt = std::max(0.0, std::chrono::duration<double>(it->second.issued_at - w.requested).count());
+      w.rp.deliver(GatheredUnit{it->second.full, it->second.ready, opt});
       waiting.pop_front();
     }
   }

@@ -51,6 +51,7 @@ struct Batch {
 struct GatheredUnit {
   at::Tensor full;
   DeviceEventPtr ready;
+  double waited_for_optimizer_s = 0;  // how long the request waited for the unit's update
 };
 
 // One unit's gradient from one micro-batch, complete on the device at `ready`. Local-only.

@@ -131,6 +131,7 @@ class Trainer {
     GatheredUnit g = ask<GatheredUnit>(shard_, &rec_.wait_gather_s, gather_atom::value,
                                        static_cast<int32_t>(unit), static_cast<int32_t>(dir), version);
     wait_for(g.ready, streams_.compute);
+    rec_.wait_optimizer_s += g.waited_for_optimizer_s;
     return g.full;
   }
   // Done with `p` (gathered `unit`): its memory must outlive the work queued on the compute stream.
@@ -256,11 +257,14 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
 }
 
 void Trainer::log(const StepRecord& r) const {
+  // compute | waiting for the optimizer's update of a unit | exposed communication (gathers not
+  // hidden by prefetch, and the end-of-step reduction) | waiting for data.
   std::printf("step %5lld | loss %.4f | grad norm %.3f | lr %.2e | %8.0f tok/s | %6.0f ms"
-              " (compute %.0f, wait gather %.0f, batch %.0f, finish %.0f)\n",
+              " (compute %.0f, wait optimizer %.0f, exposed comm %.0f + end of step %.0f, batch %.0f)\n",
               static_cast<long long>(r.step), r.loss, r.grad_norm, r.lr, r.tokens_per_s,
-              r.step_s * 1e3, r.compute_s * 1e3, r.wait_gather_s * 1e3, r.wait_batch_s * 1e3,
-              r.wait_finish_s * 1e3);
+              r.step_s * 1e3, r.compute_s * 1e3, r.wait_optimizer_s * 1e3,
+              std::max(0.0, r.wait_gather_s - r.wait_optimizer_s) * 1e3, r.wait_finish_s * 1e3,
+              r.wait_batch_s * 1e3);
   if (scaler_.on) std::printf("             loss scale %g\n", r.loss_scale);
   std::fflush(stdout);
 }
