@@ -84,27 +84,9 @@ TEST(HfParity, LogitsLossAndEveryGradientMatchTransformers) {
   // Gradients through the engine's path: forward without autograd keeping each block's input,
   // then head backward, each block recomputed from its input and backpropagated, embedding last.
   // The last position predicts nothing, so running on the first t-1 tokens is exact.
-  const int head = static_cast<int>(flats.size()) - 1;
-  std::vector<at::Tensor> saved(flats.size()), grads(flats.size());
-  at::Tensor x;
-  {
-    at::NoGradGuard ng;
-    x = model.embed_forward(flats[0], in);
-    for (int u = 1; u < head; ++u) {
-      saved[u] = x;
-      x = model.block_forward(u, flats[u], x);
-    }
-  }
-  const HeadResult hr = model.head_backward(flats[head], x, labels, 1.0);
-  grads[head] = hr.grad_flat;
-  at::Tensor gx = hr.grad_x;
-  for (int u = head - 1; u >= 1; --u) {
-    auto g = model.block_backward(u, flats[u], saved[u], gx);
-    gx = g.first;
-    grads[u] = g.second;
-  }
-  grads[0] = model.embed_backward(flats[0], in, gx);
-  const double head_loss_rel = std::abs(hr.loss.item<double>() - ref_loss) / std::abs(ref_loss);
+  const test::UnitGrads pu = test::per_unit_backward(model, flats, in, labels);
+  const std::vector<at::Tensor>& grads = pu.grads;
+  const double head_loss_rel = std::abs(pu.loss - ref_loss) / std::abs(ref_loss);
   std::printf("loss (per-unit path): relative error %.3g\n", head_loss_rel);
   EXPECT_LE(head_loss_rel, 1e-5);
 

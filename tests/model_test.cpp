@@ -100,28 +100,10 @@ TEST(Llama, PerUnitBackwardEqualsWholeModelAutograd) {
   auto ref = torch::autograd::grad({loss}, leaves);
 
   // Per unit: forward without autograd keeping block inputs, then recompute + backward.
-  const int head = static_cast<int>(flats.size()) - 1;
-  std::vector<at::Tensor> saved(flats.size()), grads(flats.size());
-  at::Tensor x;
-  {
-    at::NoGradGuard ng;
-    x = model.embed_forward(flats[0], ids);
-    for (int u = 1; u < head; ++u) {
-      saved[u] = x;
-      x = model.block_forward(u, flats[u], x);
-    }
-  }
-  HeadResult hr = model.head_backward(flats[head], x, labels, 1.0);
-  grads[head] = hr.grad_flat;
-  at::Tensor gx = hr.grad_x;
-  for (int u = head - 1; u >= 1; --u) {
-    auto g = model.block_backward(u, flats[u], saved[u], gx);
-    gx = g.first;
-    grads[u] = g.second;
-  }
-  grads[0] = model.embed_backward(flats[0], ids, gx);
+  const test::UnitGrads pu = test::per_unit_backward(model, flats, ids, labels);
+  const std::vector<at::Tensor>& grads = pu.grads;
 
-  EXPECT_NEAR(hr.loss.item<double>(), loss.item<double>(), 1e-6);
+  EXPECT_NEAR(pu.loss, loss.item<double>(), 1e-6);
   for (size_t u = 0; u < flats.size(); ++u) {
     const double err = test::rel_err(grads[u], ref[u]);
     std::printf("unit %zu (%s): gradient relative error %.3g\n", u, layout.units[u].name.c_str(), err);

@@ -10,6 +10,7 @@
 
 #include "io/config.hpp"
 #include "io/samples.hpp"
+#include "model/llama.hpp"
 
 namespace xy::test {
 
@@ -59,6 +60,41 @@ inline std::shared_ptr<TokenSamples> random_samples(int64_t tokens, int64_t seq_
   std::vector<int32_t> ids(tokens);
   for (auto& t : ids) t = static_cast<int32_t>(rng() % vocab);
   return std::make_shared<TokenSamples>(std::move(ids), seq_len, vocab);
+}
+
+// The engine's per-unit path on full unit buffers: forward without autograd keeping each block's
+// input, then head backward, each block recomputed from its input and backpropagated, embedding
+// last. Returns the loss and one flat gradient per unit.
+struct UnitGrads {
+  double loss = 0;
+  std::vector<at::Tensor> grads;
+};
+inline UnitGrads per_unit_backward(const Llama& model, const std::vector<at::Tensor>& flats,
+                                   const at::Tensor& ids, const at::Tensor& labels) {
+  const int head = static_cast<int>(flats.size()) - 1;
+  std::vector<at::Tensor> saved(flats.size());
+  UnitGrads out;
+  out.grads.resize(flats.size());
+  at::Tensor x;
+  {
+    at::NoGradGuard ng;
+    x = model.embed_forward(flats[0], ids);
+    for (int u = 1; u < head; ++u) {
+      saved[u] = x;
+      x = model.block_forward(u, flats[u], x);
+    }
+  }
+  const HeadResult hr = model.head_backward(flats[head], x, labels, 1.0);
+  out.loss = hr.loss.item<double>();
+  out.grads[head] = hr.grad_flat;
+  at::Tensor gx = hr.grad_x;
+  for (int u = head - 1; u >= 1; --u) {
+    auto g = model.block_backward(u, flats[u], saved[u], gx);
+    gx = g.first;
+    out.grads[u] = g.second;
+  }
+  out.grads[0] = model.embed_backward(flats[0], ids, gx);
+  return out;
 }
 
 }  // namespace xy::test
