@@ -96,10 +96,10 @@ const std::vector<TableSchema>& schema() {
       {"optimizer",
        {"lr", "min_lr", "beta1", "beta2", "eps", "weight_decay", "no_decay", "grad_clip",
         "warmup_steps", "schedule", "warmup_type", "delayed_update"}},
-      {"actors", {"prefetch_batches", "prefetch_layers", "gather_budget_mb", "adam_threads"}},
+      {"actors", {"prefetch_batches", "prefetch_layers", "gather_budget_mb", "adam_threads", "offload_params"}},
       {"deadlines",
        {"collective_s", "compute_s", "optimizer_s", "batch_s", "checkpoint_s", "first_step_factor",
-        "poll_ms"}},
+        "poll_ms", "watchdog"}},
       {"checkpoint", {"dir", "every_steps", "every_minutes", "keep_last", "keep_every"}},
       {"control", {"secret", "heartbeat_s", "http_port", "http_host", "doctor"}},
       {"faults", {"inject"}},
@@ -630,6 +630,7 @@ void read_actors(Context& ctx, const toml::table* t, ActorsConfig& a) {
   r.integer("prefetch_layers", a.prefetch_layers, 0);
   r.integer("gather_budget_mb", a.gather_budget_mb, 1);
   r.integer("adam_threads", a.adam_threads, 0);
+  r.boolean("offload_params", a.offload_params);
 }
 
 void read_deadlines(Context& ctx, const toml::table* t, DeadlinesConfig& d) {
@@ -642,6 +643,7 @@ void read_deadlines(Context& ctx, const toml::table* t, DeadlinesConfig& d) {
   auto at_least_one = [](double v) { return v >= 1; };
   r.number("first_step_factor", d.first_step_factor, at_least_one, ">= 1");
   r.positive("poll_ms", d.poll_ms);
+  r.boolean("watchdog", d.watchdog);
 }
 
 void read_checkpoint(Context& ctx, const toml::table* t, CheckpointConfig& c) {

@@ -117,6 +117,9 @@ struct ActorsConfig {
   int prefetch_layers = 1;           // layers the parameter-shard gathers ahead of use (>= 0)
   int64_t gather_budget_mb = 4096;   // max MiB of gathered (full) layer parameters held per rank
   int adam_threads = 0;              // CPU Adam threads per node; 0 = all cores
+  // Parameter offload (GPU ranks): the working-precision shards live in pinned host memory and are
+  // copied to the device just ahead of their all-gather, instead of staying on the device.
+  bool offload_params = false;
 };
 
 // [deadlines]: seconds before an in-flight operation is declared stuck (watchdog).
@@ -128,6 +131,9 @@ struct DeadlinesConfig {
   double checkpoint_s = 1800;  // writing one checkpoint
   double first_step_factor = 5;  // deadlines of step 1 are multiplied by this (warm-up, allocation)
   double poll_ms = 200;        // how often the watchdog looks
+  // false: no watchdog actor and no deadlines (benchmarks of its overhead only; a stuck
+  // operation then hangs). Operations are still registered, for `xy-node status`.
+  bool watchdog = true;
 };
 
 // [control]: the control plane between nodes, the job's secret and the status server
