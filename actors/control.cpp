@@ -1,6 +1,7 @@
 // The control plane over the job's store: secret handshake, heartbeats, job-wide stall reports
 // (see control.hpp).
 #include "actors/control.hpp"
+#include "comm/comm.hpp"
 
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -116,6 +117,8 @@ void write_report_and_exit(const Config& cfg, const std::string& report, int cod
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
   std::ofstream(path) << report;
+  // Collectives stuck on the device are cancelled (ncclCommAbort), not left spinning.
+  for (const auto& line : abort_communicators()) std::cerr << "xy: " << line << "\n";
   std::cerr << "xy: report written to " << path.string() << "; exiting with code " << code << "\n"
             << std::flush;
   std::fflush(nullptr);

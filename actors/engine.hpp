@@ -146,6 +146,14 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts);
 // Face). Throws naming the file on a bad or unsupported config.json.
 void apply_init_from_shape(ModelConfig& m);
 
+// bf16 where every device of the job has it, else fp16 everywhere (DESIGN.md, "Precision"). Each
+// node publishes on the job's store whether its devices have bf16 (`no_bf16` empty) or why not,
+// and reads every node's answer: with `requested` = "bf16" and any node without it, the answer is
+// "fp16" and `message` (if given) says which node and device forced it. Other precisions pass
+// through. Every node gets the same answer.
+std::string agree_precision(KeyValueStore& store, int node, int nodes, const std::string& requested,
+                            const std::string& no_bf16, std::string* message);
+
 // The learning rate of 1-based `step` under the configured warm-up and schedule.
 double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps);
 

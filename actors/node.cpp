@@ -136,6 +136,24 @@ at::ScalarType working_dtype(const std::string& precision, bool on_device) {
                               "scaler in any precision)");
 }
 
+// Why this node's devices cannot compute in bf16 (empty if they can). XY_SIMULATE_NO_BF16=1 plays
+// a device without bf16 (a V100) for drills and tests.
+std::string local_no_bf16(const NodeContext& ctx) {
+  const char* sim = std::getenv("XY_SIMULATE_NO_BF16");
+  if (sim && std::string(sim) == "1") return "device 0 has no bf16 (simulated: XY_SIMULATE_NO_BF16=1)";
+#ifdef XY_WITH_CUDA
+  if (ctx.on_device)
+    for (int l = 0; l < ctx.local_ranks; ++l) {
+      cudaDeviceProp p{};
+      if (cudaGetDeviceProperties(&p, l) == cudaSuccess && p.major < 8)
+        return "device " + std::to_string(l) + " (" + p.name + ", compute capability " +
+               std::to_string(p.major) + "." + std::to_string(p.minor) + ") has no bf16";
+    }
+#endif
+  (void)ctx;
+  return "";
+}
+
 // Finds, verifies and checks the checkpoint to resume from; with resume_fallback, a corrupt one is
 // reported and the newest older good one is used instead.
 CheckpointManifest open_resume_checkpoint(const Config& cfg, const RunOptions& opts) {
@@ -214,6 +232,15 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
                             topo.node_index == 0, comm_timeout);
   ctx.comms = std::move(group.comms);
   ctx.store = std::move(group.store);
+  // bf16 only if every device of the job has it; else fp16 everywhere, said once per node.
+  std::string note;
+  const std::string precision = agree_precision(*ctx.store, ctx.node_index, ctx.nodes, cfg.train.precision,
+                                                local_no_bf16(ctx), &note);
+  if (precision != cfg.train.precision) {
+    ctx.cfg.train.precision = precision;
+    ctx.working_dtype = working_dtype(precision, ctx.on_device);
+    std::printf("xy: %s\n", note.c_str());
+  }
   // Every rank initialises each full unit identically (explicit seeded generator) and keeps its
   // slice: the result does not depend on the world size.
   for (int local = 0; local < ctx.local_ranks; ++local) {
@@ -270,7 +297,10 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
         // The working copy lives on the device; gradients land in pinned host memory in the
         // working precision.
         const c10::Device dev = ctx.streams[l].device;
-        sh->working.push_back(w.to(dev));
+        if (cfg.actors.offload_params)  // parameter offload: pinned host memory instead
+          sh->working.push_back(pinned_zeros(n, ctx.working_dtype).copy_(w));
+        else
+          sh->working.push_back(w.to(dev));
         sh->grad.push_back(pinned_zeros(n, ctx.working_dtype));
         if (cfg.train.grad_accum > 1)
           sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
@@ -287,7 +317,9 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   }
   if (cfg.optimizer.delayed_update)
     for (auto& sh : ctx.shards)
-      for (const auto& w : sh->working) sh->working_alt.push_back(w.clone());
+      for (const auto& w : sh->working)
+        sh->working_alt.push_back(w.is_cpu() && ctx.on_device ? pinned_zeros(w.numel(), w.scalar_type()).copy_(w)
+                                                                : w.clone());
   ctx.start_positions.assign(ctx.local_ranks, 0);
   if (ckpt) {
     ctx.start_step = ckpt->step;
@@ -311,6 +343,22 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
 }
 
 }  // namespace
+
+std::string agree_precision(KeyValueStore& store, int node, int nodes, const std::string& requested,
+                            const std::string& no_bf16, std::string* message) {
+  if (requested != "bf16") return requested;
+  store.set("xy/precision/no_bf16/" + std::to_string(node), no_bf16.empty() ? "-" : no_bf16);
+  for (int n = 0; n < nodes; ++n) {
+    const std::string why = store.get("xy/precision/no_bf16/" + std::to_string(n));
+    if (why == "-") continue;
+    if (message)
+      *message = "node " + std::to_string(n) + ": " + why +
+                 ": the whole job trains in fp16 with dynamic loss scaling instead of the "
+                 "requested bf16 (train.precision)";
+    return "fp16";
+  }
+  return requested;
+}
 
 TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   auto ctx = std::make_shared<NodeContext>();
@@ -342,7 +390,10 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
                 ctx->node_index, ctx->nodes, ctx->first_rank, ctx->first_rank + ctx->local_ranks - 1,
                 ctx->comms.empty() ? "?" : ctx->comms[0]->backend().c_str(), host_bytes / 1048576.0,
                 host_bytes / share, working_bytes / share,
-                ctx->on_device ? "device memory" : "in host memory on CPU ranks", rss_gib());
+                !ctx->on_device                 ? "in host memory on CPU ranks"
+                : cfg.actors.offload_params ? "pinned host memory: parameter offload"
+                                                : "device memory",
+                rss_gib());
 
   if (!ctx->resumed_from.empty() && !opts.quiet)
     std::printf("xy: resumed from %s (step %lld)\n", ctx->resumed_from.c_str(),
@@ -382,6 +433,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
                         if (failed_since == Clock::time_point::max()) failed_since = Clock::now();
                         if (Clock::now() - failed_since > std::chrono::seconds(10)) {
                           std::cerr << "xy: ranks did not stop after the error above; exiting\n";
+                          for (const auto& line : abort_communicators()) std::cerr << "xy: " << line << "\n";
                           std::fflush(nullptr);
                           std::_Exit(ctx->result.exit_code);
                         }

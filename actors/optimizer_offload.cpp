@@ -23,6 +23,8 @@ struct OptimizerState {
   int next_staging = 0;
   int64_t version = 0;
   static inline const char* name = "optimizer-offload";
+  // The working copies live on the device: each unit's new copy is uploaded after its update.
+  bool uploads() const { return ctx->on_device && !ctx->cfg.actors.offload_params; }
 };
 
 WorkingType working_type(at::ScalarType t) {
@@ -53,8 +55,9 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
   const char* g = static_cast<const char*>(grad.data_ptr());
   const size_t gsize = grad.element_size();
   const GradType gt = grad.scalar_type() == at::kBFloat16 ? GradType::kBFloat16 : GradType::kFloat32;
-  // On a device the kernel writes the working copy into a pinned staging buffer, uploaded after.
-  at::Tensor& dst = s.ctx->on_device ? s.staging[s.next_staging] : s.sh->working_of(u, o.step);
+  // On a device the kernel writes the working copy into a pinned staging buffer, uploaded after
+  // (with parameter offload, or on CPU ranks, straight into the host working copy).
+  at::Tensor& dst = s.uploads() ? s.staging[s.next_staging] : s.sh->working_of(u, o.step);
   char* out = static_cast<char*>(dst.data_ptr());
   const size_t esize = dst.element_size();
   const WorkingType wt = working_type(dst.scalar_type());
@@ -79,7 +82,7 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
   s.shard = shard;
   s.version = ctx->start_step;
   s.st = ctx->streams[local];
-  if (ctx->on_device) {
+  if (s.uploads()) {
     int64_t largest = 0;
     for (const auto& u : ctx->layout.units) largest = std::max(largest, u.shard_numel);
     for (auto& b : s.staging)
@@ -98,12 +101,15 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
             // The upload that last read this staging buffer must be done before it is rewritten.
             const int k = s.next_staging;
             if (s.staged[k]) s.staged[k]->synchronize();
-            if (s.ctx->on_device && order.skip) {  // nothing to upload: stage the current copy
-              s.staging[k].narrow(0, 0, s.sh->master[u].numel()).copy_(s.sh->master[u]);
+            if (order.skip) {  // the new version is the current one, recast from the master
+              if (s.uploads())
+                s.staging[k].narrow(0, 0, s.sh->master[u].numel()).copy_(s.sh->master[u]);
+              else  // (with the delayed update the other buffer holds an older version)
+                s.sh->working_of(u, order.step).copy_(s.sh->master[u]);
             }
             if (!order.skip) step_unit(s, u, order);
             s.sh->grad[u].zero_();
-            if (s.ctx->on_device) {
+            if (s.uploads()) {
               c10::StreamGuard guard(s.st.h2d);
               at::Tensor& w = s.sh->working_of(u, order.step);
               w.copy_(s.staging[k].narrow(0, 0, w.numel()), /*non_blocking=*/true);

@@ -12,7 +12,9 @@
 // trainer's compute stream is ordered after a gather by the event delivered with it, and a
 // reduction after the trainer's backward by the event sent with the gradient. A gradient shard
 // goes to pinned host memory on the reduce stream as soon as it is reduced (grad_accum = 1), or
-// accumulates on the device in fp32 until the end of the step.
+// accumulates on the device in fp32 until the end of the step. With parameter offload
+// (actors.offload_params) the shards live in pinned host memory and each is copied to the device on
+// the host-to-device stream just before its all-gather.
 #include <cmath>
 #include <deque>
 #include <map>
@@ -127,6 +129,21 @@ struct ParamShardState {
     }
   }
 
+  // Parameter offload: copies a pinned host shard to the device on the host-to-device stream,
+  // ahead of its all-gather on the gather stream (ordered by an event). The device copy is freed
+  // when the gather stream is done with it.
+  at::Tensor upload(const at::Tensor& host) {
+    at::Tensor dev;
+    {
+      c10::StreamGuard guard(st.h2d);
+      dev = at::empty(host.sizes(), at::TensorOptions().dtype(host.scalar_type()).device(st.device));
+      dev.copy_(host, /*non_blocking=*/true);
+    }
+    DeviceEvent::record(st.h2d)->block(st.gather);
+    dev.record_stream(st.gather);
+    return dev;
+  }
+
   // A reduced gradient of step s may land in the gradient shard once the optimizer is done with
   // step s - 1's gradient there (always, without the delayed update).
   bool can_land(const Reduction& r) const { return version[r.unit] >= r.step - 1; }
@@ -164,7 +181,9 @@ struct ParamShardState {
         wait_for(uploaded[q.unit], st.gather);
         const uint64_t seq = comm->seq() + 1;
         g.op_id = ctx->registry.begin("all-gather", rank, q.unit, seq, step_of(q.version), deadline());
-        g.op = comm->all_gather(sh->working_of(q.unit, q.version), g.full);
+        at::Tensor shard = sh->working_of(q.unit, q.version);
+        if (st.on_device() && shard.is_cpu()) shard = upload(shard);  // parameter offload
+        g.op = comm->all_gather(shard, g.full);
         g.issued = true;
         g.issued_at = Clock::now();
       } else if (q.kind == Queued::kReduce) {

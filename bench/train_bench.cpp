@@ -4,7 +4,8 @@
 //   tokens/s = world * grad_accum * micro_batch * seq_len / median step time (steps after warm-up)
 //   MFU      = 6 * parameters * tokens/s / (world * peak)     (attention and recompute not counted,
 //              as the peer counts; peak = 989e12 bf16 FLOP/s per H100 SXM unless --peak-tflops)
-// usage: train_bench --config FILE [--steps N] [--warmup W] [--peak-tflops P]
+// usage: train_bench --config FILE [--steps N] [--warmup W] [--peak-tflops P] [--offload-params]
+//        (--offload-params sets actors.offload_params: the working shards in pinned host memory)
 #include <cxxopts.hpp>
 
 #include <algorithm>
@@ -36,11 +37,13 @@ int main(int argc, char** argv) {
   opts.add_options()("config", "config file", cxxopts::value<std::string>())(
       "steps", "steps", cxxopts::value<int64_t>()->default_value("8"))(
       "warmup", "steps left out of the median", cxxopts::value<int64_t>()->default_value("3"))(
-      "peak-tflops", "peak FLOP/s per device for MFU", cxxopts::value<double>()->default_value("989"));
+      "peak-tflops", "peak FLOP/s per device for MFU", cxxopts::value<double>()->default_value("989"))(
+      "offload-params", "parameter offload (actors.offload_params = true)");
   auto args = opts.parse(argc, argv);
   xy::Config cfg = xy::load_config(args["config"].as<std::string>());
   cfg.train.steps = args["steps"].as<int64_t>();
   cfg.train.log_every = 1;
+  if (args.count("offload-params")) cfg.actors.offload_params = true;
   cfg.optimizer.warmup_steps = std::min(cfg.optimizer.warmup_steps, cfg.train.steps);
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = 32000;
   const int world = cfg.topology.world_size();
@@ -65,11 +68,11 @@ int main(int argc, char** argv) {
   const int64_t params = xy::build_layout(cfg.model, 1, {}).total_numel();
   const double mfu = 6.0 * params * tok_s / (world * args["peak-tflops"].as<double>() * 1e12);
   std::printf("\nRESULT model=%s params=%lld world=%d seq=%lld micro_batch=%lld grad_accum=%lld "
-              "precision=%s device=%s\n",
+              "precision=%s device=%s offload_params=%d\n",
               cfg.model.preset.c_str(), static_cast<long long>(params), world,
               static_cast<long long>(cfg.data.seq_len), static_cast<long long>(cfg.train.micro_batch),
               static_cast<long long>(cfg.train.grad_accum), cfg.train.precision.c_str(),
-              cfg.topology.device.c_str());
+              cfg.topology.device.c_str(), cfg.actors.offload_params ? 1 : 0);
   std::printf("RESULT median step %.3f s | %.0f tokens/s | MFU %.1f%% | split: compute %.3f s, wait "
               "for the optimizer %.3f s, exposed gathers %.3f s, end of step (reduce + norm) %.3f s, "
               "wait batch %.3f s | host peak RSS %.1f GiB | engine host state %.1f GiB\n",

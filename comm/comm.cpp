@@ -5,8 +5,10 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include "comm/c10d_store.hpp"
 
@@ -14,7 +16,53 @@ namespace xy {
 namespace {
 std::mutex guard_mu;
 std::function<void(KeyValueStore&)> pending_guard;  // guarded by guard_mu
+std::mutex abort_mu;
+std::vector<std::weak_ptr<Comm>> abortable;  // guarded by abort_mu
 }  // namespace
+
+void register_for_abort(const std::shared_ptr<Comm>& comm) {
+  std::lock_guard<std::mutex> lock(abort_mu);
+  abortable.push_back(comm);
+}
+
+std::vector<std::string> abort_communicators(double limit_s) {
+  std::vector<std::shared_ptr<Comm>> comms;
+  {
+    std::lock_guard<std::mutex> lock(abort_mu);
+    for (auto& w : abortable)
+      if (auto c = w.lock()) comms.push_back(std::move(c));
+    abortable.clear();
+  }
+  if (comms.empty()) return {};
+  // The aborts run on a thread of their own: if one hangs, the caller goes on after limit_s.
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::string> lines;
+    bool done = false;
+  };
+  auto sh = std::make_shared<Shared>();
+  std::thread([sh, comms] {
+    for (const auto& c : comms) {
+      std::string line;
+      try {
+        line = "rank " + std::to_string(c->rank()) + ": " + c->abort();
+      } catch (const std::exception& e) {
+        line = "rank " + std::to_string(c->rank()) + ": abort failed: " + e.what();
+      }
+      std::lock_guard<std::mutex> lock(sh->mu);
+      sh->lines.push_back(std::move(line));
+    }
+    std::lock_guard<std::mutex> lock(sh->mu);
+    sh->done = true;
+    sh->cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(sh->mu);
+  if (!sh->cv.wait_for(lock, std::chrono::duration<double>(limit_s), [&] { return sh->done; }))
+    sh->lines.push_back("aborting the communicators took longer than " + std::to_string(limit_s) +
+                        " s; going on without them");
+  return sh->lines;
+}
 
 void set_rendezvous_guard(std::function<void(KeyValueStore&)> guard) {
   std::lock_guard<std::mutex> lock(guard_mu);

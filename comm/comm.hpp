@@ -46,6 +46,11 @@ class Comm {
   // Collectives issued so far on this communicator (the next one gets seq() + 1).
   uint64_t seq() const { return seq_; }
 
+  // Ends the communicator's collectives in flight so that nothing waits on them any more (NCCL:
+  // ncclCommAbort through the process group; the communicator is unusable after). Returns a word
+  // on what was done, for the log. May be called from any thread, once, before the process exits.
+  virtual std::string abort() { return backend() + ": nothing to abort"; }
+
  protected:
   uint64_t next_seq() { return ++seq_; }
 
@@ -99,6 +104,13 @@ std::shared_ptr<KeyValueStore> connect_store(const std::string& host, int port, 
 CommGroup make_nccl_comms(int world, int first_rank, int local, const std::string& store_host,
                           int store_port, bool is_store_server, double timeout_s);
 #endif
+
+// Communicators that abort_communicators() ends: make_*_comms register theirs.
+void register_for_abort(const std::shared_ptr<Comm>& comm);
+// Aborts every registered communicator still alive (the watchdog, before it ends the process after
+// a stall: a collective stuck on the device is cancelled instead of left behind). Gives up after
+// `limit_s` (an abort that itself hangs) and returns one line per communicator for the log.
+std::vector<std::string> abort_communicators(double limit_s = 10);
 
 // Shorthand for tests: `world` ranks, all in this process, on 127.0.0.1.
 std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,

@@ -3,10 +3,16 @@
 // calling thread's current stream, and CommOp::wait() makes the current stream wait for it
 // without blocking the host. Link the NCCL that LibTorch loads (see CMakeLists.txt): one NCCL per
 // process.
+//
+// The communicators are non-blocking (ncclConfig_t.blocking = 0; XY_NCCL_BLOCKING=1 turns that
+// off) so that the watchdog can abort a stuck collective (ncclCommAbort, through
+// ProcessGroupNCCL::abort) instead of leaving it spinning on the device; the process group's own
+// thread polls ncclCommGetAsyncError and fails the collective's work with the NCCL error.
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "comm/c10d_store.hpp"
@@ -14,6 +20,26 @@
 
 namespace xy {
 namespace {
+
+// ProcessGroupNCCL's API differs between LibTorch versions: these pick what this one has.
+template <class P>
+auto abort_group(P& pg, int) -> decltype(pg.abort(), std::string()) {
+  pg.abort();
+  return "NCCL communicator aborted (ncclCommAbort)";
+}
+template <class P>
+std::string abort_group(P&, long) {
+  return "this LibTorch's ProcessGroupNCCL cannot abort; the process exit ends the communicator";
+}
+template <class O>
+auto set_nonblocking(O& o, int) -> decltype(o.config.blocking = 0, bool()) {
+  o.config.blocking = 0;
+  return true;
+}
+template <class O>
+bool set_nonblocking(O&, long) {
+  return false;
+}
 
 class NcclOp : public CommOp {
  public:
@@ -64,6 +90,8 @@ class NcclComm : public Comm {
     const uint64_t s = next_seq();
     return std::make_unique<NcclOp>(pg_->allreduce(v), "all-reduce #" + std::to_string(s));
   }
+  std::string abort() override { return abort_group(*pg_, 0); }
+
   std::unique_ptr<CommOp> broadcast(const at::Tensor& t, int root) override {
     std::vector<at::Tensor> v{t};
     c10d::BroadcastOptions o;
@@ -89,11 +117,14 @@ CommGroup make_nccl_comms(int world, int first_rank, int local, const std::strin
   for (int l = 0; l < local; ++l) {
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
+    const char* blocking = std::getenv("XY_NCCL_BLOCKING");
+    if (!(blocking && std::string(blocking) == "1")) set_nonblocking(*opts, 0);
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("nccl", store);
     // The communicator is created lazily by the first collective, on the device current then
     // (the rank's parameter-shard thread sets its device): all local ranks meet there.
     group.comms.push_back(std::make_shared<NcclComm>(
         c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, first_rank + l, world, opts)));
+    register_for_abort(group.comms.back());
   }
   return group;
 }

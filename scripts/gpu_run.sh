@@ -22,6 +22,9 @@ for what in "$@"; do
     tiny) ./build-cuda/bin/train_bench --config bench/configs/tiny-gpu.toml --steps 12 2>&1 | tee "$OUT/tiny.log" | grep -E "RESULT|error" ;;
     1b) ./build-cuda/bin/train_bench --config bench/configs/1b-h100.toml --steps 8 2>&1 | tee "$OUT/1b.log" | grep -E "RESULT|error" ;;
     1b-dpu) ./build-cuda/bin/train_bench --config bench/configs/1b-h100-dpu.toml --steps 10 2>&1 | tee "$OUT/1b-dpu.log" | grep -E "^step|RESULT|error|xy:" ;;
+    1b-dpu-off) ./build-cuda/bin/train_bench --config bench/configs/1b-h100-dpu.toml --steps 10 --offload-params 2>&1 | tee "$OUT/1b-dpu-off.log" | grep -E "RESULT|error|xy:" ;;
+    7b-dpu-off) ./build-cuda/bin/train_bench --config bench/configs/7b-h100-dpu.toml --steps 6 --warmup 3 --offload-params 2>&1 | tee "$OUT/7b-dpu-off.log" | grep -E "RESULT|error|xy:" ;;
+    multinode) (cd build-cuda && ctest -R multiprocess_gpu_test --output-on-failure) 2>&1 | tee "$OUT/multinode.log" | grep -E "ok:|FAILED|passed|Passed|Failed" ;;
     7b-dpu) ./build-cuda/bin/train_bench --config bench/configs/7b-h100-dpu.toml --steps 6 --warmup 3 2>&1 | tee "$OUT/7b-dpu.log" | grep -E "^step|RESULT|error|xy:" ;;
     7b-4gpu) ./build-cuda/bin/train_bench --config bench/configs/7b-4xh100-dpu.toml --steps 6 --warmup 3 2>&1 | tee "$OUT/7b-4gpu.log" | grep -E "^step|RESULT|error|xy:" ;;
     1b-ckpt) ./build-cuda/bin/train_bench --config bench/configs/1b-h100-ckpt.toml --steps 9 2>&1 | tee "$OUT/1b-ckpt.log" | grep -E "checkpoint|RESULT|error" ;;

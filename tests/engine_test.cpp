@@ -7,6 +7,9 @@
 #include <torch/optim/adamw.h>
 
 #include "actors/engine.hpp"
+#include "comm/c10d_store.hpp"
+
+#include <thread>
 #include "test_util.hpp"
 
 using namespace xy;
@@ -196,4 +199,37 @@ TEST(Engine, BadSetupIsAnErrorNotACrash) {
   EXPECT_EQ(r.exit_code, kExitUsage);
   EXPECT_NE(r.error.find("model.vocab_size is 97"), std::string::npos) << r.error;
   std::printf("error: %s\n", r.error.c_str());
+}
+
+// DESIGN.md, "Precision": one node without bf16 (a V100) makes the whole job fp16, and every node
+// is told which node forced it; with bf16 everywhere nothing changes.
+TEST(Precision, OneNodeWithoutBf16MakesTheWholeJobFp16) {
+  auto store = xy::open_job_store(1, 1, "", 0, false, 20);
+  const std::string v100 = "device 0 (Tesla V100-SXM2-32GB, compute capability 7.0) has no bf16";
+  std::string p[3], msg[3];
+  std::vector<std::thread> nodes;
+  for (int n = 0; n < 3; ++n)
+    nodes.emplace_back([&, n] { p[n] = xy::agree_precision(*store, n, 3, "bf16", n == 1 ? v100 : "", &msg[n]); });
+  for (auto& t : nodes) t.join();
+  for (int n = 0; n < 3; ++n) {
+    std::printf("node %d: %s: %s\n", n, p[n].c_str(), msg[n].c_str());
+    EXPECT_EQ(p[n], "fp16");
+    EXPECT_NE(msg[n].find("node 1: " + v100 + ": the whole job trains in fp16"), std::string::npos);
+  }
+}
+
+TEST(Precision, Bf16EverywhereStaysBf16AndOtherPrecisionsPassThrough) {
+  auto store = xy::open_job_store(1, 1, "", 0, false, 20);
+  std::string p[2], msg[2];
+  std::vector<std::thread> nodes;
+  for (int n = 0; n < 2; ++n)
+    nodes.emplace_back([&, n] { p[n] = xy::agree_precision(*store, n, 2, "bf16", "", &msg[n]); });
+  for (auto& t : nodes) t.join();
+  for (int n = 0; n < 2; ++n) {
+    EXPECT_EQ(p[n], "bf16");
+    EXPECT_EQ(msg[n], "");
+  }
+  std::string m;
+  EXPECT_EQ(xy::agree_precision(*store, 0, 2, "fp32", "no bf16 here", &m), "fp32");
+  EXPECT_EQ(m, "");
 }

@@ -2,7 +2,9 @@
 # Injected faults end the job with the documented exit code and a report naming the culprit, within
 # (deadline + 5 s) of the fault (docs/OPERATIONS.md). One case per run, so that CTest shows one
 # test per fault; every process runs under `timeout` so that a hang fails the test, never CI.
-# usage: fault_test.sh XY_NODE WORK_DIR CASE    (run from the repository root)
+# usage: fault_test.sh XY_NODE WORK_DIR CASE [DEVICE]   (run from the repository root)
+#   DEVICE: cpu (default; Gloo) or cuda (NCCL, label gpu: the stuck collectives are also aborted,
+#   and with two nodes each process sees one GPU of its own through CUDA_VISIBLE_DEVICES)
 #   CASE: setup | skip-collective | sleep-compute | reorder | block-batch | block-adam |
 #         block-checkpoint | block-watchdog | cross-node-stall | cross-node-stall0 | kill-node |
 #         stop-node | stop-node0 |
@@ -11,7 +13,9 @@ set -uo pipefail
 XY=$1
 ROOT=$2
 CASE=$3
+DEVICE=${4:-cpu}
 W="$ROOT/$CASE"
+[ "$DEVICE" = cpu ] || W="$ROOT/$CASE-$DEVICE"
 D=3   # the deadline of every operation kind in these runs (step 1: 3x)
 HB=3  # control.heartbeat_s
 fail=0; passed=0
@@ -66,12 +70,14 @@ heartbeat_s = $HB
 doctor = false
 EOF
 }
-one_node() {  # a job of one process with two CPU ranks
-  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 2\n'
+one_node() {  # a job of one process with two ranks
+  printf '[topology]\ndevice = "%s"\n' "$DEVICE"
+  printf '[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 2\n'
   body "tokenizer = \"$ROOT/setup/tokenizer.model\""
 }
 two_nodes() {  # two processes, one rank each
-  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\nport = %s\ndevices = 1\n' "$P0"
+  printf '[topology]\ndevice = "%s"\n' "$DEVICE"
+  printf '[[topology.nodes]]\nhost = "127.0.0.1"\nport = %s\ndevices = 1\n' "$P0"
   printf '[[topology.nodes]]\nhost = "127.0.0.1"\nport = %s\ndevices = 1\n' "$P1"
   body "tokenizer = \"$ROOT/setup/tokenizer.model\""
 }
@@ -144,6 +150,9 @@ skip-collective|sleep-compute|reorder|block-batch|block-adam|block-checkpoint|bl
   report="$W/node0/stall-report.txt"
   [ "$CASE" = block-watchdog ] && report="$W/n0.log"
   for p in "${want[@]}"; do grep -q -- "$p" "$report"; check "report says: $p" $?; done
+  if [ "$DEVICE" = cuda ] && [ $want_rc -eq 3 ]; then
+    grep -q "NCCL communicator aborted" "$W/n0.log"; check "the NCCL communicators were aborted" $?
+  fi
   if [ "$CASE" = reorder ]; then
     n=$(sed -n 's/.*issues the collective after #\([0-9]*\) in its place.*/\1/p' "$W/n0.log")
     grep -q "issued collective #$n differently" "$report"; check "report names collective #$n" $?
@@ -159,9 +168,11 @@ cross-node-stall|cross-node-stall0|kill-node|stop-node|stop-node0)
     stop-node) F="stop-node:rank=1,step=4"; fnode=1; want_rc=4; limit=$((HB + 5)) ;;
     stop-node0) F="stop-node:rank=0,step=4"; fnode=0; want_rc=4; limit=$((HB + 5)) ;;
   esac
-  f0=""; f1=""; [ $fnode -eq 0 ] && f0="XY_FAULT=$F"; [ $fnode -eq 1 ] && f1="XY_FAULT=$F"
-  start n0 XY_NODE_INDEX=0 $f0 -- --config "$W/job.toml" --work-dir "$W/node0"
-  start n1 XY_NODE_INDEX=1 $f1 -- --config "$W/job.toml" --work-dir "$W/node1"
+  f0="XY_FAULT="; f1="XY_FAULT="; [ $fnode -eq 0 ] && f0="XY_FAULT=$F"; [ $fnode -eq 1 ] && f1="XY_FAULT=$F"
+  g0="XY_GPU=any"; g1="XY_GPU=any"  # with GPUs, one each
+  [ "$DEVICE" = cuda ] && { g0="CUDA_VISIBLE_DEVICES=0"; g1="CUDA_VISIBLE_DEVICES=1"; }
+  start n0 XY_NODE_INDEX=0 "$f0" "$g0" -- --config "$W/job.toml" --work-dir "$W/node0"
+  start n1 XY_NODE_INDEX=1 "$f1" "$g1" -- --config "$W/job.toml" --work-dir "$W/node1"
   t0=$(fired_at "$W/n$fnode.log")
   other=$((1 - fnode))
   eval "opid=\$PID_n$other"; eval "fpid=\$PID_n$fnode"
@@ -173,6 +184,9 @@ cross-node-stall|cross-node-stall0|kill-node|stop-node|stop-node0)
   rep="$W/node$other/stall-report.txt"
   case "$CASE" in
     cross-node-stall)
+      if [ "$DEVICE" = cuda ]; then
+        grep -q "NCCL communicator aborted" "$W/n0.log"; check "node 0 aborted its NCCL communicator" $?
+      fi
       wait "$fpid"; rc1=$?
       check "node 1 exit code 3 too (got $rc1)" $([ $rc1 -eq 3 ]; echo $?)
       for r in "$W/node0/stall-report.txt" "$W/node1/stall-report.txt"; do

@@ -1,9 +1,13 @@
 // The engine on CUDA against the CPU engine: the tiny model in fp32 reproduces the CPU losses
 // within 1e-4 relative over 20 steps; in bf16 the loss curve tracks fp32 within 2% (bf16 has an
-// 8-bit mantissa: per-step relative differences of ~1e-2 are expected). Labelled gpu.
+// 8-bit mantissa: per-step relative differences of ~1e-2 are expected), and so does fp16 with the
+// loss scaler (11-bit mantissa); parameter offload gives the same losses bit for bit; a device
+// without bf16 makes a bf16 job train in fp16. Labelled gpu.
 #include <gtest/gtest.h>
 
 #include <c10/core/impl/VirtualGuardImpl.h>
+
+#include <cstdlib>
 
 #include "actors/engine.hpp"
 #include "test_util.hpp"
@@ -48,6 +52,66 @@ TEST(Gpu, Bf16TracksFp32) {
   std::printf("bf16 vs fp32 on CUDA over %zu steps: worst loss relative difference %.3g\n",
               f32.steps.size(), worst);
   EXPECT_LT(worst, 2e-2);
+}
+
+static double worst_loss_difference(const TrainResult& a, const TrainResult& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.steps.size() && i < b.steps.size(); ++i)
+    worst = std::max(worst, std::abs(a.steps[i].loss - b.steps[i].loss) / a.steps[i].loss);
+  return worst;
+}
+
+TEST(Gpu, Fp16WithTheLossScalerTracksFp32) {
+  Config cfg = test::tiny_config(1, 20);
+  cfg.train.initial_loss_scale = 1024;
+  TrainResult f32 = run(cfg, "cuda", "fp32");
+  TrainResult f16 = run(cfg, "cuda", "fp16");
+  ASSERT_EQ(f32.exit_code, 0) << f32.error;
+  ASSERT_EQ(f16.exit_code, 0) << f16.error;
+  int skipped = 0;
+  for (const auto& s : f16.steps) skipped += s.skipped;
+  const double worst = worst_loss_difference(f32, f16);
+  std::printf("fp16 (loss scale %.0f at the end, %d skipped) vs fp32 on CUDA over %zu steps: worst "
+              "loss relative difference %.3g\n", f16.steps.back().loss_scale, skipped, f32.steps.size(), worst);
+  EXPECT_EQ(f16.steps.front().loss_scale, 1024);  // the scaler ran
+  EXPECT_EQ(skipped, 0);
+  EXPECT_LT(worst, 2e-2);
+}
+
+TEST(Gpu, ADeviceWithoutBf16MakesTheJobFp16) {
+  Config cfg = test::tiny_config(1, 8);
+  cfg.train.initial_loss_scale = 1024;
+  TrainResult f16 = run(cfg, "cuda", "fp16");
+  setenv("XY_SIMULATE_NO_BF16", "1", 1);
+  TrainResult fallback = run(cfg, "cuda", "bf16");
+  unsetenv("XY_SIMULATE_NO_BF16");
+  TrainResult b16 = run(cfg, "cuda", "bf16");
+  ASSERT_EQ(f16.exit_code, 0) << f16.error;
+  ASSERT_EQ(fallback.exit_code, 0) << fallback.error;
+  ASSERT_EQ(b16.exit_code, 0) << b16.error;
+  std::printf("bf16 requested without bf16: worst loss difference %.3g vs fp16, %.3g vs bf16\n",
+              worst_loss_difference(f16, fallback), worst_loss_difference(b16, fallback));
+  EXPECT_EQ(worst_loss_difference(f16, fallback), 0.0);  // it is the fp16 run, bit for bit
+  EXPECT_EQ(fallback.steps.front().loss_scale, 1024);    // with the loss scaler
+  EXPECT_GT(worst_loss_difference(b16, fallback), 0.0);
+}
+
+TEST(Gpu, ParameterOffloadGivesTheSameLosses) {
+  for (bool dpu : {false, true})
+    for (const char* precision : {"fp32", "bf16"}) {
+      Config cfg = test::tiny_config(1, 12);
+      cfg.optimizer.delayed_update = dpu;
+      TrainResult on_device = run(cfg, "cuda", precision);
+      cfg.actors.offload_params = true;
+      TrainResult offloaded = run(cfg, "cuda", precision);
+      ASSERT_EQ(on_device.exit_code, 0) << on_device.error;
+      ASSERT_EQ(offloaded.exit_code, 0) << offloaded.error;
+      const double worst = worst_loss_difference(on_device, offloaded);
+      std::printf("parameter offload, %s%s: worst loss difference vs working copies on the device %.3g\n",
+                  precision, dpu ? ", delayed update" : "", worst);
+      EXPECT_EQ(worst, 0.0);
+      EXPECT_EQ(offloaded.steps.size(), on_device.steps.size());
+    }
 }
 
 TEST(Gpu, TwoLocalRanksMatchOne) {
