@@ -1,9 +1,12 @@
 // The dataloader (node) and prefetcher (rank) actors.
 //
 // The dataloader owns the samples and their deterministic order (io/samples.hpp) and each local
-// rank's position; it copies a micro-batch into a fresh tensor per request (cheap next to a step).
+// rank's position; it copies a micro-batch into a fresh tensor per request (cheap next to a step;
+// pinned on device ranks, and never written again once handed out).
 // The prefetcher keeps cfg.actors.prefetch_batches micro-batches requested ahead, so the trainer
-// normally finds the next one ready.
+// normally finds the next one ready. On a device rank it copies each batch up as soon as it
+// arrives (non-blocking, from pinned memory, on the rank's host-to-device stream) and hands the
+// trainer device tensors with the copy's event; on a CPU rank it hands the host batch as it is.
 #include <deque>
 #include <functional>
 
@@ -52,16 +55,48 @@ dataloader_actor::behavior_type dataloader_fn(
   };
 }
 
+// The pinned source of one copy up, kept until the copy is done.
+struct HostCopy {
+  at::Tensor tokens, labels;
+  DeviceEventPtr done;
+};
+
 struct PrefetcherState {
   std::shared_ptr<NodeContext> ctx;
   int local = 0;
+  RankStreams st;
   dataloader_actor dataloader;
   std::deque<Batch> ready;
   std::deque<caf::typed_response_promise<Batch>> waiting;
   int in_flight = 0;
+  std::deque<HostCopy> uploading;  // device rank: sources of the last copies up, oldest first
   std::function<void()> refill;  // tops up the requests in flight
   static inline const char* name = "prefetcher";
 };
+
+// Device rank: starts copying `b` up and replaces its tensors by the device ones, complete at
+// b.ready. The device tensors are allocated on the host-to-device stream (the caching allocator
+// ties them to it; the trainer adds its compute stream with record_stream). The pinned sources are
+// kept until their copy is done: the last prefetch_batches + 2 are held, and the oldest is dropped
+// only after the host waits for its copy's event (by then long complete, so no wait in practice:
+// at most prefetch_batches batches are ready, so the trainer has taken that one before). The
+// caching host allocator would also keep freed pinned memory until the copy ends; this does not
+// rely on it.
+void upload(PrefetcherState& s, Batch& b) {
+  if (!s.st.on_device()) return;
+  HostCopy h{b.tokens, b.labels, nullptr};
+  {
+    c10::StreamGuard guard(s.st.h2d);  // current device and stream for allocation and copies
+    b.tokens = h.tokens.to(s.st.device, /*non_blocking=*/true);
+    b.labels = h.labels.to(s.st.device, /*non_blocking=*/true);
+    h.done = b.ready = DeviceEvent::record(s.st.h2d);
+  }
+  s.uploading.push_back(std::move(h));
+  while (static_cast<int>(s.uploading.size()) > s.ctx->cfg.actors.prefetch_batches + 2) {
+    s.uploading.front().done->synchronize();
+    s.uploading.pop_front();
+  }
+}
 
 prefetcher_actor::behavior_type prefetcher_fn(
     prefetcher_actor::stateful_pointer<PrefetcherState> self, std::shared_ptr<NodeContext> ctx,
@@ -69,9 +104,11 @@ prefetcher_actor::behavior_type prefetcher_fn(
   auto& s = self->state;
   s.ctx = ctx;
   s.local = local;
+  s.st = ctx->streams[local];
   s.dataloader = dataloader;
-  // Keeps `prefetch_batches` batches ready or in flight. Requests are answered in order because
-  // one dataloader serves them in mailbox order.
+  // Keeps `prefetch_batches` batches ready or in flight (on a device rank a ready batch is on the
+  // device or being copied there). Requests are answered in order because one dataloader serves
+  // them in mailbox order.
   s.refill = [self] {
     auto& s = self->state;
     while (static_cast<int>(s.ready.size()) + s.in_flight < s.ctx->cfg.actors.prefetch_batches) {
@@ -81,6 +118,13 @@ prefetcher_actor::behavior_type prefetcher_fn(
               [self](Batch& b) {
                 auto& s = self->state;
                 --s.in_flight;
+                try {
+                  upload(s, b);
+                } catch (const std::exception& e) {
+                  s.ctx->fail("prefetcher of local rank " + std::to_string(s.local) +
+                              ": copy to the device: " + e.what());
+                  return;
+                }
                 if (!s.waiting.empty()) {
                   s.waiting.front().deliver(std::move(b));
                   s.waiting.pop_front();

@@ -39,11 +39,15 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 
 // ---- payloads ----------------------------------------------------------------------------------
 
-// One micro-batch. Local-only (tensors).
+// One micro-batch. Local-only (tensors). From the dataloader: host tensors (pinned on a device
+// rank). From the prefetcher on a device rank: device tensors whose copy up, issued on the rank's
+// host-to-device stream, is complete at `ready` (the consumer's stream waits with wait_for, and
+// the consumer calls record_stream for its stream); on a CPU rank host tensors and no event.
 struct Batch {
   at::Tensor tokens;  // [micro_batch, seq_len + 1] int64; the inputs are tokens[:, :-1]
   at::Tensor labels;  // [micro_batch, seq_len] int64: tokens[:, 1:], -100 where masked out
   int64_t first_sample = 0;  // position of its first sample in the rank's sample stream
+  DeviceEventPtr ready;      // device rank: the end of the copy up (null on CPU)
 };
 
 // A gathered unit: its full parameters, readable on the device once `ready` is waited for
@@ -120,9 +124,10 @@ using dataloader_actor = caf::typed_actor<
     // The next micro-batch of data-parallel rank `rank` in its deterministic sample stream.
     caf::replies_to<next_atom, int32_t>::with<Batch>>;
 
-// Per rank: keeps the next K micro-batches ready.
+// Per rank: keeps the next K micro-batches ready (on a device rank, already copied up).
 using prefetcher_actor = caf::typed_actor<
-    // The next micro-batch (already fetched if the prefetcher kept up).
+    // The next micro-batch (already fetched, and on a device already on it, if the prefetcher
+    // kept up).
     caf::replies_to<next_atom>::with<Batch>>;
 
 // Per rank: owns the rank's shards of every unit; gathers, releases, reduce-scatters.

@@ -188,8 +188,17 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
   // The loss scale (1 without loss scaling) and the mean over the global batch, at the loss.
   const double grad_scale = scaler_.scale / (ctx_->world * ctx_->cfg.train.grad_accum);
-  const at::Tensor tokens = b.tokens.to(streams_.device, /*non_blocking=*/true);
-  const at::Tensor labels = b.labels.to(streams_.device, /*non_blocking=*/true);
+  // On a device the prefetcher has copied the batch up on the host-to-device stream: compute waits
+  // for that copy, and the tensors are marked as used on the compute stream so that the caching
+  // allocator does not reuse their memory before this step's kernels have read them.
+  const at::Tensor tokens = b.tokens, labels = b.labels;
+  TORCH_CHECK(tokens.device() == streams_.device && labels.device() == streams_.device,
+              "the batch is on ", tokens.device(), ", not on the rank's ", streams_.device);
+  wait_for(b.ready, streams_.compute);
+  if (streams_.on_device()) {
+    tokens.record_stream(streams_.compute);
+    labels.record_stream(streams_.compute);
+  }
   const at::Tensor inputs = tokens.narrow(1, 0, tokens.size(1) - 1);
 
   std::vector<at::Tensor> saved(units);  // each block's input (activation checkpoint)
