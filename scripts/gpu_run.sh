@@ -2,7 +2,9 @@
 # On the GPU machine (see README, "Building with CUDA"): configures and builds the CUDA engine into
 # build-cuda, then runs what is asked: `tests` (ctest -L gpu), `tiny` (train_bench on the tiny
 # preset), `1b` (train_bench on 1b, seq 4096), `adam` (adam_bench), `peer1b` (the FSDP2 + CPU
-# offload peer, if .device/peer exists). Results also go to $OUT when it is set.
+# offload peer, if .device/peer exists), `prep` (bench/preprocess_bench.sh with the CUDA build's
+# xy-node, from the carried .device/bench: poems dump, tokenizer, Debian's spm_encode). Results
+# also go to $OUT when it is set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/xy-out}
@@ -31,6 +33,13 @@ for what in "$@"; do
     interop) bash scripts/interop_gpu_check.sh 2>&1 | tee "$OUT/interop.log" | grep -E "^step|exported|hf_logits|transformers|error|Error" ;;
     peer7b4) [ -d .device/peer ] && bash .device/peer/run_peer.sh 4 7b 4096 4 6 1 2>&1 | tee "$OUT/peer7b4.log" | tail -3 ;;
     adam) ./build-cuda/bin/adam_bench $((1 << 27)) 5 2>&1 | tee "$OUT/adam.log" ;;
+    prep)
+      # spm_encode from the carried sentencepiece package (.device/env.sh unpacks .device/debs into
+      # /opt/deps once per machine; a machine unpacked before the package was carried gets it here).
+      [ -x /opt/deps/usr/bin/spm_encode ] || for f in .device/debs/sentencepiece_*.deb .device/debs/libsentencepiece0_*.deb .device/debs/libprotobuf-lite*.deb; do dpkg -x "$f" /opt/deps; done
+      POEMS=.device/bench/poems.txt.xz TOK=.device/bench/tok.model SPM_ENCODE=/opt/deps/usr/bin/spm_encode \
+        LD_LIBRARY_PATH="/opt/deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}" \
+        bash bench/preprocess_bench.sh build-cuda 2>&1 | tee "$OUT/prep.log" | grep -vE "^preprocess: .* read " ;;
     peer1b) [ -d .device/peer ] && bash .device/peer/run_peer.sh 1 1b 4096 1 8 1 2>&1 | tee "$OUT/peer1b.log" | tail -3 ;;
   esac
 done
