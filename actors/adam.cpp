@@ -143,6 +143,8 @@ __attribute__((target("avx2,fma,f16c"))) void adamw_avx2(float* p, float* m, flo
     __m256 graw;
     if constexpr (std::is_same_v<G, float>) {
       graw = _mm256_loadu_ps(g + i);
+    } else if constexpr (std::is_same_v<G, c10::Half>) {
+      graw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + i)));
     } else {  // bf16 -> fp32: the 16 bits become the high half
       graw = _mm256_castsi256_ps(_mm256_slli_epi32(
           _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + i))), 16));
@@ -194,6 +196,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void adamw_av
     __m512 graw;
     if constexpr (std::is_same_v<G, float>) {
       graw = _mm512_loadu_ps(g + i);
+    } else if constexpr (std::is_same_v<G, c10::Half>) {
+      graw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + i)));
     } else {  // bf16 -> fp32: the 16 bits become the high half
       graw = _mm512_castsi512_ps(_mm512_slli_epi32(
           _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + i))), 16));
@@ -282,6 +286,8 @@ void adamw_fused(float* p, float* m, float* v, const void* g, int64_t n, const A
   if (isa == AdamIsa::kBest) isa = adam_best_isa();
   if (g_type == GradType::kBFloat16)
     adamw_typed(p, m, v, static_cast<const c10::BFloat16*>(g), n, c, out, out_type, isa);
+  else if (g_type == GradType::kFloat16)
+    adamw_typed(p, m, v, static_cast<const c10::Half*>(g), n, c, out, out_type, isa);
   else
     adamw_typed(p, m, v, static_cast<const float*>(g), n, c, out, out_type, isa);
 }
@@ -290,7 +296,7 @@ void adamw_parallel(ThreadPool& pool, float* p, float* m, float* v, const void* 
                     const AdamHyper& h, bool decay, void* out, WorkingType out_type, AdamIsa isa,
                     GradType g_type) {
   const size_t esize = out_type == WorkingType::kFloat32 ? 4 : out_type == WorkingType::kNone ? 0 : 2;
-  const size_t gsize = g_type == GradType::kBFloat16 ? 2 : 4;
+  const size_t gsize = g_type == GradType::kFloat32 ? 4 : 2;
   pool.parallel_for(n, 64, [&](int64_t b, int64_t e) {
     void* o = out ? static_cast<char*>(out) + b * esize : nullptr;
     adamw_fused(p + b, m + b, v + b, static_cast<const char*>(g) + b * gsize, e - b, h, decay, o,

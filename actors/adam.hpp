@@ -28,8 +28,9 @@ struct AdamHyper {
 
 enum class WorkingType { kNone, kFloat32, kBFloat16, kFloat16 };
 
-// The gradient's type: fp32, or bf16 (gradients landed from a device in bf16, 2 bytes each).
-enum class GradType { kFloat32, kBFloat16 };
+// The gradient's type: fp32, or bf16 / fp16 (gradients landed from a device in the working
+// precision, 2 bytes each).
+enum class GradType { kFloat32, kBFloat16, kFloat16 };
 
 // Instruction sets of the kernel. kBest picks the widest one this CPU has (at run time).
 enum class AdamIsa { kBest, kScalar, kAvx2, kAvx512 };

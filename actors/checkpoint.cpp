@@ -82,7 +82,18 @@ std::pair<int64_t, std::string> write_tensors(const fs::path& path, const std::v
 // the node's thread pool (the optimizer, whose pool it is, is idle during a snapshot), so that the
 // pause training takes is bounded by memory bandwidth, not by one thread.
 at::Tensor snapshot_copy(NodeContext& ctx, const at::Tensor& t) {
-  if (!t.is_cpu()) return t.to(at::kCPU);
+  if (!t.is_cpu()) {
+    // On the rank's host-to-device stream (which the optimizer's uploads of these working copies
+    // used, and which waits for no collective), never on the device's legacy default stream: that
+    // one is ordered after other work of the device, and with two local ranks at different steps
+    // it could wait on a collective that the other rank cannot join until this snapshot is done.
+    for (const auto& st : ctx.streams)
+      if (st.device == t.device()) {
+        c10::StreamGuard guard(st.h2d);
+        return t.to(at::kCPU);
+      }
+    return t.to(at::kCPU);
+  }
   at::Tensor src = t.contiguous();
   at::Tensor dst = at::empty_like(src);
   const auto* from = static_cast<const char*>(src.data_ptr());

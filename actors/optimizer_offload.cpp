@@ -54,7 +54,9 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
   const at::Tensor& grad = s.sh->grad[u];
   const char* g = static_cast<const char*>(grad.data_ptr());
   const size_t gsize = grad.element_size();
-  const GradType gt = grad.scalar_type() == at::kBFloat16 ? GradType::kBFloat16 : GradType::kFloat32;
+  const GradType gt = grad.scalar_type() == at::kBFloat16 ? GradType::kBFloat16
+                      : grad.scalar_type() == at::kHalf   ? GradType::kFloat16
+                                                          : GradType::kFloat32;
   // On a device the kernel writes the working copy into a pinned staging buffer, uploaded after
   // (with parameter offload, or on CPU ranks, straight into the host working copy).
   at::Tensor& dst = s.uploads() ? s.staging[s.next_staging] : s.sh->working_of(u, o.step);

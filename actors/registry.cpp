@@ -268,11 +268,31 @@ std::string stall_report_json(const json& overdue, const std::vector<json>& node
           waiting.push_back(op["rank"].get<int>());
           what = describe_json(op);
         }
-      for (int m : missing)
+      // A rank's first missing collective is the one after its last issued. On NCCL the others
+      // may have run well past it (a collective is enqueued, not waited for, by the host), so the
+      // collective they wait in can be a later one.
+      uint64_t first_missing = n;
+      for (int m : missing) {
+        auto it = last_seq.find(m);
+        const uint64_t mine = it == last_seq.end() ? 1 : it->second + 1;
+        first_missing = std::min(first_missing, mine);
+        std::string first_what;
+        std::vector<int> issuers;
+        for (const auto& [rank, byseq] : issued)
+          if (auto w = byseq.find(mine); w != byseq.end()) {
+            first_what = w->second;
+            issuers.push_back(rank);
+          }
         o << (culprit_named ? "waiting: " : "CULPRIT: ") << where(m) << " has not issued collective #"
-          << n << " (" << what << "); it is at " << doing(m) << "; ranks [" << list(waiting)
-          << "] wait in it\n";
-      if (report_seq == 0) report_seq = n;
+          << mine;
+        if (mine == n)
+          o << " (" << what << "); it is at " << doing(m) << "; ranks [" << list(waiting) << "] wait in it\n";
+        else
+          o << (first_what.empty() ? "" : " (" + first_what + " on ranks [" + list(issuers) + "])")
+            << "; it is at " << doing(m) << "; ranks [" << list(waiting) << "] wait in collective #" << n
+            << " (" << what << ")\n";
+      }
+      if (report_seq == 0) report_seq = first_missing;
       culprit_named = true;
       break;
     }

@@ -106,24 +106,27 @@ TEST(CpuAdam, GradScaleAndBf16WorkingCopy) {
   EXPECT_TRUE(at::equal(out, p.to(at::kBFloat16)));
 }
 
-// Gradients landed in bf16 give exactly the result of the same values in fp32, on every path.
-TEST(CpuAdam, Bf16GradientsEqualTheirFp32Values) {
+// Gradients landed in bf16 or fp16 give exactly the result of the same values in fp32, on every
+// path (the fp16 case is what an fp16 job on GPUs lands).
+TEST(CpuAdam, SixteenBitGradientsEqualTheirFp32Values) {
   const int64_t n = 1000 + 29;
-  for (AdamIsa isa : isas()) {
+  for (AdamIsa isa : isas())
+   for (auto [gt, dt] : {std::pair{GradType::kBFloat16, at::kBFloat16}, std::pair{GradType::kFloat16, at::kHalf}}) {
     at::manual_seed(4);
-    at::Tensor g16 = at::randn({n}).to(at::kBFloat16);
+    at::Tensor g16 = (at::randn({n}) * 100).to(dt);
     at::Tensor g32 = g16.to(at::kFloat);
     at::Tensor p = at::randn({n}), m = at::rand({n}), v = at::rand({n});
     at::Tensor p2 = p.clone(), m2 = m.clone(), v2 = v.clone();
     AdamHyper h;
     h.step = 3;
     adamw_fused(p.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), g16.data_ptr(), n, h,
-                true, nullptr, WorkingType::kNone, isa, GradType::kBFloat16);
+                true, nullptr, WorkingType::kNone, isa, gt);
     adamw_fused(p2.data_ptr<float>(), m2.data_ptr<float>(), v2.data_ptr<float>(), g32.data_ptr(), n,
                 h, true, nullptr, WorkingType::kNone, isa, GradType::kFloat32);
     const bool same = at::equal(p, p2) && at::equal(m, m2) && at::equal(v, v2);
-    std::printf("%s: bf16 gradients identical to their fp32 values: %s\n", adam_isa_name(isa),
-                same ? "yes" : "NO");
+    std::printf("%s: %s gradients identical to their fp32 values: %s (max |p - p_fp32| %.3g)\n",
+                adam_isa_name(isa), gt == GradType::kFloat16 ? "fp16" : "bf16", same ? "yes" : "NO",
+                (p - p2).abs().max().item<double>());
     EXPECT_TRUE(same);
   }
 }
