@@ -6,6 +6,8 @@
 // every other node's doctor the same, so that the checks cover versions, reachability of each
 // node's interface, the ports and the clock skew. Run it on every node at about the same time.
 #include <arpa/inet.h>
+#include <climits>
+#include <link.h>
 #include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -23,7 +25,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <iostream>
+#include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -35,11 +41,37 @@
 #include "io/config.hpp"
 #include "model/layout.hpp"
 
+#ifdef XY_WITH_CUDA
+#include <ATen/ATen.h>
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#endif
+
 namespace xy {
 namespace {
 
 using json = nlohmann::json;
 
+// Seconds each GPU gets to answer the probe (--gpu-timeout, XY_DOCTOR_GPU_TIMEOUT).
+double g_gpu_timeout_s = 20;
+bool g_gpu_timeout_flag = false;
+
+#ifdef XY_WITH_CUDA
+// cudaRuntimeGetVersion / cudaDriverGetVersion encode 1000 * major + 10 * minor.
+std::string cuda_version(int v) {
+  if (v <= 0) return "none (no driver)";
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+// ncclGetVersion: 1000 * major + 100 * minor + patch up to 2.8, 10000 * major + 100 * minor + patch
+// after.
+std::string nccl_version(int v) {
+  const int major = v >= 10000 ? v / 10000 : v / 1000;
+  const int minor = v >= 10000 ? (v % 10000) / 100 : (v % 1000) / 100;
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(v % 100);
+}
+#endif
+
+// What this node reports to its peers (and prints with --facts); the peers compare the versions.
 json local_facts(int node) {
   json j;
   j["node"] = node;
@@ -47,11 +79,17 @@ json local_facts(int node) {
   j["torch"] = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
                std::to_string(TORCH_VERSION_PATCH);
 #ifdef XY_WITH_CUDA
-  j["cuda"] = "built with CUDA";
+  int v = 0;
+  j["cuda"] = cudaRuntimeGetVersion(&v) == cudaSuccess ? cuda_version(v) : "unknown";
+  v = 0;
+  j["cuda_driver"] = cudaDriverGetVersion(&v) == cudaSuccess ? cuda_version(v) : "unknown";
+  v = 0;
+  j["nccl"] = ncclGetVersion(&v) == ncclSuccess ? nccl_version(v) : "unknown";
 #else
   j["cuda"] = "none (CPU build)";
-#endif
+  j["cuda_driver"] = "none (CPU build)";
   j["nccl"] = "none (CPU build)";
+#endif
   j["time_us"] = std::chrono::duration_cast<std::chrono::microseconds>(
                      std::chrono::system_clock::now().time_since_epoch()).count();
   char host[256] = {0};
@@ -59,6 +97,51 @@ json local_facts(int node) {
   j["hostname"] = host;
   return j;
 }
+
+// The versions compared between nodes: facts key, and its name in the table.
+const std::pair<const char*, const char*> kVersions[] = {
+    {"xy", "xy"}, {"torch", "torch"}, {"cuda", "CUDA runtime"}, {"cuda_driver", "CUDA driver"},
+    {"nccl", "NCCL"}};
+
+// The shared objects loaded in this process, by their real paths (dl_iterate_phdr: what the
+// dynamic loader holds, whichever way it came: DT_NEEDED, LD_PRELOAD or dlopen).
+std::vector<std::string> loaded_objects() {
+  std::vector<std::string> names;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        if (info->dlpi_name && info->dlpi_name[0])
+          static_cast<std::vector<std::string>*>(data)->push_back(info->dlpi_name);
+        return 0;
+      },
+      &names);
+  std::vector<std::string> out;
+  for (const auto& n : names) {
+    char real[PATH_MAX];
+    out.push_back(realpath(n.c_str(), real) ? std::string(real) : n);
+  }
+  return out;
+}
+
+#ifdef XY_WITH_CUDA
+// Runs fn (returning "" or what went wrong) in a thread of its own; false when it has not returned
+// within timeout_s. A call hung in the driver cannot be cancelled: its thread is left behind.
+bool run_with_timeout(double timeout_s, std::function<std::string()> fn, std::string* result) {
+  auto done = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> f = done->get_future();
+  std::thread([done, fn = std::move(fn)] {
+    try {
+      done->set_value(fn());
+    } catch (const std::exception& e) {
+      done->set_value(e.what());
+    }
+  }).detach();
+  if (f.wait_for(std::chrono::duration<double>(timeout_s)) != std::future_status::ready) return false;
+  *result = f.get();
+  return true;
+}
+#endif
+
+bool g_gpu_hung = false;  // a GPU probe did not return: its thread is still in the driver
 
 struct Row {
   std::string check, node, result, detail, fix;
@@ -150,41 +233,131 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
   const std::string n = std::to_string(me);
   const json facts = local_facts(me);
 
-  // Versions of this node.
-  rows.push_back({"versions", n, "PASS",
-                  "xy " + facts["xy"].get<std::string>() + ", LibTorch " + facts["torch"].get<std::string>() +
-                      ", CUDA " + facts["cuda"].get<std::string>() + ", NCCL " + facts["nccl"].get<std::string>(),
-                  ""});
-
-  // Libraries loaded twice (two NCCLs or LibTorches in one process).
+  // Versions of this node; a CPU build cannot drive GPU ranks.
   {
-    std::map<std::string, std::set<std::string>> libs;  // kind -> paths
-    // XY_DOCTOR_MAPS: another file in the format of /proc/self/maps (the doctor's own test).
-    const char* maps_path = std::getenv("XY_DOCTOR_MAPS");
-    std::ifstream maps(maps_path ? maps_path : "/proc/self/maps");
-    std::string line;
-    while (std::getline(maps, line)) {
-      const auto slash = line.find('/');
-      if (slash == std::string::npos) continue;
-      const std::string path = line.substr(slash);
+    const std::string d = "xy " + facts["xy"].get<std::string>() + ", LibTorch " +
+                          facts["torch"].get<std::string>() + ", CUDA runtime " +
+                          facts["cuda"].get<std::string>() + ", CUDA driver " +
+                          facts["cuda_driver"].get<std::string>() + ", NCCL " + facts["nccl"].get<std::string>();
+#ifdef XY_WITH_CUDA
+    const bool cuda_missing = false;
+#else
+    const bool cuda_missing = cfg.topology.device == "cuda";
+#endif
+    if (!cuda_missing)
+      rows.push_back({"versions", n, "PASS", d, ""});
+    else
+      rows.push_back({"versions", n, "FAIL", d + "; but topology.device = \"cuda\"",
+                      "this xy-node was built without CUDA; rebuild with -DXY_CUDA=ON (README: "
+                      "Building with CUDA)"});
+  }
+
+  // Libraries loaded twice: two NCCLs (or LibTorches) in one process. NCCL 2.x keeps its state in
+  // the library: two copies give two sets of communicators that hang or corrupt each other.
+  {
+    std::map<std::string, std::set<std::string>> libs;  // kind -> real paths
+    for (const auto& path : loaded_objects()) {
       const std::string base = std::filesystem::path(path).filename().string();
       for (const char* kind : {"libnccl", "libtorch_cpu", "libc10.so", "libcudart"})
         if (base.rfind(kind, 0) == 0) libs[kind].insert(path);
     }
-    std::string dup;
-    for (const auto& [kind, paths] : libs)
-      if (paths.size() > 1) {
-        dup += std::string(dup.empty() ? "" : "; ") + kind + ":";
-        for (const auto& p : paths) dup += " " + p;
-      }
-    if (dup.empty())
-      rows.push_back({"one NCCL/LibTorch loaded", n, "PASS",
-                      "libtorch_cpu " + std::to_string(libs["libtorch_cpu"].size()) + ", libnccl " +
-                          std::to_string(libs["libnccl"].size()), ""});
+    auto list = [&](const std::string& kind) {
+      std::string l;
+      for (const auto& p : libs[kind]) l += " " + p;
+      return l;
+    };
+    const auto& nccl = libs["libnccl"];
+    if (nccl.size() <= 1)
+      rows.push_back({"one NCCL loaded", n, "PASS",
+                      nccl.empty() ? std::string("no NCCL loaded") : "libnccl:" + list("libnccl"), ""});
     else
-      rows.push_back({"one NCCL/LibTorch loaded", n, "FAIL", "loaded more than once: " + dup,
+      rows.push_back({"one NCCL loaded", n, "FAIL",
+                      std::to_string(nccl.size()) + " NCCLs loaded in this process: libnccl:" + list("libnccl"),
+                      "one NCCL per process: point LD_LIBRARY_PATH at the NCCL that LibTorch loads "
+                      "(PyTorch's nvidia/nccl/lib) and remove the others from it; unset LD_PRELOAD of "
+                      "another libnccl"});
+    std::string dup;
+    for (const char* kind : {"libtorch_cpu", "libc10.so", "libcudart"})
+      if (libs[kind].size() > 1) dup += std::string(dup.empty() ? "" : "; ") + kind + ":" + list(kind);
+    if (dup.empty())
+      rows.push_back({"one LibTorch loaded", n, "PASS",
+                      "libtorch_cpu:" + (libs["libtorch_cpu"].empty() ? std::string(" none") : list("libtorch_cpu")), ""});
+    else
+      rows.push_back({"one LibTorch loaded", n, "FAIL", "loaded more than once: " + dup,
                       "remove the second copy from LD_LIBRARY_PATH / LD_PRELOAD (or the Python "
-                      "environment) so that exactly one NCCL and one LibTorch are loaded"});
+                      "environment) so that exactly one LibTorch and one CUDA runtime are loaded"});
+  }
+
+  // The GPUs this node drives (local rank l uses device l): visible, and each one computes.
+  {
+    const std::string check = "GPU visible and responsive";
+    if (cfg.topology.device != "cuda") {
+      rows.push_back({check, n, "SKIP", "skipped (CPU ranks)", ""});
+    } else {
+#ifndef XY_WITH_CUDA
+      rows.push_back({check, n, "SKIP", "skipped (this xy-node has no CUDA: see versions)", ""});
+#else
+      const int want = self.devices;
+      const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES");
+      const std::string fix =
+          "run `nvidia-smi` (a GPU missing, in error or hung; Xid errors in `dmesg`); check that the "
+          "NVIDIA driver is loaded and supports this CUDA runtime (" + facts["cuda"].get<std::string>() +
+          ", driver " + facts["cuda_driver"].get<std::string>() + "); check CUDA_VISIBLE_DEVICES (" +
+          (cvd ? std::string("now \"") + cvd + "\"" : std::string("unset")) + "): this node's ranks use "
+          "devices 0.." + std::to_string(want - 1) + " of the visible ones";
+      double limit_s = g_gpu_timeout_s;
+      if (const char* t = std::getenv("XY_DOCTOR_GPU_TIMEOUT"); t && !g_gpu_timeout_flag) limit_s = std::atof(t);
+      std::string res;
+      std::ostringstream timeout;
+      timeout << limit_s << " s";
+      auto count_p = std::make_shared<std::atomic<int>>(-1);  // outlives a hung probe thread
+      if (!run_with_timeout(limit_s, [count_p]() -> std::string {
+            int c = 0;
+            const cudaError_t e = cudaGetDeviceCount(&c);
+            if (e != cudaSuccess) return std::string("cudaGetDeviceCount: ") + cudaGetErrorString(e);
+            *count_p = c;
+            return "";
+          }, &res)) {
+        g_gpu_hung = true;
+        rows.push_back({check, n, "FAIL", "counting the GPUs (cudaGetDeviceCount) did not return within " +
+                        timeout.str(), fix});
+      } else if (!res.empty()) {
+        rows.push_back({check, n, "FAIL", res, fix});
+      } else if (const int count = *count_p; count < want) {
+        rows.push_back({check, n, "FAIL", std::to_string(count) + " GPUs visible; topology.nodes[" + n +
+                        "].devices = " + std::to_string(want) + " needs " + std::to_string(want),
+                        fix + "; or lower topology.nodes[" + n + "].devices"});
+      } else {
+        std::string failed;
+        for (int dev = 0; dev < want && failed.empty(); ++dev) {
+          const bool answered = run_with_timeout(limit_s, [dev]() -> std::string {
+            // XY_DOCTOR_GPU_STALL=<device>: that device's probe never returns (the doctor's test).
+            if (const char* s = std::getenv("XY_DOCTOR_GPU_STALL"); s && std::atoi(s) == dev)
+              for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+            const int64_t len = 1 << 20;
+            const at::Tensor t = at::ones({len}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, dev));
+            const double sum = t.sum().to(at::kCPU).item<double>();
+            if (sum != static_cast<double>(len))
+              return "summed " + std::to_string(len) + " ones to " + std::to_string(sum);
+            return "";
+          }, &res);
+          if (!answered) {
+            g_gpu_hung = true;
+            failed = "GPU " + std::to_string(dev) + " did not finish a small computation (ones, sum, "
+                     "copy to the host) within " + timeout.str() +
+                     (dev + 1 < want ? "; GPUs after it not probed" : "");
+          } else if (!res.empty()) {
+            failed = "GPU " + std::to_string(dev) + ": " + res;
+          }
+        }
+        if (failed.empty())
+          rows.push_back({check, n, "PASS", std::to_string(want) + " of " + std::to_string(count_p->load()) +
+                          " visible GPUs answered (ones, sum, copy to the host)", ""});
+        else
+          rows.push_back({check, n, "FAIL", failed, fix});
+      }
+#endif
+    }
   }
 
   // The interface: the configured host must be an address of this machine.
@@ -345,16 +518,17 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
     rows.push_back({"reach node " + pn, n, "PASS", peer.host + ":" + std::to_string(peer.port) + " (" +
                     theirs.value("hostname", std::string("?")) + ")", ""});
     std::string diff;
-    for (const char* k : {"xy", "torch", "cuda", "nccl"})
+    for (const auto& [k, name] : kVersions)
       if (theirs.value(k, std::string("?")) != facts[k].get<std::string>())
-        diff += std::string(diff.empty() ? "" : "; ") + k + " " + theirs.value(k, std::string("?")) +
+        diff += std::string(diff.empty() ? "" : "; ") + name + " " + theirs.value(k, std::string("?")) +
                 " there, " + facts[k].get<std::string>() + " here";
     if (diff.empty())
-      rows.push_back({"same versions as node " + pn, n, "PASS", "xy, LibTorch, CUDA, NCCL match", ""});
+      rows.push_back({"same versions as node " + pn, n, "PASS",
+                      "xy, LibTorch, CUDA runtime, CUDA driver, NCCL match", ""});
     else
       rows.push_back({"same versions as node " + pn, n, "FAIL", diff,
-                      "install the same xy build, LibTorch, CUDA and NCCL on every node (a mismatch "
-                      "hangs or corrupts collectives)"});
+                      "install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on "
+                      "every node (a mismatch hangs or corrupts collectives)"});
     const double mid_us = std::chrono::duration_cast<std::chrono::microseconds>(
                               (t0.time_since_epoch() + t1.time_since_epoch()) / 2).count();
     const double skew = std::abs(theirs.value("time_us", 0.0) - mid_us) / 1e6;
@@ -374,8 +548,11 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
     close(listener);
   }
 
-  int failed = 0;
-  for (const auto& r : rows) failed += r.result == "FAIL";
+  int failed = 0, skipped = 0;
+  for (const auto& r : rows) {
+    failed += r.result == "FAIL";
+    skipped += r.result == "SKIP";
+  }
   if (as_json) {
     json j = json::array();
     for (const auto& r : rows)
@@ -390,7 +567,9 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
       out << buf << r.detail << "\n";
       if (!r.fix.empty()) out << "    fix: " << r.fix << "\n";
     }
-    out << "doctor: " << rows.size() - failed << " passed, " << failed << " failed\n";
+    out << "doctor: " << rows.size() - failed - skipped << " passed, " << failed << " failed";
+    if (skipped > 0) out << ", " << skipped << " skipped";
+    out << "\n";
   }
   return failed;
 }
@@ -404,7 +583,10 @@ int cmd_doctor(int argc, char** argv) {
       ("node-index", "this process's entry in [[topology.nodes]] (default as for train)",
        cxxopts::value<int>())
       ("wait", "seconds to wait for each peer's doctor", cxxopts::value<double>()->default_value("30"))
+      ("gpu-timeout", "seconds each GPU gets to answer the probe (default 20, or XY_DOCTOR_GPU_TIMEOUT)",
+       cxxopts::value<double>())
       ("json", "print the checks as JSON")
+      ("facts", "print what this node reports to its peers (versions, host, clock) as JSON and exit")
       ("h,help", "show this help");
   cxxopts::ParseResult args;
   try {
@@ -416,6 +598,14 @@ int cmd_doctor(int argc, char** argv) {
   if (args.count("help")) {
     std::cout << opts.help();
     return 0;
+  }
+  if (args.count("facts")) {
+    std::cout << xy::local_facts(-1).dump() << "\n";
+    return 0;
+  }
+  if (args.count("gpu-timeout")) {
+    xy::g_gpu_timeout_s = args["gpu-timeout"].as<double>();
+    xy::g_gpu_timeout_flag = true;
   }
   if (!args.count("config")) {
     std::cerr << "xy-node doctor: --config FILE is required\n";
@@ -431,6 +621,12 @@ int cmd_doctor(int argc, char** argv) {
   int me = node_index_from(cfg, args.count("node-index") ? args["node-index"].as<int>() : -1);
   if (me < 0) return 2;
   const int failed = xy::run_doctor(cfg, me, args["wait"].as<double>(), std::cout, args.count("json") > 0);
+  if (xy::g_gpu_hung) {
+    // A probe thread is stuck in the driver: do not run exit handlers that may wait for it.
+    std::cout.flush();
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
   return failed == 0 ? 0 : 1;
 }
 

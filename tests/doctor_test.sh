@@ -44,7 +44,21 @@ PY
   FAKE=$!
   sleep 0.5
 }
-good='{"node": 1, "xy": "0.1.0", "torch": "1.13.0", "cuda": "none (CPU build)", "nccl": "none (CPU build)", "hostname": "fake"}'
+# This node's own facts (what its doctor tells peers), as a fake peer on node 1 would report them,
+# with the given keys changed: facts KEY=VALUE ...
+FACTS=$("$XY" doctor --facts)
+facts() { python3 - "$FACTS" "$@" <<'PY'
+import json, sys
+f = json.loads(sys.argv[1]); f.pop("time_us"); f.update(node=1, hostname="fake")
+for kv in sys.argv[2:]:
+    k, v = kv.split("=", 1); f[k] = int(v) if k == "skew_us" else v
+print(json.dumps(f))
+PY
+}
+fact() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$FACTS" "$1"; }
+good=$(facts)
+CPU_BUILD=0; [ "$(fact cuda)" = "none (CPU build)" ] && CPU_BUILD=1
+echo "this xy-node: $FACTS (CPU build: $CPU_BUILD)"
 
 # 1. A sane single node passes every check.
 one 127.0.0.1 $P0 > "$W/one.toml"
@@ -52,9 +66,17 @@ out=$("$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
 echo "$out"
 check "sane node: exit 0" $([ $rc -eq 0 ]; echo $?)
 echo "$out" | grep -q "doctor: [0-9]* passed, 0 failed"; check "sane node: 0 failed" $?
-for c in "versions" "one NCCL/LibTorch loaded" "interface" "control port free" "ulimit -n" "ulimit -l" "host memory" "disk for checkpoints"; do
+for c in "versions" "one NCCL loaded" "one LibTorch loaded" "interface" "control port free" "ulimit -n" "ulimit -l" "host memory" "disk for checkpoints"; do
   echo "$out" | grep -q "^$c .* PASS"; check "sane node: '$c' passes" $?
 done
+echo "$out" | grep -q "^GPU visible and responsive .* SKIP .*skipped (CPU ranks)"; check "sane node: GPU check skipped for CPU ranks" $?
+if [ $CPU_BUILD -eq 1 ]; then
+  echo "$out" | grep -q "^versions .* PASS .*CUDA runtime none (CPU build), CUDA driver none (CPU build), NCCL none (CPU build)"
+  check "CPU build: versions say none (CPU build)" $?
+else
+  echo "$out" | grep -q "^versions .* PASS .*CUDA runtime [0-9][0-9]*\.[0-9], CUDA driver [0-9][0-9]*\.[0-9], NCCL [0-9]*\.[0-9]*\.[0-9]"
+  check "CUDA build: versions name CUDA runtime, driver and NCCL" $?
+fi
 
 # 2. The control port is in use.
 python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', $P0)); s.listen(1); time.sleep(30)" & HOLD=$!
@@ -89,14 +111,14 @@ echo "$out" | grep -q "fix: add nodes or ranks (each holds 1/world of the state)
 
 # 6. A fake peer reports other versions and a skewed clock.
 two $P0 $P1 > "$W/two.toml"
-fake_peer $P1 '{"node": 1, "xy": "0.0.9", "torch": "2.1.0", "cuda": "12.1", "nccl": "2.18.1", "hostname": "fake", "skew_us": 10000000}'
+fake_peer $P1 "$(facts xy=0.0.9 torch=2.1.0 skew_us=10000000)"
 out=$("$XY" doctor --config "$W/two.toml" --node-index 0 --wait 5 2>&1); rc=$?
 kill $FAKE 2>/dev/null
 echo "$out" | grep -A1 "FAIL\|reach"
 check "fake peer: exit 1" $([ $rc -eq 1 ]; echo $?)
 echo "$out" | grep -q "^reach node 1 .* PASS .*127.0.0.1:$P1 (fake)"; check "fake peer reached" $?
 echo "$out" | grep -q "^same versions as node 1 .* FAIL .*xy 0.0.9 there, 0.1.0 here; torch 2.1.0 there, 1.13.0 here"; check "mismatched versions named" $?
-echo "$out" | grep -q "fix: install the same xy build, LibTorch, CUDA and NCCL on every node"; check "versions: fix text" $?
+echo "$out" | grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node"; check "versions: fix text" $?
 echo "$out" | grep -q "^clock skew to node 1 .* FAIL .*(more than 1 s)"; check "clock skew detected" $?
 echo "$out" | grep -q "fix: synchronise the clocks (chrony or systemd-timesyncd"; check "clock skew: fix text" $?
 echo "$out" | grep -q "^rendezvous port free .* PASS"; check "rendezvous port checked on node 0" $?
@@ -129,15 +151,88 @@ cat "$W/d0.log"
 check "two real doctors: both exit 0 ($rc0, $rc1)" $([ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]; echo $?)
 grep -q "^clock skew to node 0 .* PASS" "$W/d1.log"; check "node 1 checked its clock against node 0" $?
 
-# 11. Two NCCLs in one process (a maps file as /proc/self/maps would show it).
-cat /proc/self/maps > "$W/maps"
-echo "7f0000000000-7f0000001000 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libnccl.so.2.18.1" >> "$W/maps"
-echo "7f0000002000-7f0000003000 r-xp 00000000 08:01 2 /opt/venv/lib/python3.11/site-packages/nvidia/nccl/lib/libnccl.so.2" >> "$W/maps"
-out=$(XY_DOCTOR_MAPS="$W/maps" "$XY" doctor --config "$W/one.toml" 2>&1)
+# 11. Two NCCLs in one process: two (empty) libnccl.so.2 from two folders, LD_PRELOADed.
+mkdir -p "$W/nccl-a" "$W/nccl-b"
+echo "int xy_fake_nccl;" > "$W/nccl.c"
+cc -shared -fPIC -Wl,-soname,libnccl.so.2 -o "$W/nccl-a/libnccl.so.2" "$W/nccl.c" &&
+  cc -shared -fPIC -Wl,-soname,libnccl.so.2 -o "$W/nccl-b/libnccl.so.2" "$W/nccl.c"
+check "two fake NCCLs built" $?
+NA=$(realpath "$W/nccl-a/libnccl.so.2"); NB=$(realpath "$W/nccl-b/libnccl.so.2")
+out=$(LD_PRELOAD="$NA:$NB" "$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
 echo "$out" | grep -A1 "^one NCCL"
-echo "$out" | grep -q "^one NCCL/LibTorch loaded .* FAIL .*libnccl: /opt/venv/lib/python3.11/site-packages/nvidia/nccl/lib/libnccl.so.2 /usr/lib/x86_64-linux-gnu/libnccl.so.2.18.1"
+check "two NCCLs: exit 1" $([ $rc -eq 1 ]; echo $?)
+echo "$out" | grep -q "^one NCCL loaded .* FAIL .*NCCLs loaded in this process: .*$NA" &&
+  echo "$out" | grep -q "^one NCCL loaded .* FAIL .*$NB"
 check "two NCCLs: FAIL names both paths" $?
-echo "$out" | grep -q "fix: remove the second copy from LD_LIBRARY_PATH / LD_PRELOAD"; check "two NCCLs: fix text" $?
+echo "$out" | grep -q "fix: one NCCL per process: point LD_LIBRARY_PATH at the NCCL that LibTorch loads .*unset LD_PRELOAD of another libnccl"
+check "two NCCLs: fix text" $?
+if [ $CPU_BUILD -eq 1 ]; then
+  # The same file twice (once through a symbolic link) is one NCCL; so is a single preloaded one.
+  ln -sf "$NA" "$W/nccl-a/libnccl.so"
+  out=$(LD_PRELOAD="$W/nccl-a/libnccl.so:$NA" "$XY" doctor --config "$W/one.toml" 2>&1)
+  echo "$out" | grep "^one NCCL"
+  echo "$out" | grep -q "^one NCCL loaded .* PASS .*libnccl: $NA\$"; check "one NCCL (loaded through a link too): PASS" $?
+  out=$(LD_PRELOAD="$NB" "$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
+  echo "$out" | grep -q "^one NCCL loaded .* PASS .*libnccl: $NB\$"; check "one preloaded NCCL: PASS naming it" $?
+  check "one preloaded NCCL: exit 0" $([ $rc -eq 0 ]; echo $?)
+else
+  # A CUDA build has LibTorch's NCCL loaded already: one more is a second NCCL.
+  out=$(LD_PRELOAD="$NB" "$XY" doctor --config "$W/one.toml" 2>&1)
+  echo "$out" | grep "^one NCCL"
+  echo "$out" | grep -q "^one NCCL loaded .* FAIL .*2 NCCLs loaded in this process: .*$NB"
+  check "a preloaded NCCL beside LibTorch's: FAIL" $?
+fi
+
+# 12. A peer with another CUDA runtime, CUDA driver or NCCL (each alone) fails with the fix.
+read -r P0 P1 P2 P3 < <(ports)
+two $P0 $P1 > "$W/two-v.toml"
+for kv in "cuda=12.1|CUDA runtime 12.1 there, $(fact cuda) here" \
+          "cuda_driver=535.54|CUDA driver 535.54 there, $(fact cuda_driver) here" \
+          "nccl=2.18.1|NCCL 2.18.1 there, $(fact nccl) here"; do
+  set_kv=${kv%%|*}; want=${kv#*|}
+  fake_peer $P1 "$(facts "$set_kv")"
+  out=$("$XY" doctor --config "$W/two-v.toml" --node-index 0 --wait 5 2>&1); rc=$?
+  kill $FAKE 2>/dev/null; wait $FAKE 2>/dev/null
+  echo "$out" | grep -A1 "^same versions"
+  check "peer with $set_kv: exit 1" $([ $rc -eq 1 ]; echo $?)
+  echo "$out" | grep -qF "$want" && echo "$out" | grep -q "^same versions as node 1 .* FAIL"
+  check "peer with $set_kv: FAIL says '$want'" $?
+  echo "$out" | grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node"
+  check "peer with $set_kv: fix text" $?
+  [ "$(echo "$out" | grep -c FAIL)" -eq 1 ]; check "peer with $set_kv: the only failure" $?
+done
+
+# 13. GPU ranks: a CPU build refuses them with the rebuild; a CUDA build probes each GPU.
+sed 's/^device = "cpu"/device = "cuda"/' "$W/one.toml" > "$W/cuda.toml"
+sed -i 's/^devices = 2/devices = 1/' "$W/cuda.toml"
+if [ $CPU_BUILD -eq 1 ]; then
+  out=$("$XY" doctor --config "$W/cuda.toml" 2>&1); rc=$?
+  echo "$out" | grep -A1 "^versions\|^GPU"
+  check "device = cuda in a CPU build: exit 1" $([ $rc -eq 1 ]; echo $?)
+  echo "$out" | grep -q "^versions .* FAIL .*CUDA runtime none (CPU build).*but topology.device = \"cuda\""
+  check "device = cuda in a CPU build: versions FAIL" $?
+  echo "$out" | grep -q "fix: this xy-node was built without CUDA; rebuild with -DXY_CUDA=ON (README: Building with CUDA)"
+  check "device = cuda in a CPU build: rebuild fix text" $?
+  echo "$out" | grep -q "^GPU visible and responsive .* SKIP"; check "device = cuda in a CPU build: GPU probe skipped" $?
+else
+  out=$("$XY" doctor --config "$W/cuda.toml" 2>&1)
+  echo "$out" | grep -A1 "^versions\|^GPU"
+  echo "$out" | grep -q "^versions .* PASS"; check "device = cuda in a CUDA build: versions PASS" $?
+  echo "$out" | grep -q "^GPU visible and responsive .* PASS .*1 of [0-9]* visible GPUs answered"; check "GPU 0 answers" $?
+  t0=$(date +%s)
+  out=$(XY_DOCTOR_GPU_STALL=0 timeout 60 "$XY" doctor --config "$W/cuda.toml" --gpu-timeout 3 2>&1); rc=$?
+  t1=$(date +%s)
+  echo "$out" | grep -A1 "^GPU"
+  check "hung GPU: exit 1 (not a hang: $rc after $((t1 - t0)) s)" $([ $rc -eq 1 ]; echo $?)
+  echo "$out" | grep -q "^GPU visible and responsive .* FAIL .*GPU 0 did not finish a small computation .*within 3 s"
+  check "hung GPU: FAIL names the device and the timeout" $?
+  echo "$out" | grep -q "fix: run \`nvidia-smi\`.*driver.*check CUDA_VISIBLE_DEVICES"; check "hung GPU: fix text" $?
+  sed 's/^devices = 1/devices = 64/' "$W/cuda.toml" > "$W/cuda64.toml"
+  out=$("$XY" doctor --config "$W/cuda64.toml" 2>&1)
+  echo "$out" | grep -A1 "^GPU"
+  echo "$out" | grep -q "^GPU visible and responsive .* FAIL .*GPUs visible; topology.nodes\[0\].devices = 64 needs 64"
+  check "too few GPUs: FAIL" $?
+fi
 
 # 10. train runs the doctor first and stops on a failure; the flag is named.
 out=$(ulimit -n 256; "$XY" train --config "$W/one.toml" 2>&1); rc=$?
