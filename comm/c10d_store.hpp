@@ -31,4 +31,13 @@ class C10dStore : public KeyValueStore {
 std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::string& store_host,
                                           int store_port, bool is_store_server, double timeout_s);
 
+// The store that local rank `local_rank`'s process group rendezvouses through. A TCP store client
+// serves one blocking request at a time: a rank waiting in get() for a key that another local rank
+// of this process has yet to set would block that rank's set() behind it (two ranks per process
+// deadlocked at their first collective). So every local rank after the first gets a connection of
+// its own; the in-memory store needs none.
+c10::intrusive_ptr<c10d::Store> store_for_local_rank(const C10dStore& job, int local_rank,
+                                                     const std::string& store_host, int store_port,
+                                                     double timeout_s);
+
 }  // namespace xy

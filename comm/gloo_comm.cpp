@@ -120,7 +120,6 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
   CommGroup group;
   auto kv = open_job_store(world, local, store_host, store_port, is_store_server, timeout_s);
   group.store = kv;
-  const c10::intrusive_ptr<c10d::Store>& store = kv->raw();
   group.comms.resize(local);
   std::vector<std::string> errors(local);
   // Each process group's constructor rendezvouses with the others: build them concurrently.
@@ -131,7 +130,8 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
         auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
         opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_host));
         opts->threads = 2;
-        auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gloo", store);
+        auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
+            "gloo", store_for_local_rank(*kv, l, store_host, store_port, timeout_s));
         group.comms[l] = std::make_shared<GlooComm>(
             c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, first_rank + l, world, opts));
       } catch (const std::exception& e) {

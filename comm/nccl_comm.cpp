@@ -113,13 +113,13 @@ CommGroup make_nccl_comms(int world, int first_rank, int local, const std::strin
   CommGroup group;
   auto kv = open_job_store(world, local, store_host, store_port, is_store_server, timeout_s);
   group.store = kv;
-  const c10::intrusive_ptr<c10d::Store>& store = kv->raw();
   for (int l = 0; l < local; ++l) {
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
     const char* blocking = std::getenv("XY_NCCL_BLOCKING");
     if (!(blocking && std::string(blocking) == "1")) set_nonblocking(*opts, 0);
-    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("nccl", store);
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
+        "nccl", store_for_local_rank(*kv, l, store_host, store_port, timeout_s));
     // The communicator is created lazily by the first collective, on the device current then
     // (the rank's parameter-shard thread sets its device): all local ranks meet there.
     group.comms.push_back(std::make_shared<NcclComm>(

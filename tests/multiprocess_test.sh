@@ -5,12 +5,13 @@
 # usage: multiprocess_test.sh XY_NODE WORK_DIR [DEVICE]   (run from the repository root)
 #   DEVICE cuda (label gpu; a machine with an even number N >= 2 of GPUs): the simulated multi-node
 #   job over NCCL: one process driving N GPUs against two processes of N/2 GPUs each (each sees its
-#   own through CUDA_VISIBLE_DEVICES), fp32.
+#   own through CUDA_VISIBLE_DEVICES), fp32. On CPU, XY_TEST_PER_NODE=2 makes it two processes of
+#   two ranks each against one process of four.
 set -uo pipefail
 XY=$1
 W=$2
 DEVICE=${3:-cpu}
-PER=1      # ranks per node in the two-process job
+PER=${XY_TEST_PER_NODE:-1}  # ranks per node in the two-process job
 ENV0=(XY_GPU=any); ENV1=(XY_GPU=any)
 if [ "$DEVICE" = cuda ]; then
   N=$(nvidia-smi -L | wc -l)
