@@ -102,11 +102,14 @@ echo "$out" | grep -A1 "^interface"
 echo "$out" | grep -q "^interface .* FAIL .*cannot bind 192.0.2.7"; check "wrong interface: FAIL" $?
 echo "$out" | grep -q "fix: set topology.nodes\[0\].host to this node's address .*this machine has: .*127.0.0.1"; check "wrong interface: fix lists this machine's addresses" $?
 
-# 5. Host memory for the planned shards (7B on one node of this machine).
-printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n[model]\npreset = "7b"\nvocab_size = 32000\n' > "$W/7b.toml"
-out=$("$XY" doctor --config "$W/7b.toml" 2>&1)
+# 5. Host memory for the planned shards: a model whose host state (>= 14 bytes a parameter) exceeds
+# this machine's memory (layers of 0.81 B parameters, hidden 8192, as many as it takes).
+mem_kb=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)
+layers=$(( mem_kb * 1024 / (14 * 809000000) + 2 ))
+printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n[model]\npreset = "custom"\nvocab_size = 32000\nhidden = 8192\nintermediate = 22016\nlayers = %s\nheads = 64\nkv_heads = 8\n' "$layers" > "$W/big.toml"
+out=$("$XY" doctor --config "$W/big.toml" 2>&1)
 echo "$out" | grep -A1 "^host memory"
-echo "$out" | grep -q "^host memory .* FAIL .*6738415616 parameters; this node's share needs" ; check "7B on one node: host memory FAIL with the arithmetic" $?
+echo "$out" | grep -q "^host memory .* FAIL .*[0-9]* parameters; this node's share needs" ; check "a model too big for this machine ($layers layers of hidden 8192): host memory FAIL with the arithmetic" $?
 echo "$out" | grep -q "fix: add nodes or ranks (each holds 1/world of the state)"; check "host memory: fix text" $?
 
 # 6. A fake peer reports other versions and a skewed clock.
