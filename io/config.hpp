@@ -131,8 +131,9 @@ struct DeadlinesConfig {
   double checkpoint_s = 1800;  // writing one checkpoint
   double first_step_factor = 5;  // deadlines of step 1 are multiplied by this (warm-up, allocation)
   double poll_ms = 200;        // how often the watchdog looks
-  // false: no watchdog actor and no deadlines (benchmarks of its overhead only; a stuck
-  // operation then hangs). Operations are still registered, for `xy-node status`.
+  // false: the watchdog does not poll the deadlines and its watcher thread does not run
+  // (benchmarks of its overhead only; a stuck operation then hangs). Operations are still
+  // registered and heartbeats and the status server still run.
   bool watchdog = true;
 };
 
