@@ -120,7 +120,7 @@ kill $FAKE 2>/dev/null
 echo "$out" | grep -A1 "FAIL\|reach"
 check "fake peer: exit 1" $([ $rc -eq 1 ]; echo $?)
 echo "$out" | grep -q "^reach node 1 .* PASS .*127.0.0.1:$P1 (fake)"; check "fake peer reached" $?
-echo "$out" | grep -q "^same versions as node 1 .* FAIL .*xy 0.0.9 there, 0.1.0 here; torch 2.1.0 there, 1.13.0 here"; check "mismatched versions named" $?
+echo "$out" | grep -q "^same versions as node 1 .* FAIL .*xy 0.0.9 there, $(fact xy) here; torch 2.1.0 there, $(fact torch) here"; check "mismatched versions named" $?
 echo "$out" | grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node"; check "versions: fix text" $?
 echo "$out" | grep -q "^clock skew to node 1 .* FAIL .*(more than 1 s)"; check "clock skew detected" $?
 echo "$out" | grep -q "fix: synchronise the clocks (chrony or systemd-timesyncd"; check "clock skew: fix text" $?
@@ -154,13 +154,15 @@ cat "$W/d0.log"
 check "two real doctors: both exit 0 ($rc0, $rc1)" $([ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]; echo $?)
 grep -q "^clock skew to node 0 .* PASS" "$W/d1.log"; check "node 1 checked its clock against node 0" $?
 
-# 11. Two NCCLs in one process: two (empty) libnccl.so.2 from two folders, LD_PRELOADed.
+# 11. Two NCCLs in one process: two (empty) libnccl libraries from two folders, LD_PRELOADed. (Not
+# named libnccl.so.2: in a CUDA build one of that soname would stand in for the real NCCL and the
+# binary would not start.)
 mkdir -p "$W/nccl-a" "$W/nccl-b"
 echo "int xy_fake_nccl;" > "$W/nccl.c"
-cc -shared -fPIC -Wl,-soname,libnccl.so.2 -o "$W/nccl-a/libnccl.so.2" "$W/nccl.c" &&
-  cc -shared -fPIC -Wl,-soname,libnccl.so.2 -o "$W/nccl-b/libnccl.so.2" "$W/nccl.c"
+cc -shared -fPIC -Wl,-soname,libnccl-fake.so -o "$W/nccl-a/libnccl-fake.so" "$W/nccl.c" &&
+  cc -shared -fPIC -Wl,-soname,libnccl-fake.so -o "$W/nccl-b/libnccl-fake.so" "$W/nccl.c"
 check "two fake NCCLs built" $?
-NA=$(realpath "$W/nccl-a/libnccl.so.2"); NB=$(realpath "$W/nccl-b/libnccl.so.2")
+NA=$(realpath "$W/nccl-a/libnccl-fake.so"); NB=$(realpath "$W/nccl-b/libnccl-fake.so")
 out=$(LD_PRELOAD="$NA:$NB" "$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
 echo "$out" | grep -A1 "^one NCCL"
 check "two NCCLs: exit 1" $([ $rc -eq 1 ]; echo $?)
@@ -171,8 +173,8 @@ echo "$out" | grep -q "fix: one NCCL per process: point LD_LIBRARY_PATH at the N
 check "two NCCLs: fix text" $?
 if [ $CPU_BUILD -eq 1 ]; then
   # The same file twice (once through a symbolic link) is one NCCL; so is a single preloaded one.
-  ln -sf "$NA" "$W/nccl-a/libnccl.so"
-  out=$(LD_PRELOAD="$W/nccl-a/libnccl.so:$NA" "$XY" doctor --config "$W/one.toml" 2>&1)
+  ln -sf "$NA" "$W/nccl-a/libnccl-link.so"
+  out=$(LD_PRELOAD="$W/nccl-a/libnccl-link.so:$NA" "$XY" doctor --config "$W/one.toml" 2>&1)
   echo "$out" | grep "^one NCCL"
   echo "$out" | grep -q "^one NCCL loaded .* PASS .*libnccl: $NA\$"; check "one NCCL (loaded through a link too): PASS" $?
   out=$(LD_PRELOAD="$NB" "$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
