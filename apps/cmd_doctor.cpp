@@ -226,6 +226,8 @@ std::string mib(double b) {
 
 }  // namespace
 
+bool doctor_probe_hung() { return g_gpu_hung; }
+
 int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool as_json) {
   std::vector<Row> rows;
   const int nodes = static_cast<int>(cfg.topology.nodes.size());

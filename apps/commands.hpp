@@ -20,6 +20,9 @@ namespace xy {
 // The preflight checks of node `node_index` (apps/cmd_doctor.cpp): prints the table (or JSON) to
 // `out`, waits up to wait_s for each peer's doctor; returns the number of failed checks.
 int run_doctor(const Config& cfg, int node_index, double wait_s, std::ostream& out, bool as_json);
+// True when a GPU probe of run_doctor() never returned (its thread is stuck in the driver): the
+// process must then end with std::_Exit, whose exit handlers might wait for that thread.
+bool doctor_probe_hung();
 }  // namespace xy
 
 // `xy-node doctor`: preflight checks (apps/cmd_doctor.cpp, docs/OPERATIONS.md).

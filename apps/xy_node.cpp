@@ -120,6 +120,10 @@ int cmd_train(int argc, char** argv) {
     if (failed > 0) {
       std::cerr << report.str() << "xy-node train: the preflight checks failed (above, each with its "
                    "fix); fix them, or pass --no-doctor (or control.doctor = false) to train anyway\n";
+      if (xy::doctor_probe_hung()) {  // a thread is stuck in the GPU driver: no exit handlers
+        std::fflush(nullptr);
+        std::_Exit(xy::kExitUsage);
+      }
       return xy::kExitUsage;
     }
     std::printf("xy: preflight checks passed (xy-node doctor; --no-doctor skips them)\n");

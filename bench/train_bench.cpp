@@ -5,10 +5,12 @@
 //   MFU      = 6 * parameters * tokens/s / (world * peak)     (attention and recompute not counted,
 //              as the peer counts; peak = 989e12 bf16 FLOP/s per H100 SXM unless --peak-tflops)
 // usage: train_bench --config FILE [--steps N] [--warmup W] [--peak-tflops P] [--offload-params]
+//                    [--watchdog-pairs N]   (the watchdog's overhead instead: N on/off pairs)
 //        (--offload-params sets actors.offload_params: the working shards in pinned host memory)
 #include <cxxopts.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -30,6 +32,48 @@ double peak_rss_gib() {
   return 0;
 }
 
+// The watchdog's cost: pairs of runs in this one process (no process start-up or memory layout
+// differences between the two), on-off then off-on in turn so that a drift cancels; per run the
+// mean step time after the warm-up; the overhead is the mean of the pairs' on/off ratios - 1.
+int watchdog_pairs(xy::Config cfg, const xy::RunOptions& ro, int pairs, int64_t warmup) {
+  std::vector<double> ratios;
+  double on_sum = 0, off_sum = 0;
+  for (int p = 0; p < pairs; ++p) {
+    double mean[2] = {0, 0};  // [off, on]
+    for (int k = 0; k < 2; ++k) {
+      const bool on = (p % 2 == 0) == (k == 0);
+      cfg.deadlines.watchdog = on;
+      xy::RunOptions o = ro;
+      o.quiet = true;
+      const xy::TrainResult r = xy::run_training(cfg, o);
+      if (r.exit_code != 0) {
+        std::fprintf(stderr, "train_bench: %s\n", r.error.c_str());
+        return r.exit_code;
+      }
+      double sum = 0;
+      int64_t n = 0;
+      for (size_t i = static_cast<size_t>(warmup); i < r.steps.size(); ++i, ++n) sum += r.steps[i].step_s;
+      mean[on] = sum / std::max<int64_t>(1, n);
+      std::printf("pair %2d  watchdog %-3s  mean step %.4f s over %lld steps\n", p + 1, on ? "on" : "off",
+                  mean[on], static_cast<long long>(n));
+      std::fflush(stdout);
+    }
+    ratios.push_back(mean[1] / mean[0]);
+    on_sum += mean[1];
+    off_sum += mean[0];
+  }
+  double m = 0, v = 0;
+  for (double x : ratios) m += x / ratios.size();
+  for (double x : ratios) v += (x - m) * (x - m) / std::max<size_t>(1, ratios.size() - 1);
+  const double se = std::sqrt(v / ratios.size());
+  std::printf("on/off per pair:");
+  for (double x : ratios) std::printf(" %.4f", x);
+  std::printf("\nRESULT watchdog overhead %+.2f%% (standard error %.2f%%, %zu pairs in one process; "
+              "mean step on %.4f s, off %.4f s; target <= 1%%)\n",
+              100 * (m - 1), 100 * se, ratios.size(), on_sum / pairs, off_sum / pairs);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -38,7 +82,9 @@ int main(int argc, char** argv) {
       "steps", "steps", cxxopts::value<int64_t>()->default_value("8"))(
       "warmup", "steps left out of the median", cxxopts::value<int64_t>()->default_value("3"))(
       "peak-tflops", "peak FLOP/s per device for MFU", cxxopts::value<double>()->default_value("989"))(
-      "offload-params", "parameter offload (actors.offload_params = true)");
+      "offload-params", "parameter offload (actors.offload_params = true)")(
+      "watchdog-pairs", "instead: N pairs of runs in this process, watchdog on and off in turn",
+      cxxopts::value<int>()->default_value("0"));
   auto args = opts.parse(argc, argv);
   xy::Config cfg = xy::load_config(args["config"].as<std::string>());
   cfg.train.steps = args["steps"].as<int64_t>();
@@ -55,6 +101,8 @@ int main(int argc, char** argv) {
   xy::RunOptions ro;
   ro.data = std::make_shared<xy::TokenSamples>(std::move(ids), cfg.data.seq_len, cfg.model.vocab_size);
   ro.checkpoint_at_end = false;
+  if (const int pairs = args["watchdog-pairs"].as<int>(); pairs > 0)
+    return watchdog_pairs(cfg, ro, pairs, args["warmup"].as<int64_t>());
   const xy::TrainResult r = xy::run_training(cfg, ro);
   if (r.exit_code != 0) {
     std::fprintf(stderr, "train_bench: %s\n", r.error.c_str());
