@@ -31,6 +31,9 @@ class C10dStore : public KeyValueStore {
 std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::string& store_host,
                                           int store_port, bool is_store_server, double timeout_s);
 
+// A client connection to the TCP store at host:port (throws std::runtime_error naming them).
+c10::intrusive_ptr<c10d::Store> tcp_store_client(const std::string& host, int port, double timeout_s);
+
 // The store that local rank `local_rank`'s process group rendezvouses through. A TCP store client
 // serves one blocking request at a time: a rank waiting in get() for a key that another local rank
 // of this process has yet to set would block that rank's set() behind it (two ranks per process

@@ -148,17 +148,7 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
 }
 
 std::shared_ptr<KeyValueStore> connect_store(const std::string& host, int port, double timeout_s) {
-  c10d::TCPStoreOptions o;
-  o.port = static_cast<uint16_t>(port);
-  o.isServer = false;
-  o.waitWorkers = false;
-  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-  try {
-    return std::make_shared<C10dStore>(c10::make_intrusive<c10d::TCPStore>(host, o));
-  } catch (const std::exception& e) {
-    throw std::runtime_error("cannot reach the job's store at " + host + ":" + std::to_string(port) +
-                             ": " + e.what());
-  }
+  return std::make_shared<C10dStore>(tcp_store_client(host, port, timeout_s));
 }
 
 std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,
