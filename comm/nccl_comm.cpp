@@ -12,6 +12,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -111,13 +112,14 @@ CommGroup make_nccl_comms(int world, int first_rank, int local, const std::strin
                           int store_port, bool is_store_server, double timeout_s) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   CommGroup group;
+  bool nonblocking = false;
   auto kv = open_job_store(world, local, store_host, store_port, is_store_server, timeout_s);
   group.store = kv;
   for (int l = 0; l < local; ++l) {
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
     const char* blocking = std::getenv("XY_NCCL_BLOCKING");
-    if (!(blocking && std::string(blocking) == "1")) set_nonblocking(*opts, 0);
+    if (!(blocking && std::string(blocking) == "1")) nonblocking = set_nonblocking(*opts, 0);
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
         "nccl", store_for_local_rank(*kv, l, store_host, store_port, timeout_s));
     // The communicator is created lazily by the first collective, on the device current then
@@ -126,6 +128,9 @@ CommGroup make_nccl_comms(int world, int first_rank, int local, const std::strin
         c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, first_rank + l, world, opts)));
     register_for_abort(group.comms.back());
   }
+  std::printf("xy: NCCL communicators: %s\n",
+              nonblocking ? "non-blocking (a stalled collective is aborted: ncclCommAbort)"
+                          : "blocking (XY_NCCL_BLOCKING=1, or this LibTorch cannot configure them)");
   return group;
 }
 
