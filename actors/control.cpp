@@ -6,12 +6,14 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "actors/faults.hpp"
 
@@ -112,13 +114,19 @@ void secret_handshake(KeyValueStore& store, const Config& cfg, int me, double ti
 }
 
 void write_report_and_exit(const Config& cfg, const std::string& report, int code) {
+  // Once per process: the control plane's thread, the watchdog's and its watcher can all get here;
+  // the first one reports, aborts the communicators and exits, the others wait for that.
+  static std::atomic<bool> reporting{false};
+  if (reporting.exchange(true))
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   std::cerr << "\n" << report << std::flush;
   const auto path = std::filesystem::path(cfg.data.work_dir) / "stall-report.txt";
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
   std::ofstream(path) << report;
   // Collectives stuck on the device are cancelled (ncclCommAbort), not left spinning.
-  for (const auto& line : abort_communicators()) std::cerr << "xy: " << line << "\n";
+  // (Within 5 s: well inside the watchdog watcher's 10 s, which would end the process as stuck.)
+  for (const auto& line : abort_communicators(5)) std::cerr << "xy: " << line << "\n";
   std::cerr << "xy: report written to " << path.string() << "; exiting with code " << code << "\n"
             << std::flush;
   std::fflush(nullptr);

@@ -121,8 +121,14 @@ prefetcher_actor::behavior_type prefetcher_fn(
                 try {
                   upload(s, b);
                 } catch (const std::exception& e) {
-                  s.ctx->fail("prefetcher of local rank " + std::to_string(s.local) +
-                              ": copy to the device: " + e.what());
+                  const std::string what = "prefetcher of local rank " + std::to_string(s.local) +
+                                           ": copy to the device: " + e.what();
+                  s.ctx->fail(what);
+                  // The trainer waiting for this batch gets the error instead of waiting forever.
+                  if (!s.waiting.empty()) {
+                    s.waiting.front().deliver(caf::make_error(caf::sec::runtime_error, what));
+                    s.waiting.pop_front();
+                  }
                   return;
                 }
                 if (!s.waiting.empty()) {

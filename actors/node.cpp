@@ -238,6 +238,8 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
                                                 local_no_bf16(ctx), &note);
   if (precision != cfg.train.precision) {
     ctx.cfg.train.precision = precision;
+    // fp16 needs the loss scaler even where bf16 was meant to run without one.
+    if (ctx.cfg.train.loss_scaling == "none") ctx.cfg.train.loss_scaling = "dynamic";
     ctx.working_dtype = working_dtype(precision, ctx.on_device);
     std::printf("xy: %s\n", note.c_str());
   }

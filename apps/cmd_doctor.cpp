@@ -440,7 +440,13 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
     const ModelLayout layout = build_layout(m, world, cfg.optimizer.no_decay);
     const double params = static_cast<double>(layout.total_numel());
     const double share = params * self.devices / world;
-    const double need = 16.0 * share;  // fp32 master, m, v, gradient
+    // fp32 master, m, v, gradient; with parameter offload also the pinned working copies
+    // (2 bytes a parameter in bf16/fp16, 4 in fp32; twice that with the delayed update).
+    const double working = !cfg.actors.offload_params ? 0.0
+                           : (cfg.train.precision == "fp32" ? 4.0 : 2.0) *
+                                 (cfg.optimizer.delayed_update ? 2.0 : 1.0);
+    const double per_param = 16.0 + working;
+    const double need = per_param * share;
     int64_t avail_kb = 0;
     std::ifstream mi("/proc/meminfo");
     std::string key;
@@ -451,7 +457,8 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
     const double avail = avail_kb * 1024.0;
     std::ostringstream d;
     d << static_cast<int64_t>(params) << " parameters; this node's share needs " << mib(need)
-      << " (16 B/parameter); " << mib(avail) << " available";
+      << " (" << per_param << " B/parameter" << (working > 0 ? ", with the offloaded working copies" : "")
+      << "); " << mib(avail) << " available";
     if (need <= avail)
       rows.push_back({"host memory", n, "PASS", d.str(), ""});
     else

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <sys/auxv.h>
 #include <unistd.h>
 
 #include "actors/engine.hpp"
@@ -194,13 +195,17 @@ int cmd_train(int argc, char** argv) {
 static void tune_malloc_for_preprocessing(char** argv) {
   const char* off = std::getenv("XY_MALLOC_TUNING");
   if (off && std::string(off) == "0") return;
+  // Once only (XY_MALLOC_TUNED marks the re-executed process), and never in a secure-execution
+  // process (setuid or file capabilities), where glibc drops GLIBC_TUNABLES.
+  if (std::getenv("XY_MALLOC_TUNED") || getauxval(AT_SECURE)) return;
   const char* cur = std::getenv("GLIBC_TUNABLES");
   const std::string tunables = cur ? cur : "";
   if (tunables.find("glibc.malloc.tcache_count") != std::string::npos) return;
   const std::string v = (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.tcache_count=4000";
-  if (setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0) return;
+  if (setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0 || setenv("XY_MALLOC_TUNED", "1", 1) != 0) return;
   execv("/proc/self/exe", argv);
   if (cur) setenv("GLIBC_TUNABLES", cur, 1); else unsetenv("GLIBC_TUNABLES");
+  unsetenv("XY_MALLOC_TUNED");
 }
 
 int main(int argc, char** argv) {
