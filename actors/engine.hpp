@@ -53,12 +53,36 @@ struct RankShards {
   at::Tensor& working_of(size_t u, int64_t version) {
     return working_alt.empty() || version % 2 == 0 ? working[u] : working_alt[u];
   }
+  // Parameter offload (working copies in pinned host memory): the last host-to-device copy that
+  // read each unit's buffer of each version parity. The parameter-shard records it; the optimizer
+  // waits for it before it writes that buffer again (an explicit guard, not a consequence of the
+  // order in which gathers happen to be issued).
+  void note_read(size_t u, int64_t version, DeviceEventPtr e) {
+    std::lock_guard<std::mutex> lock(read_mu_);
+    auto& v = last_read_[parity(version)];
+    if (v.size() <= u) v.resize(u + 1);
+    v[u] = std::move(e);
+  }
+  void wait_reads(size_t u, int64_t version) {
+    DeviceEventPtr e;
+    {
+      std::lock_guard<std::mutex> lock(read_mu_);
+      const auto& v = last_read_[parity(version)];
+      if (u < v.size()) e = v[u];
+    }
+    if (e) e->synchronize();
+  }
   // The host state of DESIGN.md: fp32 master, m, v and the gradient landing buffer (14 bytes a
   // parameter with 16-bit gradients, 16 with fp32 ones).
   int64_t host_bytes() const;
   // The working copies (device memory; on CPU ranks they live in host memory too).
   int64_t working_bytes() const;
   int64_t device_bytes() const;     // device bytes (0 on CPU)
+
+ private:
+  int parity(int64_t version) const { return working_alt.empty() ? 0 : static_cast<int>(version % 2); }
+  std::mutex read_mu_;
+  std::vector<DeviceEventPtr> last_read_[2];
 };
 
 // Per-step record kept for the summary and tests.

@@ -103,6 +103,9 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
             // The upload that last read this staging buffer must be done before it is rewritten.
             const int k = s.next_staging;
             if (s.staged[k]) s.staged[k]->synchronize();
+            // Parameter offload: the buffer about to be rewritten may still be read by a copy to
+            // the device (an older version of the same parity).
+            if (s.ctx->on_device && !s.uploads()) s.sh->wait_reads(u, order.step);
             if (order.skip) {  // the new version is the current one, recast from the master
               if (s.uploads())
                 s.staging[k].narrow(0, 0, s.sh->master[u].numel()).copy_(s.sh->master[u]);

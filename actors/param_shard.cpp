@@ -132,14 +132,16 @@ struct ParamShardState {
   // Parameter offload: copies a pinned host shard to the device on the host-to-device stream,
   // ahead of its all-gather on the gather stream (ordered by an event). The device copy is freed
   // when the gather stream is done with it.
-  at::Tensor upload(const at::Tensor& host) {
+  at::Tensor upload(const at::Tensor& host, int unit, int64_t version) {
     at::Tensor dev;
     {
       c10::StreamGuard guard(st.h2d);
       dev = at::empty(host.sizes(), at::TensorOptions().dtype(host.scalar_type()).device(st.device));
       dev.copy_(host, /*non_blocking=*/true);
     }
-    DeviceEvent::record(st.h2d)->block(st.gather);
+    auto copied = DeviceEvent::record(st.h2d);
+    copied->block(st.gather);
+    sh->note_read(unit, version, copied);  // the optimizer waits for it before rewriting `host`
     dev.record_stream(st.gather);
     return dev;
   }
@@ -182,7 +184,7 @@ struct ParamShardState {
         const uint64_t seq = comm->seq() + 1;
         g.op_id = ctx->registry.begin("all-gather", rank, q.unit, seq, step_of(q.version), deadline());
         at::Tensor shard = sh->working_of(q.unit, q.version);
-        if (st.on_device() && shard.is_cpu()) shard = upload(shard);  // parameter offload
+        if (st.on_device() && shard.is_cpu()) shard = upload(shard, q.unit, q.version);  // offload
         g.op = comm->all_gather(shard, g.full);
         g.issued = true;
         g.issued_at = Clock::now();
