@@ -233,9 +233,13 @@ struct ParamShardState {
     } else if (accumulate_on_device()) {
       std::vector<at::Tensor> n2;
       for (size_t u = 0; u < sh->grad_dev.size(); ++u) {
-        n2.push_back(sh->grad_dev[u].pow(2).sum().to(at::kDouble));
+        at::Tensor sq = sh->grad_dev[u].pow(2).sum().to(at::kDouble);
         // The device keeps a converted copy alive until the copy to the host is done.
         at::Tensor landing = sh->grad_dev[u].to(sh->grad[u].scalar_type());
+        // An fp32 sum past fp16's range lands as inf: that is an overflow too.
+        if (landing.scalar_type() == at::kHalf)
+          sq = at::where(at::isfinite(landing).all(), sq, at::full({}, INFINITY, sq.options()));
+        n2.push_back(sq);
         sh->grad[u].copy_(landing, /*non_blocking=*/true);
         landing.record_stream(st.reduce);
       }
