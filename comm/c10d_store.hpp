@@ -37,8 +37,9 @@ c10::intrusive_ptr<c10d::Store> tcp_store_client(const std::string& host, int po
 // The store that local rank `local_rank`'s process group rendezvouses through. A TCP store client
 // serves one blocking request at a time: a rank waiting in get() for a key that another local rank
 // of this process has yet to set would block that rank's set() behind it (two ranks per process
-// deadlocked at their first collective). So every local rank after the first gets a connection of
-// its own; the in-memory store needs none.
+// deadlocked at their first collective), and the job's own gets (checkpoint publication waits on
+// other nodes) must not hold up a process group's store calls either. So every local rank gets a
+// connection of its own; the in-memory store needs none.
 c10::intrusive_ptr<c10d::Store> store_for_local_rank(const C10dStore& job, int local_rank,
                                                      const std::string& store_host, int store_port,
                                                      double timeout_s);
