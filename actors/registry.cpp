@@ -243,12 +243,30 @@ std::string stall_report_json(const json& overdue, const std::vector<json>& node
       break;
     }
   }
-  // 2) Overdue work (not a wait): its owner, whoever waits for it.
-  const std::string okind = overdue.value("kind", std::string());
-  const bool overdue_is_work = !is_collective(okind) && okind != "wait-gather" && okind != "batch";
-  if (!culprit_named && overdue_is_work) {
-    o << "CULPRIT: " << where(overdue.value("rank", -1)) << ": " << describe_json(overdue);
-    if (overdue.value("rank", -1) >= 0) o << "; it is at " << doing(overdue["rank"].get<int>());
+  // 2) Overdue work (not a wait): its owner, whoever waits for it. Work at 90% or more of its own
+  // deadline counts too: a gather prefetched just before a compute that is stuck is registered a
+  // few milliseconds earlier and expires first, though the compute is what everyone waits for.
+  auto is_work = [](const std::string& kind) {
+    return !is_collective(kind) && kind != "wait-gather" && kind != "batch";
+  };
+  json work;
+  if (is_work(overdue.value("kind", std::string()))) {
+    work = overdue;
+  } else {
+    double most = 0.9;
+    for (const auto& op : ops) {
+      const double limit = op.value("limit_s", 0.0), age = op.value("age_s", 0.0);
+      if (!is_work(op.value("kind", std::string())) || limit <= 0 || age / limit < most) continue;
+      most = age / limit;
+      work = op;
+    }
+  }
+  if (!culprit_named && !work.is_null()) {
+    const int wrank = work.value("rank", -1);
+    o << "CULPRIT: "
+      << (wrank >= 0 ? where(wrank) : "node " + std::to_string(work.value("node", 0))) << ": "
+      << describe_json(work);
+    if (wrank >= 0) o << "; it is at " << doing(wrank);
     o << "\n";
     culprit_named = true;
   }
