@@ -6,15 +6,8 @@ set -uo pipefail
 XY=$1
 W=$2
 rm -rf "$W" && mkdir -p "$W"
-fail=0; passed=0
-check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
-ports() { python3 -c 'import socket
-ps = set()
-while len(ps) < 4:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-    if all(abs(p - q) > 2 for q in ps): ps.add(p)
-print(*sorted(ps))'; }
-read -r P0 P1 P2 P3 < <(ports)
+source "$(dirname "$0")/lib.sh"
+read -r P0 P1 P2 P3 < <(free_ports 4)
 
 model='[model]
 preset = "custom"
@@ -145,7 +138,7 @@ echo "$out" | grep -q "fix: the store listens on topology.nodes\[0\].port + 1"; 
 echo "$out" | grep -q "^same versions as node 1 .* PASS"; check "matching versions pass" $?
 
 # 9. Two real doctors on two 'nodes' pass together.
-read -r P0 P1 P2 P3 < <(ports)
+read -r P0 P1 P2 P3 < <(free_ports 4)
 two $P0 $P1 > "$W/two-real.toml"
 "$XY" doctor --config "$W/two-real.toml" --node-index 1 --wait 10 > "$W/d1.log" 2>&1 & D1=$!
 "$XY" doctor --config "$W/two-real.toml" --node-index 0 --wait 10 > "$W/d0.log" 2>&1; rc0=$?
@@ -189,7 +182,7 @@ else
 fi
 
 # 12. A peer with another CUDA runtime, CUDA driver or NCCL (each alone) fails with the fix.
-read -r P0 P1 P2 P3 < <(ports)
+read -r P0 P1 P2 P3 < <(free_ports 4)
 two $P0 $P1 > "$W/two-v.toml"
 for kv in "cuda=12.1|CUDA runtime 12.1 there, $(fact cuda) here" \
           "cuda_driver=535.54|CUDA driver 535.54 there, $(fact cuda_driver) here" \
@@ -245,5 +238,4 @@ echo "$out" | tail -2
 check "train with a failing doctor exits 2" $([ $rc -eq 2 ]; echo $?)
 echo "$out" | grep -q "the preflight checks failed .* pass --no-doctor"; check "train names --no-doctor" $?
 
-echo "$passed passed, $fail failed"
-[ $fail -eq 0 ]
+finish

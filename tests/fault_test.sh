@@ -18,18 +18,7 @@ W="$ROOT/$CASE"
 [ "$DEVICE" = cpu ] || W="$ROOT/$CASE-$DEVICE"
 D=3   # the deadline of every operation kind in these runs (step 1: 3x)
 HB=3  # control.heartbeat_s
-fail=0; passed=0
-check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
-finish() { echo "$passed passed, $fail failed"; [ $fail -eq 0 ]; exit $?; }
-
-free_ports() { python3 -c 'import socket
-def free():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-a = free()
-while True:
-    b = free()
-    if abs(a - b) > 2: break
-print(a, b)'; }
+source "$(dirname "$0")/lib.sh"
 
 # A small model; every deadline D seconds; tokenizer shared by all cases (made by `setup`).
 body() {  # body TOKENIZER_LINE
@@ -159,7 +148,7 @@ skip-collective|sleep-compute|reorder|block-batch|block-adam|block-checkpoint|bl
   fi
   finish ;;
 cross-node-stall|cross-node-stall0|kill-node|stop-node|stop-node0)
-  read -r P0 P1 < <(free_ports)
+  read -r P0 P1 < <(free_ports 2)
   COLL=$((D * 4)) two_nodes > "$W/job.toml"
   case "$CASE" in
     cross-node-stall) F="sleep-compute:rank=1,step=4,unit=1"; fnode=1; want_rc=3; limit=$((D + 5)) ;;
@@ -217,7 +206,7 @@ cross-node-stall|cross-node-stall0|kill-node|stop-node|stop-node0)
   esac
   finish ;;
 secret-wrong|secret-missing)
-  read -r P0 P1 < <(free_ports)
+  read -r P0 P1 < <(free_ports 2)
   two_nodes > "$W/job.toml"
   s1="XY_SECRET=not-the-secret"; [ "$CASE" = secret-missing ] && s1="XY_SECRET="
   start n0 XY_NODE_INDEX=0 XY_SECRET=the-job-secret-1234 -- --config "$W/job.toml" --work-dir "$W/node0"

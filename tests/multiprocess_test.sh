@@ -22,17 +22,8 @@ if [ "$DEVICE" = cuda ]; then
 fi
 RANKS=$((2 * PER))
 rm -rf "$W" && mkdir -p "$W"
-fail=0; passed=0
-check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
-# Two free ports (the store listens on node 0's port + 1).
-read -r P0 P1 < <(python3 -c 'import socket
-def free():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-a = free()
-while True:
-    b = free()
-    if abs(a - b) > 2: break
-print(a, b)')
+source "$(dirname "$0")/lib.sh"
+read -r P0 P1 < <(free_ports 2)  # (the store listens on node 0's port + 1)
 
 common='[model]
 preset = "tiny"
@@ -102,5 +93,4 @@ done
 grep -q '"nodes": 2' "$W/ckpt-two/step-00000006/manifest.json"; check "manifest written by node 0 lists both nodes" $?
 test "$(cat "$W/ckpt-two/latest")" = "step-00000006"; check "latest published" $?
 
-echo "$passed passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -7,9 +7,8 @@ set -uo pipefail
 XY=$1
 W=$2
 rm -rf "$W" && mkdir -p "$W"
-fail=0; passed=0
-check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+source "$(dirname "$0")/lib.sh"
+PORT=$(free_ports)
 
 cat > "$W/job.toml" <<EOF
 [topology]
@@ -84,5 +83,4 @@ check "xy-node status --json read the running job" $got_status
 check "/metrics served Prometheus text" $got_metrics
 cat "$W/status.txt" 2>/dev/null | head -5
 grep -q "rank" "$W/status.txt"; check "xy-node status --once printed the rank table" $?
-echo "$passed passed, $fail failed"
-[ $fail -eq 0 ]
+finish

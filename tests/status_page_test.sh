@@ -12,9 +12,8 @@ if [ -z "$BROWSER" ]; then
   exit 77
 fi
 rm -rf "$W" && mkdir -p "$W"
-fail=0; passed=0
-check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+source "$(dirname "$0")/lib.sh"
+PORT=$(free_ports)
 cat > "$W/job.toml" <<EOF
 [topology]
 device = "cpu"
@@ -58,5 +57,4 @@ grep -q '<p id="summary">step [0-9]* of 3000 | loss [0-9.]* | [0-9]* tok/s' "$W/
 points=$(sed -n 's/.*data-points="\([0-9]*\)".*/\1/p' "$W/dom.html")
 check "the loss curve was drawn from ${points:-0} points" $([ "${points:-0}" -ge 20 ]; echo $?)
 grep -q '<h1>xy <span id="title">node 0 (127.0.0.1:0)</span>' "$W/dom.html"; check "the title names the node" $?
-echo "$passed passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -1,0 +1,18 @@
+# Shared by the shell tests (source it): counted checks and free local ports.
+
+fail=0; passed=0
+# check NAME STATUS: records NAME as passed when STATUS is 0, else as failed.
+check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
+# finish: prints the counts and exits 0 only if no check failed.
+finish() { echo "$passed passed, $fail failed"; [ $fail -eq 0 ]; exit $?; }
+# free_ports [N]: N (default 1) free TCP ports on 127.0.0.1, ascending, each more than 2 from the
+# others (a node's job store listens on its port + 1).
+free_ports() { python3 - "${1:-1}" <<'PY'
+import socket, sys
+ps = set()
+while len(ps) < int(sys.argv[1]):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    if all(abs(p - q) > 2 for q in ps): ps.add(p)
+print(*sorted(ps))
+PY
+}
