@@ -24,15 +24,10 @@ int cmd_verify(int argc, char** argv) {
   opts.parse_positional({"checkpoint"});
   opts.positional_help("CHECKPOINT");
   cxxopts::ParseResult args;
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node verify: " << e.what() << "\n" << opts.help();
-    return xy::kExitUsage;
-  }
-  if (args.count("help") || !args.count("checkpoint")) {
+  if (const int rc = parse_options(opts, argc, argv, "verify", args); rc >= 0) return rc;
+  if (!args.count("checkpoint")) {
     std::cout << opts.help();
-    return args.count("help") ? xy::kExitOk : xy::kExitUsage;
+    return xy::kExitUsage;
   }
   try {
     const std::string dir =
@@ -67,16 +62,7 @@ int cmd_export(int argc, char** argv) {
   opts.parse_positional({"checkpoint"});
   opts.positional_help("CHECKPOINT");
   cxxopts::ParseResult args;
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node export: " << e.what() << "\n" << opts.help();
-    return xy::kExitUsage;
-  }
-  if (args.count("help")) {
-    std::cout << opts.help();
-    return xy::kExitOk;
-  }
+  if (const int rc = parse_options(opts, argc, argv, "export", args); rc >= 0) return rc;
   if (!args.count("checkpoint") || !args.count("out")) {
     std::cerr << "xy-node export: CHECKPOINT and --out are required\n" << opts.help();
     return xy::kExitUsage;

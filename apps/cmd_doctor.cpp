@@ -598,16 +598,7 @@ int cmd_doctor(int argc, char** argv) {
       ("facts", "print what this node reports to its peers (versions, host, clock) as JSON and exit")
       ("h,help", "show this help");
   cxxopts::ParseResult args;
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node doctor: " << e.what() << "\n" << opts.help();
-    return 2;
-  }
-  if (args.count("help")) {
-    std::cout << opts.help();
-    return 0;
-  }
+  if (const int rc = parse_options(opts, argc, argv, "doctor", args); rc >= 0) return rc;
   if (args.count("facts")) {
     std::cout << xy::local_facts(-1).dump() << "\n";
     return 0;

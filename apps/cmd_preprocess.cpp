@@ -52,16 +52,7 @@ int cmd_preprocess(int argc, char** argv) {
       ("h,help", "show this help");
   opts.parse_positional({"inputs"});
   cxxopts::ParseResult a;
-  try {
-    a = opts.parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node preprocess: " << e.what() << "\n" << opts.help();
-    return kUsage;
-  }
-  if (a.count("help")) {
-    std::cout << opts.help();
-    return kOk;
-  }
+  if (const int rc = parse_options(opts, argc, argv, "preprocess", a); rc >= 0) return rc;
   for (const char* req : {"output", "tokenizer", "inputs"})
     if (!a.count(req)) {
       std::cerr << "xy-node preprocess: " << (std::string(req) == "inputs" ? "INPUT..." : "--" + std::string(req))

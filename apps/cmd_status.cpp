@@ -95,16 +95,7 @@ int cmd_status(int argc, char** argv) {
       ("interval", "seconds between refreshes on a terminal", cxxopts::value<double>()->default_value("1"))
       ("h,help", "show this help");
   cxxopts::ParseResult args;
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node status: " << e.what() << "\n" << opts.help();
-    return 2;
-  }
-  if (args.count("help")) {
-    std::cout << opts.help();
-    return 0;
-  }
+  if (const int rc = parse_options(opts, argc, argv, "status", args); rc >= 0) return rc;
   std::vector<Target> targets;
   if (args.count("address")) {
     const std::string a = args["address"].as<std::string>();

@@ -7,9 +7,16 @@ int cmd_preprocess(int argc, char** argv);
 // `xy-node verify`: checks a checkpoint's files against its manifest (apps/cmd_checkpoint.cpp).
 int cmd_verify(int argc, char** argv);
 
+#include <cxxopts.hpp>
+
 #include <ostream>
 
 #include "io/config.hpp"
+
+// Parses the options of `xy-node NAME` into `args`. Returns -1 to go on, or the exit code to end
+// with: 2 after bad options (the error and the help on stderr), 0 after --help (the help on stdout).
+int parse_options(cxxopts::Options& opts, int argc, char** argv, const char* name,
+                  cxxopts::ParseResult& args);
 
 // This process's node index: `flag` if >= 0, else XY_NODE_INDEX, NODE_RANK (torchrun) or
 // SLURM_NODEID from the environment, else topology.node_index. Prints an error and returns -1 when

@@ -54,16 +54,7 @@ int cmd_train(int argc, char** argv) {
       ("no-doctor", "skip the preflight checks (xy-node doctor) before training")
       ("h,help", "show this help");
   cxxopts::ParseResult args;
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node train: " << e.what() << "\n" << opts.help();
-    return xy::kExitUsage;
-  }
-  if (args.count("help")) {
-    std::cout << opts.help();
-    return xy::kExitOk;
-  }
+  if (const int rc = parse_options(opts, argc, argv, "train", args); rc >= 0) return rc;
   if (!args.count("config")) {
     std::cerr << "xy-node train: --config FILE is required\n" << opts.help();
     return xy::kExitUsage;
@@ -187,6 +178,21 @@ int cmd_train(int argc, char** argv) {
 }
 
 }  // namespace
+
+int parse_options(cxxopts::Options& opts, int argc, char** argv, const char* name,
+                  cxxopts::ParseResult& args) {
+  try {
+    args = opts.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node " << name << ": " << e.what() << "\n" << opts.help();
+    return xy::kExitUsage;
+  }
+  if (args.count("help")) {
+    std::cout << opts.help();
+    return xy::kExitOk;
+  }
+  return -1;
+}
 
 // SentencePiece allocates and frees many small objects for every document it encodes; a larger
 // per-thread cache in glibc's malloc (tcache) takes ~11% off preprocessing's CPU time. glibc reads
