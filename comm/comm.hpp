@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,13 @@ class Comm {
 
  protected:
   uint64_t next_seq() { return ++seq_; }
+  // Throws std::invalid_argument unless full.numel() == shard.numel() * size() (`what` names the
+  // collective in the message).
+  void check_split(const char* what, const at::Tensor& full, const at::Tensor& shard) const {
+    if (full.numel() != shard.numel() * size())
+      throw std::invalid_argument(std::string(what) + ": full has " + std::to_string(full.numel()) +
+                                  " elements, expected " + std::to_string(shard.numel() * size()));
+  }
 
  private:
   uint64_t seq_ = 0;

@@ -51,9 +51,7 @@ class GlooComm : public Comm {
 
   std::unique_ptr<CommOp> all_gather(const at::Tensor& shard, const at::Tensor& full) override {
     const int64_t n = shard.numel();
-    if (full.numel() != n * size())
-      throw std::invalid_argument("all_gather: full has " + std::to_string(full.numel()) +
-                                  " elements, expected " + std::to_string(n * size()));
+    check_split("all_gather", full, shard);
     // Gloo in LibTorch 1.13 has no bf16 (nor int16): an all-gather only moves bytes, so bf16
     // moves as fp16.
     const bool bits16 = full.scalar_type() == at::kBFloat16;
@@ -68,9 +66,7 @@ class GlooComm : public Comm {
 
   std::unique_ptr<CommOp> reduce_scatter(const at::Tensor& full, const at::Tensor& shard) override {
     const int64_t n = shard.numel();
-    if (full.numel() != n * size())
-      throw std::invalid_argument("reduce_scatter: full has " + std::to_string(full.numel()) +
-                                  " elements, expected " + std::to_string(n * size()));
+    check_split("reduce_scatter", full, shard);
     // 16-bit floats are summed in fp32 (Gloo in LibTorch 1.13 cannot add them).
     const at::Tensor sum = is16(full) ? full.to(at::kFloat) : full;
     std::vector<at::Tensor> t{sum};

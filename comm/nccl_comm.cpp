@@ -70,17 +70,13 @@ class NcclComm : public Comm {
   std::string backend() const override { return "nccl"; }
 
   std::unique_ptr<CommOp> all_gather(const at::Tensor& shard, const at::Tensor& full) override {
-    if (full.numel() != shard.numel() * size())
-      throw std::invalid_argument("all_gather: full has " + std::to_string(full.numel()) +
-                                  " elements, expected " + std::to_string(shard.numel() * size()));
+    check_split("all_gather", full, shard);
     at::Tensor out = full, in = shard;
     const uint64_t s = next_seq();
     return std::make_unique<NcclOp>(pg_->_allgather_base(out, in), "all-gather #" + std::to_string(s));
   }
   std::unique_ptr<CommOp> reduce_scatter(const at::Tensor& full, const at::Tensor& shard) override {
-    if (full.numel() != shard.numel() * size())
-      throw std::invalid_argument("reduce_scatter: full has " + std::to_string(full.numel()) +
-                                  " elements, expected " + std::to_string(shard.numel() * size()));
+    check_split("reduce_scatter", full, shard);
     at::Tensor out = shard, in = full;
     const uint64_t s = next_seq();
     return std::make_unique<NcclOp>(pg_->_reduce_scatter_base(out, in),
