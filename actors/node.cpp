@@ -116,6 +116,9 @@ at::Tensor pinned_zeros(int64_t n, at::ScalarType t) {
 #endif
 }
 
+// A page-locked copy of a host tensor.
+at::Tensor pinned_copy(const at::Tensor& t) { return pinned_zeros(t.numel(), t.scalar_type()).copy_(t); }
+
 double rss_gib() {
   std::FILE* f = std::fopen("/proc/self/statm", "r");
   long pages = 0, resident = 0;
@@ -300,7 +303,7 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
         // working precision.
         const c10::Device dev = ctx.streams[l].device;
         if (cfg.actors.offload_params)  // parameter offload: pinned host memory instead
-          sh->working.push_back(pinned_zeros(n, ctx.working_dtype).copy_(w));
+          sh->working.push_back(pinned_copy(w));
         else
           sh->working.push_back(w.to(dev));
         sh->grad.push_back(pinned_zeros(n, ctx.working_dtype));
@@ -320,8 +323,7 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   if (cfg.optimizer.delayed_update)
     for (auto& sh : ctx.shards)
       for (const auto& w : sh->working)
-        sh->working_alt.push_back(w.is_cpu() && ctx.on_device ? pinned_zeros(w.numel(), w.scalar_type()).copy_(w)
-                                                                : w.clone());
+        sh->working_alt.push_back(w.is_cpu() && ctx.on_device ? pinned_copy(w) : w.clone());
   ctx.start_positions.assign(ctx.local_ranks, 0);
   if (ckpt) {
     ctx.start_step = ckpt->step;

@@ -6,6 +6,16 @@
 #include <sstream>
 
 namespace xy {
+namespace {
+bool is_collective(const std::string& kind) {
+  return kind == "all-gather" || kind == "reduce-scatter" || kind == "all-reduce" || kind == "broadcast";
+}
+// Waiting (in a collective, for a gathered unit, for a batch) rather than working (compute, Adam, a
+// batch read, a checkpoint write): an overdue wait is usually the consequence of overdue work.
+bool is_wait(const std::string& kind) {
+  return is_collective(kind) || kind == "wait-gather" || kind == "batch";
+}
+}  // namespace
 
 uint64_t OpRegistry::begin(std::string kind, int rank, int unit, uint64_t seq, int64_t step,
                            double deadline_s) {
@@ -43,12 +53,7 @@ std::vector<OpRecord> OpRegistry::snapshot() const {
 }
 
 std::optional<OpRecord> OpRegistry::first_overdue(Clock::time_point now) const {
-  // Work (compute, Adam, a batch read, a checkpoint write) before waits (collectives, waiting for
-  // a gather or a batch): an overdue wait is usually the consequence of overdue work.
-  auto is_wait = [](const std::string& k) {
-    return k == "all-gather" || k == "reduce-scatter" || k == "all-reduce" || k == "broadcast" ||
-           k == "wait-gather" || k == "batch";
-  };
+  // Work before waits (is_wait).
   std::lock_guard<std::mutex> lock(mu_);
   std::optional<OpRecord> best;
   for (const auto& [id, r] : ops_) {
@@ -161,10 +166,6 @@ std::string list(const std::vector<int>& v) {
   return v.empty() ? std::string("none") : s.str();
 }
 
-bool is_collective(const std::string& kind) {
-  return kind == "all-gather" || kind == "reduce-scatter" || kind == "all-reduce" || kind == "broadcast";
-}
-
 }  // namespace
 
 std::string stall_report_json(const json& overdue, const std::vector<json>& nodes,
@@ -246,17 +247,14 @@ std::string stall_report_json(const json& overdue, const std::vector<json>& node
   // 2) Overdue work (not a wait): its owner, whoever waits for it. Work at 90% or more of its own
   // deadline counts too: a gather prefetched just before a compute that is stuck is registered a
   // few milliseconds earlier and expires first, though the compute is what everyone waits for.
-  auto is_work = [](const std::string& kind) {
-    return !is_collective(kind) && kind != "wait-gather" && kind != "batch";
-  };
   json work;
-  if (is_work(overdue.value("kind", std::string()))) {
+  if (!is_wait(overdue.value("kind", std::string()))) {
     work = overdue;
   } else {
     double most = 0.9;
     for (const auto& op : ops) {
       const double limit = op.value("limit_s", 0.0), age = op.value("age_s", 0.0);
-      if (!is_work(op.value("kind", std::string())) || limit <= 0 || age / limit < most) continue;
+      if (is_wait(op.value("kind", std::string())) || limit <= 0 || age / limit < most) continue;
       most = age / limit;
       work = op;
     }
