@@ -25,6 +25,13 @@ TrainResult run(Config cfg, const std::string& device, const std::string& precis
   ro.checkpoint_at_end = false;
   return run_training(cfg, ro);
 }
+// The largest relative difference of the losses step by step (relative to a's).
+double worst_loss_difference(const TrainResult& a, const TrainResult& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.steps.size() && i < b.steps.size(); ++i)
+    worst = std::max(worst, std::abs(a.steps[i].loss - b.steps[i].loss) / a.steps[i].loss);
+  return worst;
+}
 }  // namespace
 
 TEST(Gpu, Fp32MatchesTheCpuEngine) {
@@ -33,9 +40,8 @@ TEST(Gpu, Fp32MatchesTheCpuEngine) {
   TrainResult gpu = run(cfg, "cuda", "fp32");
   ASSERT_EQ(cpu.exit_code, 0) << cpu.error;
   ASSERT_EQ(gpu.exit_code, 0) << gpu.error;
-  double worst = 0;
-  for (size_t i = 0; i < cpu.steps.size(); ++i)
-    worst = std::max(worst, std::abs(gpu.steps[i].loss - cpu.steps[i].loss) / cpu.steps[i].loss);
+  ASSERT_EQ(gpu.steps.size(), cpu.steps.size());
+  const double worst = worst_loss_difference(cpu, gpu);
   std::printf("fp32 CUDA vs CPU over %zu steps: worst loss relative difference %.3g (last %.6f vs %.6f)\n",
               cpu.steps.size(), worst, gpu.steps.back().loss, cpu.steps.back().loss);
   EXPECT_LT(worst, 1e-4);
@@ -47,19 +53,11 @@ TEST(Gpu, Bf16TracksFp32) {
   TrainResult b16 = run(cfg, "cuda", "bf16");
   ASSERT_EQ(f32.exit_code, 0) << f32.error;
   ASSERT_EQ(b16.exit_code, 0) << b16.error;
-  double worst = 0;
-  for (size_t i = 0; i < f32.steps.size(); ++i)
-    worst = std::max(worst, std::abs(b16.steps[i].loss - f32.steps[i].loss) / f32.steps[i].loss);
+  ASSERT_EQ(b16.steps.size(), f32.steps.size());
+  const double worst = worst_loss_difference(f32, b16);
   std::printf("bf16 vs fp32 on CUDA over %zu steps: worst loss relative difference %.3g\n",
               f32.steps.size(), worst);
   EXPECT_LT(worst, 2e-2);
-}
-
-static double worst_loss_difference(const TrainResult& a, const TrainResult& b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.steps.size() && i < b.steps.size(); ++i)
-    worst = std::max(worst, std::abs(a.steps[i].loss - b.steps[i].loss) / a.steps[i].loss);
-  return worst;
 }
 
 TEST(Gpu, Fp16WithTheLossScalerTracksFp32) {
@@ -128,9 +126,8 @@ TEST(Gpu, TwoLocalRanksMatchOne) {
   if (b.exit_code != 0 && b.error.find("device") != std::string::npos)
     GTEST_SKIP() << "needs 2 GPUs: " << b.error;
   ASSERT_EQ(b.exit_code, 0) << b.error;
-  double worst = 0;
-  for (size_t i = 0; i < a.steps.size(); ++i)
-    worst = std::max(worst, std::abs(a.steps[i].loss - b.steps[i].loss) / a.steps[i].loss);
+  ASSERT_EQ(b.steps.size(), a.steps.size());
+  const double worst = worst_loss_difference(a, b);
   std::printf("2 GPUs vs 1 GPU (same global batch): worst loss relative difference %.3g\n", worst);
   EXPECT_LT(worst, 1e-4);
 }
