@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/exit_codes.hpp"
 #include "actors/protocol.hpp"
 #include "actors/registry.hpp"
 #include "actors/thread_pool.hpp"
@@ -22,15 +23,6 @@
 
 namespace xy {
 
-// Process exit codes of xy-node (documented in README.md).
-enum ExitCode : int {
-  kExitOk = 0,
-  kExitError = 1,        // an error with a message (bad data, I/O, a failed collective)
-  kExitUsage = 2,        // bad command line or configuration
-  kExitStall = 3,        // the watchdog found an operation past its deadline; see the stall report
-  kExitPeerLost = 4,     // another node was killed, frozen or cut off (no heartbeat); see the report
-  kExitWatchdogStuck = 5,  // the watchdog itself stopped running (its watcher ended the process)
-};
 
 // One rank's memory, allocated once at start-up. Ownership: `working` and `grad` are written by the
 // rank's parameter-shard actor (grad: during backward; working: never), `master`, `m`, `v` and

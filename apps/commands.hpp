@@ -1,4 +1,5 @@
-// The subcommands of xy-node that live in files of their own (argv[0] is the command's name).
+// The subcommands of xy-node that live in files of their own (argv[0] is the command's name), and
+// what the launcher (apps/launcher.cpp) and the engine (apps/engine_main.cpp) share (apps/cli.cpp).
 #pragma once
 
 // `xy-node preprocess`: JSONL corpora -> token shards (apps/cmd_preprocess.cpp, docs/DATA.md).
@@ -12,6 +13,15 @@ int cmd_verify(int argc, char** argv);
 #include <ostream>
 
 #include "io/config.hpp"
+
+// `xy-node --help`: the commands and exit codes.
+const char* xy_usage();
+
+// SentencePiece allocates and frees many small objects for every document it encodes; a larger
+// per-thread cache in glibc's malloc (tcache) takes ~6-11% off preprocessing's CPU time. glibc reads
+// its tunables at start-up only, so `preprocess` re-executes itself once with the tunable added to
+// GLIBC_TUNABLES (XY_MALLOC_TUNING=0 skips this; if the exec fails it goes on as it is).
+void tune_malloc_for_preprocessing(char** argv);
 
 // Parses the options of `xy-node NAME` into `args`. Returns -1 to go on, or the exit code to end
 // with: 2 after bad options (the error and the help on stderr), 0 after --help (the help on stdout).

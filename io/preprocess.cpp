@@ -591,7 +591,7 @@ void Run::setup() {
                           " allows in flight; raise --memory-mb or lower --max-line-bytes");
   chunk_bytes_ = opt_.chunk_bytes > 0
                      ? static_cast<size_t>(opt_.chunk_bytes)
-                     : std::clamp<size_t>(budget_ / (2 * (threads_ + 1)), 64 << 10, 4 << 20);
+                     : std::clamp<size_t>(budget_ / (4 * (threads_ + 1)), 64 << 10, 1 << 20);
   if (chunk_bytes_ > budget_)
     throw PreprocessError("--chunk-bytes " + std::to_string(chunk_bytes_) + " exceeds the " +
                           std::to_string(budget_) + " bytes --memory-mb allows in flight");
@@ -755,14 +755,16 @@ void Run::emit(const int32_t* p, int64_t n) {
       wbuf_.clear();
     }
     const int64_t take = std::min(n, shard_tokens_ - open_tokens_);
-    for (int64_t i = 0; i < take; ++i) {
-      const uint32_t v = static_cast<uint32_t>(p[i]);
-      if (width_ == 2) {
-        const uint16_t h = static_cast<uint16_t>(v);
-        wbuf_.insert(wbuf_.end(), reinterpret_cast<const char*>(&h), reinterpret_cast<const char*>(&h) + 2);
-      } else {
-        wbuf_.insert(wbuf_.end(), reinterpret_cast<const char*>(&v), reinterpret_cast<const char*>(&v) + 4);
+    const size_t at = wbuf_.size();
+    wbuf_.resize(at + static_cast<size_t>(take * width_));
+    char* w = wbuf_.data() + at;
+    if (width_ == 2) {
+      for (int64_t i = 0; i < take; ++i) {
+        const uint16_t h = static_cast<uint16_t>(p[i]);
+        std::memcpy(w + 2 * i, &h, 2);
       }
+    } else {
+      std::memcpy(w, p, static_cast<size_t>(take) * 4);
     }
     carry_.insert(carry_.end(), p, p + take);
     if (wbuf_.size() >= (1u << 20)) flush_shard_buffer();
@@ -912,11 +914,11 @@ void Run::reader_main() {
       int64_t text_in_chunk = 0;  // decompressed bytes in the chunk
       auto acquire = [&]() {      // wait for room in the in-flight budget before filling a chunk
         std::unique_lock<std::mutex> lk(mu_);
-        // Room: at most 2 (threads + 1) chunks (enough to keep every worker busy while the writer
-        // waits for the oldest) and at most the memory budget.
+        // Room: at most 4 (threads + 1) chunks (enough to keep every worker busy while the writer
+        // waits for the oldest or syncs a finished shard) and at most the memory budget.
         cv_.wait(lk, [&] {
           return stop_ || inflight_chunks_ == 0 ||
-                 (inflight_chunks_ < 2 * (threads_ + 1) && inflight_ + chunk_bytes_ <= budget_);
+                 (inflight_chunks_ < 4 * (threads_ + 1) && inflight_ + chunk_bytes_ <= budget_);
         });
         inflight_ += chunk_bytes_;
         ++inflight_chunks_;

@@ -54,8 +54,8 @@ struct PreprocessOptions {
   int64_t shard_tokens = 0;         // tokens per shard, exactly; 0 = from shard_mb
   int64_t memory_mb = 1024;         // bound on text + tokens in flight (RSS ~ this + tokenizer)
   int64_t max_line_bytes = 8 << 20; // longer lines are skipped as line_too_long
-  // Bytes of text per unit of work (and between resume points); 0 = memory_mb / 4 / (2 *
-  // (threads + 1)), clamped to [64 KiB, 4 MiB].
+  // Bytes of text per unit of work (and between resume points); 0 = memory_mb / 4 / (4 *
+  // (threads + 1)), clamped to [64 KiB, 1 MiB].
   int64_t chunk_bytes = 0;
   bool strict = false;              // the first bad line is an error (with file:line)
   int report_limit = 10;            // how many bad lines are reported with file:line

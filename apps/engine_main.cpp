@@ -1,4 +1,6 @@
-// xy-node: the one binary of xy. `xy-node <command> [options]`; `xy-node <command> --help`.
+// xy-node-engine: the commands of xy-node that need LibTorch (train, verify, export, doctor). The
+// xy-node launcher (apps/launcher.cpp) executes it for those commands, with the same arguments and
+// process id; it runs preprocess and status itself, without loading LibTorch.
 #include <cxxopts.hpp>
 
 #include <algorithm>
@@ -9,8 +11,6 @@
 #include <iostream>
 #include <sstream>
 #include <string>
-#include <sys/auxv.h>
-#include <unistd.h>
 
 #include "actors/engine.hpp"
 #include "actors/faults.hpp"
@@ -19,21 +19,6 @@
 #include "io/dataset.hpp"
 
 namespace {
-
-const char* kUsage =
-    "usage: xy-node <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  train    train a model as configured (xy-node train --config config/tiny.toml)\n"
-    "  preprocess  tokenize JSONL corpora into token shards (docs/DATA.md)\n"
-    "  verify   check a checkpoint against its manifest (sizes and SHA-256)\n"
-    "  export   write a checkpoint as a Hugging Face folder (config.json + safetensors)\n"
-  "  doctor   preflight checks of this node and its peers (xy-node doctor --config FILE)\n"
-  "  status   live state of a running job (xy-node status --config FILE | --address HOST:PORT)\n"
-    "\n"
-    "Run 'xy-node <command> --help' for the options of a command.\n"
-    "Exit codes: 0 done, 1 error, 2 bad usage or configuration, 3 stalled (watchdog report),\n"
-    "4 a peer node was lost, 5 the watchdog itself was stuck (docs/OPERATIONS.md).\n";
 
 int cmd_train(int argc, char** argv) {
   cxxopts::Options opts("xy-node train", "Train a LLaMA-style model as configured.");
@@ -179,59 +164,22 @@ int cmd_train(int argc, char** argv) {
 
 }  // namespace
 
-int parse_options(cxxopts::Options& opts, int argc, char** argv, const char* name,
-                  cxxopts::ParseResult& args) {
-  try {
-    args = opts.parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node " << name << ": " << e.what() << "\n" << opts.help();
-    return xy::kExitUsage;
-  }
-  if (args.count("help")) {
-    std::cout << opts.help();
-    return xy::kExitOk;
-  }
-  return -1;
-}
-
-// SentencePiece allocates and frees many small objects for every document it encodes; a larger
-// per-thread cache in glibc's malloc (tcache) takes ~11% off preprocessing's CPU time. glibc reads
-// its tunables at start-up only, so `preprocess` re-executes itself once with the tunable added to
-// GLIBC_TUNABLES (XY_MALLOC_TUNING=0 skips this; if the exec fails it goes on as it is).
-static void tune_malloc_for_preprocessing(char** argv) {
-  const char* off = std::getenv("XY_MALLOC_TUNING");
-  if (off && std::string(off) == "0") return;
-  // Once only (XY_MALLOC_TUNED marks the re-executed process), and never in a secure-execution
-  // process (setuid or file capabilities), where glibc drops GLIBC_TUNABLES.
-  if (std::getenv("XY_MALLOC_TUNED") || getauxval(AT_SECURE)) return;
-  const char* cur = std::getenv("GLIBC_TUNABLES");
-  const std::string tunables = cur ? cur : "";
-  if (tunables.find("glibc.malloc.tcache_count") != std::string::npos) return;
-  const std::string v = (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.tcache_count=4000";
-  if (setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0 || setenv("XY_MALLOC_TUNED", "1", 1) != 0) return;
-  execv("/proc/self/exe", argv);
-  if (cur) setenv("GLIBC_TUNABLES", cur, 1); else unsetenv("GLIBC_TUNABLES");
-  unsetenv("XY_MALLOC_TUNED");
-}
-
 int main(int argc, char** argv) {
   // A peer that died closes its sockets: writing to them must be an error (EPIPE) that the
   // control plane reports, not a SIGPIPE that kills this node without a word.
   std::signal(SIGPIPE, SIG_IGN);
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::cout << kUsage;
+    std::cout << xy_usage();
     return argc < 2 ? xy::kExitUsage : xy::kExitOk;
   }
   const std::string cmd = argv[1];
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);
-  if (cmd == "preprocess") {
-    tune_malloc_for_preprocessing(argv);
-    return cmd_preprocess(argc - 1, argv + 1);
-  }
   if (cmd == "verify") return cmd_verify(argc - 1, argv + 1);
   if (cmd == "export") return cmd_export(argc - 1, argv + 1);
   if (cmd == "doctor") return cmd_doctor(argc - 1, argv + 1);
+  // The launcher runs these itself; here too, so that this binary is complete on its own.
+  if (cmd == "preprocess") return cmd_preprocess(argc - 1, argv + 1);
   if (cmd == "status") return cmd_status(argc - 1, argv + 1);
-  std::cerr << "xy-node: unknown command '" << cmd << "'\n" << kUsage;
+  std::cerr << "xy-node: unknown command '" << cmd << "'\n" << xy_usage();
   return xy::kExitUsage;
 }

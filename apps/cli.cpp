@@ -1,0 +1,58 @@
+// What the xy-node launcher and xy-node-engine share: the usage text, option parsing, and the
+// malloc tuning of `preprocess`.
+#include <sys/auxv.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "actors/exit_codes.hpp"
+#include "apps/commands.hpp"
+
+const char* xy_usage() {
+  return "usage: xy-node <command> [options]\n"
+         "\n"
+         "commands:\n"
+         "  train    train a model as configured (xy-node train --config config/tiny.toml)\n"
+         "  preprocess  tokenize JSONL corpora into token shards (docs/DATA.md)\n"
+         "  verify   check a checkpoint against its manifest (sizes and SHA-256)\n"
+         "  export   write a checkpoint as a Hugging Face folder (config.json + safetensors)\n"
+         "  doctor   preflight checks of this node and its peers (xy-node doctor --config FILE)\n"
+         "  status   live state of a running job (xy-node status --config FILE | --address HOST:PORT)\n"
+         "\n"
+         "Run 'xy-node <command> --help' for the options of a command.\n"
+         "Exit codes: 0 done, 1 error, 2 bad usage or configuration, 3 stalled (watchdog report),\n"
+         "4 a peer node was lost, 5 the watchdog itself was stuck (docs/OPERATIONS.md).\n";
+}
+
+int parse_options(cxxopts::Options& opts, int argc, char** argv, const char* name,
+                  cxxopts::ParseResult& args) {
+  try {
+    args = opts.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node " << name << ": " << e.what() << "\n" << opts.help();
+    return xy::kExitUsage;
+  }
+  if (args.count("help")) {
+    std::cout << opts.help();
+    return xy::kExitOk;
+  }
+  return -1;
+}
+
+void tune_malloc_for_preprocessing(char** argv) {
+  const char* off = std::getenv("XY_MALLOC_TUNING");
+  if (off && std::string(off) == "0") return;
+  // Once only (XY_MALLOC_TUNED marks the re-executed process), and never in a secure-execution
+  // process (setuid or file capabilities), where glibc drops GLIBC_TUNABLES.
+  if (std::getenv("XY_MALLOC_TUNED") || getauxval(AT_SECURE)) return;
+  const char* cur = std::getenv("GLIBC_TUNABLES");
+  const std::string tunables = cur ? cur : "";
+  if (tunables.find("glibc.malloc.tcache_count") != std::string::npos) return;
+  const std::string v = (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.tcache_count=4000";
+  if (setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0 || setenv("XY_MALLOC_TUNED", "1", 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  if (cur) setenv("GLIBC_TUNABLES", cur, 1); else unsetenv("GLIBC_TUNABLES");
+  unsetenv("XY_MALLOC_TUNED");
+}

@@ -1,0 +1,59 @@
+// xy-node: the one command of xy. `xy-node <command> [options]`; `xy-node <command> --help`.
+//
+// This binary does not link LibTorch, whose loading and static initialisation cost ~0.7 s per
+// process start on the CPU build and more on the CUDA one: `preprocess` and `status` run here, and
+// for every other command it executes xy-node-engine (built next to it) in place, with the same
+// arguments and environment: the process id stays the same, so supervisors, `timeout` and signals
+// see one process.
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <csignal>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "actors/exit_codes.hpp"
+#include "apps/commands.hpp"
+
+namespace {
+
+// The directory of this executable (where xy-node-engine is built and installed).
+std::string self_dir() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<size_t>(n));
+  const size_t slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A peer that died closes its sockets: writing to them must be an error (EPIPE), not a SIGPIPE
+  // that kills the node without a word. (An ignored signal stays ignored across the exec below.)
+  std::signal(SIGPIPE, SIG_IGN);
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << xy_usage();
+    return argc < 2 ? xy::kExitUsage : xy::kExitOk;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "preprocess") {
+    tune_malloc_for_preprocessing(argv);
+    return cmd_preprocess(argc - 1, argv + 1);
+  }
+  if (cmd == "status") return cmd_status(argc - 1, argv + 1);
+  if (cmd != "train" && cmd != "verify" && cmd != "export" && cmd != "doctor") {
+    std::cerr << "xy-node: unknown command '" << cmd << "'\n" << xy_usage();
+    return xy::kExitUsage;
+  }
+  const std::string engine = self_dir() + "/xy-node-engine";
+  ::execv(engine.c_str(), argv);
+  const int e = errno;
+  std::cerr << "xy-node " << cmd << ": cannot run the engine '" << engine << "': " << std::strerror(e)
+            << " (xy-node-engine is built and installed next to xy-node: "
+               "cmake --build build --target xy-node)\n";
+  return xy::kExitError;
+}
