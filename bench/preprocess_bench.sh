@@ -5,7 +5,7 @@
 #
 # Prints, for 1, 2 and all threads: wall time, MB/s of document text, tokens/s, MB/s per thread
 # relative to spm_encode (target >= 0.85), and peak RSS; and the peak RSS on a quarter of the
-# corpus (it must not grow with the corpus). Everything it downloads or makes lives under
+# corpus and on the corpus twice (it must not grow with the corpus). Everything it downloads or makes lives under
 # $BUILD/bench_data (git-ignored); rerunning reuses it.
 #   MB/s = bytes of the documents' text (what spm_encode reads) / wall seconds, MB = 10^6 bytes.
 # Usage: bash bench/preprocess_bench.sh [BUILD_DIR]   (after scripts/build.sh or building xy-node)
@@ -138,7 +138,13 @@ QUARTER=("$CORPUS"/fincorpus_like_0[01].jsonl.gz)
 echo "== peak RSS on a part of the corpus (${#QUARTER[@]} of $CORPUS_FILES files), --threads $NPROC"
 run "$NPROC" "${QUARTER[@]}"
 QUARTER_RSS=$RSS
-rm -rf "$DATA/out"
+# The whole corpus twice (16 inputs: symbolic links to the 8 files): peak RSS must not grow with it.
+rm -rf "$DATA/twice" && mkdir -p "$DATA/twice"
+for k in 0 1; do for f in "$CORPUS"/*.jsonl.gz; do ln -s "$(realpath "$f")" "$DATA/twice/${k}_$(basename "$f")"; done; done
+echo "== peak RSS on the corpus twice ($((2 * CORPUS_FILES)) inputs), --threads $NPROC"
+run "$NPROC" "$DATA/twice"
+TWICE_RSS=$RSS
+rm -rf "$DATA/out" "$DATA/twice"
 
 echo
 echo "| threads | wall s | CPU s | MB/s of text | Mtokens/s | MB/s per thread / spm_encode | MB per CPU-s | per CPU-s / spm_encode | peak RSS MiB |"
@@ -146,4 +152,4 @@ echo "|---|---|---|---|---|---|---|---|---|"
 echo "| spm_encode | ${SPM_WALL} | ${SPM_CPU} | ${SPM_MBS} | - | 1.00 | ${SPM_MBC} | 1.00 | - |"
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo
-echo "tokens: $WHOLE_TOKENS (whole corpus); peak RSS with $NPROC threads: whole corpus ${RSS_ALL} MiB, ${#QUARTER[@]} of $CORPUS_FILES files ${QUARTER_RSS} MiB; load average during the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "tokens: $WHOLE_TOKENS (whole corpus); peak RSS with $NPROC threads: ${#QUARTER[@]} of $CORPUS_FILES files ${QUARTER_RSS} MiB, whole corpus ${RSS_ALL} MiB, the corpus twice ${TWICE_RSS} MiB; load average during the run: $(cut -d' ' -f1-3 /proc/loadavg)"
