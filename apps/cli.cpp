@@ -3,6 +3,7 @@
 #include <sys/auxv.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -38,6 +39,29 @@ int parse_options(cxxopts::Options& opts, int argc, char** argv, const char* nam
     std::cout << opts.help();
     return xy::kExitOk;
   }
+  return -1;
+}
+
+int unknown_command(const std::string& cmd) {
+  std::cerr << "xy-node: unknown command '" << cmd << "'\n" << xy_usage();
+  return xy::kExitUsage;
+}
+
+int run_light_command(int argc, char** argv) {
+  // A peer that died closes its sockets: writing to them must be an error (EPIPE) that the
+  // control plane reports, not a SIGPIPE that kills this node without a word. (An ignored signal
+  // stays ignored across the launcher's exec of the engine.)
+  std::signal(SIGPIPE, SIG_IGN);
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << xy_usage();
+    return argc < 2 ? xy::kExitUsage : xy::kExitOk;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "preprocess") {
+    tune_malloc_for_preprocessing(argv);
+    return cmd_preprocess(argc - 1, argv + 1);
+  }
+  if (cmd == "status") return cmd_status(argc - 1, argv + 1);
   return -1;
 }
 

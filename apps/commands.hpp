@@ -11,11 +11,20 @@ int cmd_verify(int argc, char** argv);
 #include <cxxopts.hpp>
 
 #include <ostream>
+#include <string>
 
 #include "io/config.hpp"
 
 // `xy-node --help`: the commands and exit codes.
 const char* xy_usage();
+
+// What both mains do first: ignore SIGPIPE, then `xy-node` alone or --help (the usage), and the
+// commands that need no LibTorch (preprocess, status). Returns their exit code, or -1 when argv[1]
+// is another command.
+int run_light_command(int argc, char** argv);
+
+// "unknown command" and the usage on stderr; returns the exit code (2).
+int unknown_command(const std::string& cmd);
 
 // SentencePiece allocates and frees many small objects for every document it encodes; a larger
 // per-thread cache in glibc's malloc (tcache) takes ~6-11% off preprocessing's CPU time. glibc reads

@@ -4,7 +4,6 @@
 #include <cxxopts.hpp>
 
 #include <algorithm>
-#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -165,21 +164,12 @@ int cmd_train(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // A peer that died closes its sockets: writing to them must be an error (EPIPE) that the
-  // control plane reports, not a SIGPIPE that kills this node without a word.
-  std::signal(SIGPIPE, SIG_IGN);
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::cout << xy_usage();
-    return argc < 2 ? xy::kExitUsage : xy::kExitOk;
-  }
+  // The launcher runs these itself; here too, so that this binary is complete on its own.
+  if (const int rc = run_light_command(argc, argv); rc >= 0) return rc;
   const std::string cmd = argv[1];
   if (cmd == "train") return cmd_train(argc - 1, argv + 1);
   if (cmd == "verify") return cmd_verify(argc - 1, argv + 1);
   if (cmd == "export") return cmd_export(argc - 1, argv + 1);
   if (cmd == "doctor") return cmd_doctor(argc - 1, argv + 1);
-  // The launcher runs these itself; here too, so that this binary is complete on its own.
-  if (cmd == "preprocess") return cmd_preprocess(argc - 1, argv + 1);
-  if (cmd == "status") return cmd_status(argc - 1, argv + 1);
-  std::cerr << "xy-node: unknown command '" << cmd << "'\n" << xy_usage();
-  return xy::kExitUsage;
+  return unknown_command(cmd);
 }

@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <climits>
-#include <csignal>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -32,23 +31,10 @@ std::string self_dir() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // A peer that died closes its sockets: writing to them must be an error (EPIPE), not a SIGPIPE
-  // that kills the node without a word. (An ignored signal stays ignored across the exec below.)
-  std::signal(SIGPIPE, SIG_IGN);
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::cout << xy_usage();
-    return argc < 2 ? xy::kExitUsage : xy::kExitOk;
-  }
+  if (const int rc = run_light_command(argc, argv); rc >= 0) return rc;
   const std::string cmd = argv[1];
-  if (cmd == "preprocess") {
-    tune_malloc_for_preprocessing(argv);
-    return cmd_preprocess(argc - 1, argv + 1);
-  }
-  if (cmd == "status") return cmd_status(argc - 1, argv + 1);
-  if (cmd != "train" && cmd != "verify" && cmd != "export" && cmd != "doctor") {
-    std::cerr << "xy-node: unknown command '" << cmd << "'\n" << xy_usage();
-    return xy::kExitUsage;
-  }
+  if (cmd != "train" && cmd != "verify" && cmd != "export" && cmd != "doctor")
+    return unknown_command(cmd);
   const std::string engine = self_dir() + "/xy-node-engine";
   ::execv(engine.c_str(), argv);
   const int e = errno;

@@ -40,5 +40,14 @@ grep -q '"torch_dtype": "bfloat16"' "$WORK/hf/config.json"; check "export's conf
 out=$("$XY" export latest --dir "$WORK/run/checkpoints" --out "$WORK/hf" 2>&1); rc=$?
 check "export refuses a non-empty target" $([ $rc -eq 1 ]; echo $?)
 
+# The launcher without its engine: train cannot run and says where the engine should be; the
+# commands it runs itself (--help, preprocess) still work.
+mkdir -p "$WORK/alone" && cp "$XY" "$WORK/alone/xy-node"
+out=$("$WORK/alone/xy-node" train --config config/tiny.toml 2>&1); rc=$?
+echo "$out"
+check "train without xy-node-engine exits 1" $([ $rc -eq 1 ]; echo $?)
+echo "$out" | grep -q "cannot run the engine '$WORK/alone/xy-node-engine'"; check "the missing engine's path is named" $?
+"$WORK/alone/xy-node" preprocess --help | grep -q -- "--tokenizer"; check "preprocess --help without the engine" $?
+
 echo "$passed passed, $fail failed"
 [ $fail -eq 0 ]

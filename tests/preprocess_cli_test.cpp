@@ -1,5 +1,6 @@
 // Tests `xy-node preprocess` as a process: SIGKILLed mid-run and rerun with the same command it
-// produces the same output as an uninterrupted run; a too-low `ulimit -n` is refused up front.
+// produces the same output as an uninterrupted run, and it runs without LibTorch loaded; a too-low
+// `ulimit -n` is refused up front.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -81,6 +82,12 @@ TEST_F(PreprocessCli, SigkilledRunResumesToTheSameOutput) {
                                                           << read_all(dir_ + "/log" + std::to_string(target));
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
+    // xy-node runs preprocess without LibTorch (apps/launcher.cpp): none of its libraries is
+    // mapped, while the tokenizer's module is (the check of the maps themselves).
+    const std::string maps = read_all("/proc/" + std::to_string(pid) + "/maps");
+    EXPECT_NE(maps.find("libxy_spm"), std::string::npos) << maps.substr(0, 2000);
+    EXPECT_EQ(maps.find("libtorch"), std::string::npos) << "LibTorch is loaded by xy-node preprocess";
+    EXPECT_EQ(maps.find("libc10"), std::string::npos) << "LibTorch's c10 is loaded by xy-node preprocess";
     ::kill(pid, SIGKILL);
     EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
     ++kills;
