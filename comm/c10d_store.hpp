@@ -31,17 +31,18 @@ class C10dStore : public KeyValueStore {
 std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::string& store_host,
                                           int store_port, bool is_store_server, double timeout_s);
 
-// A client connection to the TCP store at host:port (throws std::runtime_error naming them).
-c10::intrusive_ptr<c10d::Store> tcp_store_client(const std::string& host, int port, double timeout_s);
+// The TCP store at host:port: served by this process (node 0's) or a client connection to it.
+// Throws std::runtime_error naming host:port.
+c10::intrusive_ptr<c10d::Store> tcp_store(const std::string& host, int port, bool is_server,
+                                          double timeout_s);
 
-// The store that local rank `local_rank`'s process group rendezvouses through. A TCP store client
+// The store that a local rank's process group rendezvouses through. A TCP store client
 // serves one blocking request at a time: a rank waiting in get() for a key that another local rank
 // of this process has yet to set would block that rank's set() behind it (two ranks per process
 // deadlocked at their first collective), and the job's own gets (checkpoint publication waits on
 // other nodes) must not hold up a process group's store calls either. So every local rank gets a
 // connection of its own; the in-memory store needs none.
-c10::intrusive_ptr<c10d::Store> store_for_local_rank(const C10dStore& job, int local_rank,
-                                                     const std::string& store_host, int store_port,
-                                                     double timeout_s);
+c10::intrusive_ptr<c10d::Store> store_for_local_rank(const C10dStore& job, const std::string& store_host,
+                                                     int store_port, double timeout_s);
 
 }  // namespace xy

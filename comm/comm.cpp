@@ -97,18 +97,7 @@ std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::strin
     store = c10::make_intrusive<c10d::HashStore>();
     store->setTimeout(timeout);
   } else {
-    c10d::TCPStoreOptions o;
-    o.port = static_cast<uint16_t>(store_port);
-    o.isServer = is_store_server;
-    o.waitWorkers = false;
-    o.timeout = timeout;
-    try {
-      store = c10::make_intrusive<c10d::TCPStore>(store_host, o);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(std::string(is_store_server ? "cannot serve" : "cannot reach") +
-                               " the rendezvous store at " + store_host + ":" +
-                               std::to_string(store_port) + ": " + e.what());
-    }
+    store = tcp_store(store_host, store_port, is_store_server, timeout_s);
   }
   auto kv = std::make_shared<C10dStore>(store);
   if (!store_host.empty())
@@ -116,26 +105,25 @@ std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::strin
   return kv;
 }
 
-c10::intrusive_ptr<c10d::Store> tcp_store_client(const std::string& host, int port, double timeout_s) {
+c10::intrusive_ptr<c10d::Store> tcp_store(const std::string& host, int port, bool is_server,
+                                          double timeout_s) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(port);
-  o.isServer = false;
+  o.isServer = is_server;
   o.waitWorkers = false;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   try {
     return c10::make_intrusive<c10d::TCPStore>(host, o);
   } catch (const std::exception& e) {
-    throw std::runtime_error("cannot reach the job's store at " + host + ":" + std::to_string(port) +
-                             ": " + e.what());
+    throw std::runtime_error(std::string(is_server ? "cannot serve" : "cannot reach") +
+                             " the job's store at " + host + ":" + std::to_string(port) + ": " + e.what());
   }
 }
 
-c10::intrusive_ptr<c10d::Store> store_for_local_rank(const C10dStore& job, int local_rank,
-                                                     const std::string& store_host, int store_port,
-                                                     double timeout_s) {
-  (void)local_rank;
+c10::intrusive_ptr<c10d::Store> store_for_local_rank(const C10dStore& job, const std::string& store_host,
+                                                     int store_port, double timeout_s) {
   if (store_host.empty()) return job.raw();
-  return tcp_store_client(store_host, store_port, timeout_s);
+  return tcp_store(store_host, store_port, /*is_server=*/false, timeout_s);
 }
 
 }  // namespace xy

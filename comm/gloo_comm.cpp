@@ -127,7 +127,7 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
         opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_host));
         opts->threads = 2;
         auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
-            "gloo", store_for_local_rank(*kv, l, store_host, store_port, timeout_s));
+            "gloo", store_for_local_rank(*kv, store_host, store_port, timeout_s));
         group.comms[l] = std::make_shared<GlooComm>(
             c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, first_rank + l, world, opts));
       } catch (const std::exception& e) {
@@ -144,7 +144,7 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
 }
 
 std::shared_ptr<KeyValueStore> connect_store(const std::string& host, int port, double timeout_s) {
-  return std::make_shared<C10dStore>(tcp_store_client(host, port, timeout_s));
+  return std::make_shared<C10dStore>(tcp_store(host, port, /*is_server=*/false, timeout_s));
 }
 
 std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,

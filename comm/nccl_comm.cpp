@@ -117,7 +117,7 @@ CommGroup make_nccl_comms(int world, int first_rank, int local, const std::strin
     const char* blocking = std::getenv("XY_NCCL_BLOCKING");
     if (!(blocking && std::string(blocking) == "1")) nonblocking = set_nonblocking(*opts, 0);
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
-        "nccl", store_for_local_rank(*kv, l, store_host, store_port, timeout_s));
+        "nccl", store_for_local_rank(*kv, store_host, store_port, timeout_s));
     // The communicator is created lazily by the first collective, on the device current then
     // (the rank's parameter-shard thread sets its device): all local ranks meet there.
     group.comms.push_back(std::make_shared<NcclComm>(
