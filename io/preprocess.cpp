@@ -512,6 +512,7 @@ class Run {
   bool llm_code_ = false;
   int threads_ = 1;
   size_t budget_ = 0, chunk_bytes_ = 0;
+  int max_chunks_ = 0;  // chunks in flight at most: 4 (threads + 1)
   int64_t total_input_bytes_ = 0;
   json settings_;
   std::string out_;
@@ -589,9 +590,12 @@ void Run::setup() {
                           " exceeds the " + std::to_string(budget_) + " bytes of text that "
                           "--memory-mb " + std::to_string(opt_.memory_mb) +
                           " allows in flight; raise --memory-mb or lower --max-line-bytes");
+  // Enough chunks in flight to keep every worker busy while the writer waits for the oldest or
+  // syncs a finished shard; by default they share the budget.
+  max_chunks_ = 4 * (threads_ + 1);
   chunk_bytes_ = opt_.chunk_bytes > 0
                      ? static_cast<size_t>(opt_.chunk_bytes)
-                     : std::clamp<size_t>(budget_ / (4 * (threads_ + 1)), 64 << 10, 1 << 20);
+                     : std::clamp<size_t>(budget_ / static_cast<size_t>(max_chunks_), 64 << 10, 1 << 20);
   if (chunk_bytes_ > budget_)
     throw PreprocessError("--chunk-bytes " + std::to_string(chunk_bytes_) + " exceeds the " +
                           std::to_string(budget_) + " bytes --memory-mb allows in flight");
@@ -914,11 +918,10 @@ void Run::reader_main() {
       int64_t text_in_chunk = 0;  // decompressed bytes in the chunk
       auto acquire = [&]() {      // wait for room in the in-flight budget before filling a chunk
         std::unique_lock<std::mutex> lk(mu_);
-        // Room: at most 4 (threads + 1) chunks (enough to keep every worker busy while the writer
-        // waits for the oldest or syncs a finished shard) and at most the memory budget.
+        // Room: at most max_chunks_ chunks and at most the memory budget.
         cv_.wait(lk, [&] {
           return stop_ || inflight_chunks_ == 0 ||
-                 (inflight_chunks_ < 4 * (threads_ + 1) && inflight_ + chunk_bytes_ <= budget_);
+                 (inflight_chunks_ < max_chunks_ && inflight_ + chunk_bytes_ <= budget_);
         });
         inflight_ += chunk_bytes_;
         ++inflight_chunks_;
