@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <atomic>
 #include <optional>
 #include <memory>
@@ -83,6 +84,8 @@ struct StepRecord {
   double loss = 0, grad_norm = 0, lr = 0;
   double step_s = 0, compute_s = 0, wait_gather_s = 0, wait_batch_s = 0, wait_finish_s = 0;
   double wait_optimizer_s = 0;  // the part of wait_gather_s spent waiting for the CPU optimizer
+  // The rest of wait_gather_s: gathers that prefetching did not hide.
+  double exposed_gather_s() const { return std::max(0.0, wait_gather_s - wait_optimizer_s); }
   double tokens_per_s = 0;
   double loss_scale = 1;            // the loss scale the step ran with (1 without loss scaling)
   bool skipped = false;             // an overflow skipped the optimizer step

@@ -272,7 +272,7 @@ void Trainer::log(const StepRecord& r) const {
               " (compute %.0f, wait optimizer %.0f, exposed comm %.0f + end of step %.0f, batch %.0f)\n",
               static_cast<long long>(r.step), r.loss, r.grad_norm, r.lr, r.tokens_per_s,
               r.step_s * 1e3, r.compute_s * 1e3, r.wait_optimizer_s * 1e3,
-              std::max(0.0, r.wait_gather_s - r.wait_optimizer_s) * 1e3, r.wait_finish_s * 1e3,
+              r.exposed_gather_s() * 1e3, r.wait_finish_s * 1e3,
               r.wait_batch_s * 1e3);
   if (scaler_.on) std::printf("             loss scale %g\n", r.loss_scale);
   std::fflush(stdout);

@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
               "for the optimizer %.3f s, exposed gathers %.3f s, end of step (reduce + norm) %.3f s, "
               "wait batch %.3f s | host peak RSS %.1f GiB | engine host state %.1f GiB\n",
               med.step_s, tok_s, 100 * mfu, med.compute_s, med.wait_optimizer_s,
-              std::max(0.0, med.wait_gather_s - med.wait_optimizer_s), med.wait_finish_s,
+              med.exposed_gather_s(), med.wait_finish_s,
               med.wait_batch_s, peak_rss_gib(), r.host_bytes / 1073741824.0);
   double gpu_peak_gib = 0;
 #ifdef XY_WITH_CUDA
