@@ -30,6 +30,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -52,9 +53,9 @@ namespace {
 
 using json = nlohmann::json;
 
-// Seconds each GPU gets to answer the probe (--gpu-timeout, XY_DOCTOR_GPU_TIMEOUT).
-double g_gpu_timeout_s = 20;
-bool g_gpu_timeout_flag = false;
+// Seconds each GPU gets to answer the probe: --gpu-timeout when given (set here), else
+// XY_DOCTOR_GPU_TIMEOUT, else 20.
+std::optional<double> g_gpu_timeout_flag_s;
 
 #ifdef XY_WITH_CUDA
 // cudaRuntimeGetVersion / cudaDriverGetVersion encode 1000 * major + 10 * minor.
@@ -307,8 +308,10 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
           ", driver " + facts["cuda_driver"].get<std::string>() + "); check CUDA_VISIBLE_DEVICES (" +
           (cvd ? std::string("now \"") + cvd + "\"" : std::string("unset")) + "): this node's ranks use "
           "devices 0.." + std::to_string(want - 1) + " of the visible ones";
-      double limit_s = g_gpu_timeout_s;
-      if (const char* t = std::getenv("XY_DOCTOR_GPU_TIMEOUT"); t && !g_gpu_timeout_flag) limit_s = std::atof(t);
+      const char* env_timeout = std::getenv("XY_DOCTOR_GPU_TIMEOUT");
+      const double limit_s = g_gpu_timeout_flag_s ? *g_gpu_timeout_flag_s
+                             : env_timeout        ? std::atof(env_timeout)
+                                                  : 20.0;
       std::string res;
       std::ostringstream timeout;
       timeout << limit_s << " s";
@@ -603,10 +606,7 @@ int cmd_doctor(int argc, char** argv) {
     std::cout << xy::local_facts(-1).dump() << "\n";
     return 0;
   }
-  if (args.count("gpu-timeout")) {
-    xy::g_gpu_timeout_s = args["gpu-timeout"].as<double>();
-    xy::g_gpu_timeout_flag = true;
-  }
+  if (args.count("gpu-timeout")) xy::g_gpu_timeout_flag_s = args["gpu-timeout"].as<double>();
   if (!args.count("config")) {
     std::cerr << "xy-node doctor: --config FILE is required\n";
     return 2;
