@@ -28,7 +28,8 @@ EOF2
 # A first short run prepares the tokenizer and the token cache.
 "$XY" train --config "$W/kill.toml" --work-dir "$W/work" --steps 1 > "$W/prep.log" 2>&1 || { cat "$W/prep.log"; exit 1; }
 rm -rf "$W/ckpt"
-fail=0; passed=0; kills_in_write=0
+source "$(dirname "$0")/lib.sh"
+kills_in_write=0
 RANDOM=7
 for round in $(seq 1 "$ROUNDS"); do
   resume=()
@@ -48,9 +49,8 @@ for round in $(seq 1 "$ROUNDS"); do
     [ -d "$d" ] || continue
     "$XY" verify "$d" > /dev/null 2>&1 || { ok=1; echo "partial checkpoint published: $d"; }
   done
-  if [ $ok -eq 0 ]; then passed=$((passed + 1)); else fail=$((fail + 1)); echo "FAILED round $round"; fi
+  check "round $round: every published checkpoint verifies" $ok
   echo "round $round: latest = $(cat "$W/ckpt/latest" 2>/dev/null || echo none); $(grep -c '^step' "$W/round$round.log") steps this round"
 done
 echo "kills that landed while a checkpoint was being written: $kills_in_write of $ROUNDS"
-echo "$passed passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -6,10 +6,7 @@ set -uo pipefail
 XY=$1
 WORK=$2
 rm -rf "$WORK" && mkdir -p "$WORK"
-fail=0; passed=0
-check() {  # check NAME CONDITION-RESULT
-  if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi
-}
+source "$(dirname "$0")/lib.sh"
 
 "$XY" >/dev/null 2>&1; check "no command exits 2" $([ $? -eq 2 ]; echo $?)
 out=$("$XY" train --help); echo "$out" | grep -q -- "--config"; check "train --help lists --config" $?
@@ -49,5 +46,4 @@ check "train without xy-node-engine exits 1" $([ $rc -eq 1 ]; echo $?)
 echo "$out" | grep -q "cannot run the engine '$WORK/alone/xy-node-engine'"; check "the missing engine's path is named" $?
 "$WORK/alone/xy-node" preprocess --help | grep -q -- "--tokenizer"; check "preprocess --help without the engine" $?
 
-echo "$passed passed, $fail failed"
-[ $fail -eq 0 ]
+finish
