@@ -4,6 +4,8 @@
 #include "comm/comm.hpp"
 
 #include <openssl/hmac.h>
+#include <netdb.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <atomic>
@@ -13,10 +15,12 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <set>
 #include <thread>
 
 #include "actors/faults.hpp"
 
+#include "comm/store_auth.hpp"
 namespace xy {
 namespace {
 
@@ -51,6 +55,62 @@ std::string describe_node(const Config& cfg, int n) {
 }
 
 }  // namespace
+// Proofs compared in constant time (no timing hint on how much of a forged proof was right).
+bool same_proof(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// The numeric addresses that `host` (a topology entry) resolves to.
+std::set<std::string> addresses_of(const std::string& host) {
+  std::set<std::string> out;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0) return out;
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    char h[NI_MAXHOST];
+    if (getnameinfo(a->ai_addr, a->ai_addrlen, h, sizeof h, nullptr, 0, NI_NUMERICHOST) == 0)
+      out.insert(h);
+  }
+  freeaddrinfo(res);
+  return out;
+}
+
+// Node 0 waits for node i's proof. The store already refuses, in its connection handshake
+// (comm/net_store.hpp), a node whose secret differs, so such a node never posts one: once the
+// store has refused a connection that came from node i's address and said it was node i, node 0
+// gives up after a grace of 2 s (in which node i proper can still join: a stranger's attempt alone
+// does not end the start), naming node i. At the deadline it names every refused connection.
+std::string node_proof(KeyValueStore& store, const Config& cfg, int i, double timeout_s,
+                       const std::string& fix) {
+  using Steady = std::chrono::steady_clock;
+  const std::string key = "xy/auth/node/" + std::to_string(i);
+  const std::string label = "node " + std::to_string(i);
+  const std::set<std::string> addrs = addresses_of(cfg.topology.nodes.at(i).host);
+  const auto until = Steady::now() + std::chrono::duration_cast<Steady::duration>(
+                                         std::chrono::duration<double>(timeout_s));
+  while (!store.check(key)) {
+    for (const StoreRefusal& r : store_refusals())
+      if (r.secret_mismatch && r.label == label && addrs.count(r.peer_host) &&
+          Steady::now() - r.when > std::chrono::seconds(2))
+        throw std::runtime_error(
+            "refused node " + std::to_string(i) + " (" + describe_node(cfg, i) + "): " +
+            (cfg.control.secret.empty() ? "it presented a job secret and this node has none"
+                                        : "it presented a wrong or missing job secret") +
+            "; " + fix);
+    if (Steady::now() > until) {
+      std::string refused;
+      for (const StoreRefusal& r : store_refusals())
+        refused += "; the store refused a connection from " + r.peer +
+                   (r.label.empty() ? "" : " (which said it was " + r.label + ")") + ": " + r.reason;
+      throw std::runtime_error("node " + std::to_string(i) + " (" + describe_node(cfg, i) +
+                               ") did not join within " + std::to_string(timeout_s) + " s" + refused);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return store.get(key);
+}
+
 
 std::string hmac_sha256_hex(const std::string& key, const std::string& msg) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -78,11 +138,8 @@ void secret_handshake(KeyValueStore& store, const Config& cfg, int me, double ti
     store.set("xy/auth/nonce", n);
     std::string refused;
     for (int i = 1; i < nodes; ++i) {
-      std::string proof;
-      if (!get_within(store, "xy/auth/node/" + std::to_string(i), timeout_s, &proof))
-        throw std::runtime_error("node " + std::to_string(i) + " (" + describe_node(cfg, i) +
-                                 ") did not join within " + std::to_string(timeout_s) + " s");
-      const bool ok = proof == hmac_sha256_hex(secret, n + "/node/" + std::to_string(i));
+      const std::string proof = node_proof(store, cfg, i, timeout_s, fix);
+      const bool ok = same_proof(proof, hmac_sha256_hex(secret, n + "/node/" + std::to_string(i)));
       store.set("xy/auth/verdict/" + std::to_string(i), ok ? "ok" : "refused");
       if (!ok)
         refused += (refused.empty() ? "" : "; ") + std::string("node ") + std::to_string(i) + " (" +
@@ -101,7 +158,7 @@ void secret_handshake(KeyValueStore& store, const Config& cfg, int me, double ti
     throw std::runtime_error("node 0 (" + describe_node(cfg, 0) + ") posted no challenge within " +
                              std::to_string(timeout_s) + " s");
   store.set("xy/auth/node/" + std::to_string(me), hmac_sha256_hex(secret, n + "/node/" + std::to_string(me)));
-  if (server != hmac_sha256_hex(secret, n + "/server"))
+  if (!same_proof(server, hmac_sha256_hex(secret, n + "/server")))
     throw std::runtime_error("node 0 (" + describe_node(cfg, 0) +
                              ") does not know this job's secret: refusing to join it; " + fix);
   std::string verdict;

@@ -1,6 +1,7 @@
 // The control plane between node supervisors (docs/OPERATIONS.md): the job's secret handshake,
-// heartbeats, and the job-wide stall report. It runs over the job's c10d TCP store (served by
-// node 0 on nodes[0].port + 1), on a store connection of its own and a thread of its own, so that
+// heartbeats, and the job-wide stall report. It runs over the job's TCP store (comm/net_store.hpp,
+// served by node 0 on nodes[0].port + 1; with the job's secret only connections that proved it
+// can read or write a key), on a store connection of its own and a thread of its own, so that
 // nothing it does waits behind the data plane or another actor.
 //
 // Keys (all under "xy/"):
@@ -40,8 +41,10 @@ std::string hmac_sha256_hex(const std::string& key, const std::string& msg);
 // The secret handshake, run on the store before the data plane's rendezvous. Node 0 posts a fresh
 // nonce and proves it knows the secret; every other node proves it too; node 0 checks each proof
 // and posts a verdict. Throws std::runtime_error with a clear message on either side when a proof
-// is wrong ("node 1 (10.0.0.2) presented a wrong or missing secret ..."). The secret is never
-// logged or sent.
+// is wrong ("node 1 (10.0.0.2) presented a wrong or missing secret ..."). A node whose secret
+// differs is already refused by the store's connection handshake and posts no proof: node 0 then
+// names it once its store refused a connection from that node's address that said it was that
+// node (after a 2 s grace), or at the timeout. The secret is never logged or sent.
 void secret_handshake(KeyValueStore& store, const Config& cfg, int node_index, double timeout_s);
 
 // Writes `report` to stderr and <work_dir>/stall-report.txt and ends the process with `code`.

@@ -24,6 +24,7 @@
 #include "actors/control.hpp"
 
 namespace xy {
+#include "comm/store_auth.hpp"
 
 int64_t RankShards::host_bytes() const {
   int64_t b = 0;
@@ -221,8 +222,12 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
         ctx.on_device ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(l)) : c10::Device(c10::kCPU)));
   const double comm_timeout = 2 * cfg.deadlines.collective_s * cfg.deadlines.first_step_factor;
   CommGroup group;
-  // Several nodes: the job's secret handshake runs on the store before any rank connects.
-  if (multi) set_rendezvous_guard([&cfg, &topo](KeyValueStore& s) { secret_handshake(s, cfg, topo.node_index, 60); });
+  // Several nodes: every store connection proves the job's secret (comm/net_store.hpp), and the
+  // job's node-level secret handshake runs on the store before any rank connects.
+  if (multi) {
+    set_store_credentials({cfg.control.secret, "node " + std::to_string(topo.node_index)});
+    set_rendezvous_guard([&cfg, &topo](KeyValueStore& s) { secret_handshake(s, cfg, topo.node_index, 60); });
+  }
 #ifdef XY_WITH_CUDA
   if (ctx.on_device)
     group = make_nccl_comms(ctx.world, ctx.first_rank, ctx.local_ranks,

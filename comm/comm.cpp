@@ -2,7 +2,6 @@
 #include "comm/comm.hpp"
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
 #include <condition_variable>
@@ -11,6 +10,7 @@
 #include <thread>
 
 #include "comm/c10d_store.hpp"
+#include "comm/net_store.hpp"
 
 namespace xy {
 namespace {
@@ -97,7 +97,7 @@ std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::strin
     store = c10::make_intrusive<c10d::HashStore>();
     store->setTimeout(timeout);
   } else {
-    store = tcp_store(store_host, store_port, is_store_server, timeout_s);
+    store = tcp_store(store_host, store_port, is_store_server, timeout_s, store_credentials());
   }
   auto kv = std::make_shared<C10dStore>(store);
   if (!store_host.empty())
@@ -106,24 +106,19 @@ std::shared_ptr<C10dStore> open_job_store(int world, int local, const std::strin
 }
 
 c10::intrusive_ptr<c10d::Store> tcp_store(const std::string& host, int port, bool is_server,
-                                          double timeout_s) {
-  c10d::TCPStoreOptions o;
-  o.port = static_cast<uint16_t>(port);
-  o.isServer = is_server;
-  o.waitWorkers = false;
-  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-  try {
-    return c10::make_intrusive<c10d::TCPStore>(host, o);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(std::string(is_server ? "cannot serve" : "cannot reach") +
-                             " the job's store at " + host + ":" + std::to_string(port) + ": " + e.what());
-  }
+                                          double timeout_s, const StoreCredentials& creds) {
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  std::shared_ptr<NetStoreServer> server;
+  // Served on node 0's topology address only; node 0's own connections go through the handshake
+  // like everyone else's.
+  if (is_server) server = std::make_shared<NetStoreServer>(host, port, creds.secret);
+  return c10::make_intrusive<NetStore>(host, port, creds, timeout, std::move(server));
 }
 
 c10::intrusive_ptr<c10d::Store> store_for_local_rank(const C10dStore& job, const std::string& store_host,
                                                      int store_port, double timeout_s) {
   if (store_host.empty()) return job.raw();
-  return tcp_store(store_host, store_port, /*is_server=*/false, timeout_s);
+  return tcp_store(store_host, store_port, /*is_server=*/false, timeout_s, store_credentials());
 }
 
 }  // namespace xy

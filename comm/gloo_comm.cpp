@@ -7,7 +7,6 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
 #include <functional>
@@ -144,7 +143,8 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
 }
 
 std::shared_ptr<KeyValueStore> connect_store(const std::string& host, int port, double timeout_s) {
-  return std::make_shared<C10dStore>(tcp_store(host, port, /*is_server=*/false, timeout_s));
+  return std::make_shared<C10dStore>(
+      tcp_store(host, port, /*is_server=*/false, timeout_s, store_credentials()));
 }
 
 std::vector<std::shared_ptr<Comm>> make_local_gloo_comms(int world, const std::string& host,
