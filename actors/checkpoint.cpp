@@ -3,7 +3,7 @@
 // background and publishes the checkpoint atomically:
 //   <dir>/.tmp-step-N/{rank-R.bin, manifest.json} --fsync--> rename to <dir>/step-N --> `latest`
 // rank-R.bin holds, per unit in order, working | master | m | v as raw little-endian arrays; the
-// manifest lists every file with its size and CRC-32, the units with their shard sizes, the step,
+// manifest lists every file with its size and SHA-256, the units with their shard sizes, the step,
 // the data position and the model config.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -18,6 +18,9 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/actors.hpp"
+#include "actors/checkpoint_io.hpp"
+#include "io/atomic_file.hpp"
+#include "io/manifest.hpp"
 #include "io/sha256.hpp"
 
 namespace fs = std::filesystem;
@@ -36,23 +39,12 @@ struct CheckpointState {
   static inline const char* name = "checkpoint";
 };
 
-std::string step_name(int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
-  return buf;
-}
-
-void fsync_path(const fs::path& p, bool dir) {
-  int fd = ::open(p.c_str(), dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) throw std::runtime_error("cannot open " + p.string() + ": " + std::strerror(errno));
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) throw std::runtime_error("fsync of " + p.string() + " failed: " + std::strerror(errno));
-}
+std::string step_name(int64_t step) { return checkpoint_step_name(step); }
 
 // Writes `tensors` back to back into `path` and fsyncs it; returns {bytes, sha256}.
 std::pair<int64_t, std::string> write_tensors(const fs::path& path, const std::vector<at::Tensor>& ts) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
+  // A new file (exclusive, no link followed), mode 0666 & ~umask: owner-only by default.
+  std::FILE* f = ::fdopen(open_exclusive(path.string()), "wb");
   if (!f) throw std::runtime_error("cannot create " + path.string() + ": " + std::strerror(errno));
   Sha256 sha;
   int64_t bytes = 0;
@@ -103,6 +95,41 @@ at::Tensor snapshot_copy(NodeContext& ctx, const at::Tensor& t) {
   return dst;
 }
 
+}  // namespace
+
+void apply_retention(const fs::path& root, int64_t published_step, int keep_last, int64_t keep_every) {
+  // By step number, not by name (step-100000000 sorts before step-99999999 as text).
+  std::vector<std::pair<int64_t, std::string>> steps;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string n = e.path().filename().string();
+    const int64_t step = parse_checkpoint_step_name(n);
+    if (step >= 0 && e.symlink_status(ec).type() == fs::file_type::directory) steps.emplace_back(step, n);
+  }
+  std::sort(steps.begin(), steps.end());
+  // Never deleted: the checkpoint just published and the one `latest` names (the same one when
+  // publication went as planned; they differ only if `latest` was changed by hand).
+  std::string latest_name;
+  try {
+    latest_name = fs::path(read_latest_checkpoint(root.string())).filename().string();
+  } catch (const std::exception&) {
+  }
+  const std::string published = checkpoint_step_name(published_step);
+  const size_t keep = static_cast<size_t>(std::max(1, keep_last));
+  for (size_t i = 0; i + keep < steps.size(); ++i) {
+    const auto& [step, n] = steps[i];
+    if (n == published || n == latest_name) continue;
+    // Every keep_every-th step's checkpoint is kept for good.
+    if (keep_every > 0 && step % keep_every == 0) continue;
+    // Rename first (atomic), then delete: a crash mid-way never leaves a half-deleted step-N.
+    const fs::path doomed = root / (".del-" + n);
+    fs::rename(root / n, doomed);
+    fs::remove_all(doomed);
+  }
+}
+
+namespace {
+
 // Every node writes its ranks' files into <dir>/.tmp-step-N/ and reports them through the store;
 // node 0 waits for every node's report, writes the manifest and publishes (rename, then `latest`).
 std::string publish(NodeContext& ctx, const Snapshot& snap) {
@@ -110,16 +137,16 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   fs::create_directories(root);
   const std::string name = step_name(snap.info.step);
   const fs::path tmp = root / (".tmp-" + name), final_dir = root / name;
-  fs::create_directories(tmp);
+  // On a shared file system node 0 may have made it already (a node's own leftover is removed).
+  if (ctx.node_index == 0 || !fs::is_directory(fs::symlink_status(tmp))) make_fresh_dir(tmp.string());
   nlohmann::json files = nlohmann::json::array();
   for (size_t local = 0; local < snap.ranks.size(); ++local) {
     const int rank = ctx.first_rank + static_cast<int>(local);
-    char fname[32];
-    std::snprintf(fname, sizeof fname, "rank-%05d.bin", rank);
+    const std::string fname = checkpoint_rank_file(rank);
     auto [bytes, sha] = write_tensors(tmp / fname, snap.ranks[local]);
     files.push_back({{"name", fname}, {"rank", rank}, {"bytes", bytes}, {"sha256", sha}});
   }
-  fsync_path(tmp, true);
+  fsync_path(tmp.string(), true);
   const std::string key = "checkpoint/" + name + "/node/";
   if (ctx.node_index != 0) {
     ctx.store->set(key + std::to_string(ctx.node_index), files.dump());
@@ -149,39 +176,21 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   for (const auto& u : ctx.layout.units)
     man["units"].push_back({{"name", u.name}, {"numel", u.numel}, {"shard_numel", u.shard_numel}});
   man["files"] = files;
-  {
-    std::ofstream o(tmp / "manifest.json");
-    o << man.dump(2) << "\n";
-    if (!o) throw std::runtime_error("cannot write " + (tmp / "manifest.json").string());
+  write_file_atomic((tmp / "manifest.json").string(), man.dump(2) + "\n");
+  fsync_path(tmp.string(), true);
+  // A checkpoint of the same step from before (a resumed run re-saving it) is replaced; a link in
+  // its place is removed as a link.
+  std::error_code ec;
+  if (fs::symlink_status(final_dir, ec).type() != fs::file_type::not_found) {
+    const fs::path old = root / (".del-" + name);
+    fs::remove_all(old, ec);
+    fs::rename(final_dir, old);
+    fs::remove_all(old);
   }
-  fsync_path(tmp / "manifest.json", false);
-  fsync_path(tmp, true);
-  fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
   // `latest` names the newest published checkpoint; replaced atomically.
-  {
-    std::ofstream o(root / ".latest.tmp");
-    o << name << "\n";
-  }
-  fsync_path(root / ".latest.tmp", false);
-  fs::rename(root / ".latest.tmp", root / "latest");
-  fsync_path(root, true);
-  // Retention: keep the newest keep_last checkpoints.
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
-      names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  const size_t keep = static_cast<size_t>(std::max(1, ctx.cfg.checkpoint.keep_last));
-  const int64_t every = ctx.cfg.checkpoint.keep_every;
-  for (size_t i = 0; i + keep < names.size(); ++i) {
-    // Every keep_every-th step's checkpoint is kept for good.
-    if (every > 0 && std::stoll(names[i].substr(5)) % every == 0) continue;
-    // Rename first (atomic), then delete: a crash mid-way never leaves a half-deleted step-N.
-    const fs::path doomed = root / (".del-" + names[i]);
-    fs::rename(root / names[i], doomed);
-    fs::remove_all(doomed);
-  }
+  write_file_atomic((root / "latest").string(), name + "\n");
+  apply_retention(root, snap.info.step, ctx.cfg.checkpoint.keep_last, ctx.cfg.checkpoint.keep_every);
   return final_dir.string();
 }
 

@@ -2,9 +2,11 @@
 #include "actors/checkpoint_io.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -12,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/sha256.hpp"
+#include "model/layout.hpp"
 
 namespace fs = std::filesystem;
 
@@ -19,12 +22,7 @@ namespace xy {
 
 std::string resolve_checkpoint(const std::string& spec, const std::string& root) {
   if (spec != "latest") return spec;
-  const fs::path latest = fs::path(root) / "latest";
-  std::ifstream in(latest);
-  std::string name;
-  if (!(in >> name))
-    throw CheckpointError("no checkpoint to resume: " + latest.string() + " does not exist");
-  return (fs::path(root) / name).string();
+  return read_latest_checkpoint(root);
 }
 
 namespace {
@@ -36,71 +34,87 @@ at::ScalarType dtype_from_name(const std::string& s, const std::string& where) {
   throw CheckpointError(where + ": unknown working_dtype '" + s + "'");
 }
 
+// Opens a rank file for reading: a regular file, not a link (a checkpoint directory is not
+// trusted to point elsewhere). Returns the fd; throws CheckpointError naming it.
+int open_rank_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    throw CheckpointError("checkpoint file " + path + " cannot be opened: " + std::strerror(errno) +
+                          (errno == ELOOP ? " (it is a symbolic link; checkpoints hold regular files only)" : ""));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw CheckpointError("checkpoint file " + path + " is not a regular file");
+  }
+  return fd;
+}
+
 }  // namespace
 
 CheckpointManifest read_checkpoint(const std::string& dir, bool verify) {
   const fs::path mpath = fs::path(dir) / "manifest.json";
-  std::ifstream in(mpath);
-  if (!in) throw CheckpointError("checkpoint " + dir + " has no manifest.json (incomplete or not a checkpoint)");
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
-    throw CheckpointError(mpath.string() + ": not valid JSON");
+  std::string text;
+  {
+    std::error_code ec;
+    if (fs::symlink_status(mpath, ec).type() != fs::file_type::regular)
+      throw CheckpointError("checkpoint " + dir + " has no manifest.json (incomplete or not a checkpoint)");
+    std::ifstream in(mpath, std::ios::binary);
+    if (!in) throw CheckpointError("checkpoint " + dir + ": cannot read manifest.json");
+    in.seekg(0, std::ios::end);
+    const auto size = static_cast<int64_t>(in.tellg());
+    if (size > (int64_t{64} << 20)) throw CheckpointError(mpath.string() + ": larger than 64 MiB: not a manifest");
+    in.seekg(0);
+    text.resize(static_cast<size_t>(size));
+    in.read(text.data(), size);
+  }
+  const Manifest parsed = parse_checkpoint_manifest(text, mpath.string());
   CheckpointManifest man;
   man.dir = dir;
-  try {
-    if (j.at("format") != "xy-checkpoint-1")
-      throw CheckpointError(mpath.string() + ": unknown format " + j.at("format").dump());
-    man.step = j.at("step");
-    man.adam_step = j.at("adam_step");
-    man.samples_per_rank = j.at("samples_per_rank");
-    if (j.contains("loss_scaler")) {
-      const auto& ls = j.at("loss_scaler");
-      man.loss_scale = ls.at("scale");
-      man.scaler_iter = ls.at("iter");
-      man.scaler_last_overflow = ls.at("last_overflow");
-      man.scaler_hysteresis = ls.at("cur_hysteresis");
-    }
-    man.loss = j.at("loss");
-    man.world_size = j.at("world_size");
-    man.working_dtype = dtype_from_name(j.at("working_dtype"), mpath.string());
-    const auto& m = j.at("model");
-    man.model.vocab_size = m.at("vocab_size");
-    man.model.hidden = m.at("hidden");
-    man.model.intermediate = m.at("intermediate");
-    man.model.layers = m.at("layers");
-    man.model.heads = m.at("heads");
-    man.model.kv_heads = m.at("kv_heads");
-    man.model.rms_eps = m.at("rms_eps");
-    man.model.rope_theta = m.at("rope_theta");
-    man.model.max_seq_len = m.at("max_seq_len");
-    for (const auto& u : j.at("units")) man.units.push_back({u.at("name"), u.at("numel"), u.at("shard_numel")});
-    for (const auto& f : j.at("files"))
-      man.files.push_back({f.at("name"), f.at("rank"), f.at("bytes"), f.at("sha256")});
-  } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(mpath.string() + ": missing or malformed field: " + e.what());
+  man.step = parsed.step;
+  man.adam_step = parsed.adam_step;
+  man.samples_per_rank = parsed.samples_per_rank;
+  man.loss_scale = parsed.loss_scale;
+  man.scaler_iter = parsed.scaler_iter;
+  man.scaler_last_overflow = parsed.scaler_last_overflow;
+  man.scaler_hysteresis = parsed.scaler_hysteresis;
+  man.loss = parsed.loss;
+  man.world_size = parsed.world_size;
+  man.working_dtype = dtype_from_name(parsed.working_dtype, mpath.string());
+  man.model = parsed.model;
+  man.units = parsed.units;
+  man.files = parsed.files;
+  // The units must be those of the manifest's model at its world size, name by name.
+  const ModelLayout layout = build_layout(man.model, man.world_size, {});
+  for (size_t u = 0; u < layout.units.size(); ++u) {
+    const UnitLayout& want = layout.units[u];
+    const CheckpointUnit& got = man.units[u];
+    if (got.name != want.name || got.numel != want.numel || got.shard_numel != want.shard_numel)
+      throw CheckpointError(mpath.string() + ": units[" + std::to_string(u) + "] is '" + got.name + "' with " +
+                            std::to_string(got.numel) + " elements (" + std::to_string(got.shard_numel) +
+                            " per rank); the model's layout has '" + want.name + "' with " +
+                            std::to_string(want.numel) + " (" + std::to_string(want.shard_numel) + ")");
   }
-  std::sort(man.files.begin(), man.files.end(), [](auto& a, auto& b) { return a.rank < b.rank; });
-  if (static_cast<int>(man.files.size()) != man.world_size)
-    throw CheckpointError(mpath.string() + " lists " + std::to_string(man.files.size()) +
-                          " rank files for world size " + std::to_string(man.world_size));
-  int64_t per_rank = 0;
-  const int64_t welem = c10::elementSize(man.working_dtype);
-  for (const auto& u : man.units) per_rank += u.shard_numel * (welem + 12);
   for (int r = 0; r < man.world_size; ++r) {
     const CheckpointFile& f = man.files[r];
-    const fs::path p = fs::path(dir) / f.name;
-    if (f.rank != r) throw CheckpointError(mpath.string() + ": no file for rank " + std::to_string(r));
-    std::error_code ec;
-    const auto size = fs::file_size(p, ec);
-    if (ec) throw CheckpointError("checkpoint file " + p.string() + " is missing: " + ec.message());
-    if (static_cast<int64_t>(size) != f.bytes || f.bytes != per_rank)
-      throw CheckpointError("checkpoint file " + p.string() + " has " + std::to_string(size) +
-                            " bytes; the manifest says " + std::to_string(f.bytes) +
-                            " (layout: " + std::to_string(per_rank) + "): truncated or corrupt");
+    const std::string p = (fs::path(dir) / f.name).string();
+    const int fd = open_rank_file(p);
+    struct stat st;
+    std::string sha;
+    try {
+      if (::fstat(fd, &st) != 0)
+        throw CheckpointError("checkpoint file " + p + " cannot be read: " + std::strerror(errno));
+      if (static_cast<int64_t>(st.st_size) != f.bytes)
+        throw CheckpointError("checkpoint file " + p + " has " + std::to_string(st.st_size) +
+                              " bytes; the manifest says " + std::to_string(f.bytes) + ": truncated or corrupt");
+      if (verify) sha = Sha256::of_fd(fd, p);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    ::close(fd);
     if (verify) {
-      const std::string sha = Sha256::of_file(p.string());
       if (sha != f.sha256)
-        throw CheckpointError("checkpoint file " + p.string() + " is corrupt: SHA-256 " + sha +
+        throw CheckpointError("checkpoint file " + p + " is corrupt: SHA-256 " + sha +
                               " differs from the manifest's " + f.sha256);
     }
   }
@@ -108,13 +122,43 @@ CheckpointManifest read_checkpoint(const std::string& dir, bool verify) {
 }
 
 std::vector<std::string> list_checkpoints(const std::string& root) {
-  std::vector<std::string> out;
+  std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root, ec))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0)
-      out.push_back(e.path().string());
-  std::sort(out.rbegin(), out.rend());
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const int64_t step = parse_checkpoint_step_name(e.path().filename().string());
+    if (step >= 0 && e.symlink_status(ec).type() == fs::file_type::directory)
+      found.emplace_back(step, e.path().string());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
   return out;
+}
+
+void prepare_checkpoint_dir_for_fresh_run(const std::string& root, bool overwrite) {
+  std::error_code ec;
+  const std::vector<std::string> found = list_checkpoints(root);
+  const bool has_latest = fs::symlink_status(fs::path(root) / "latest", ec).type() != fs::file_type::not_found;
+  if (found.empty() && !has_latest) return;
+  std::string what;
+  for (size_t i = 0; i < found.size() && i < 3; ++i)
+    what += (i ? ", " : "") + fs::path(found[i]).filename().string();
+  if (found.size() > 3) what += ", ... (" + std::to_string(found.size()) + " in all)";
+  if (found.empty()) what = "a 'latest' file";
+  if (!overwrite)
+    throw std::invalid_argument(
+        "checkpoint.dir " + root + " already holds checkpoints of another run (" + what +
+        "); a fresh run there would replace 'latest' and its retention would delete them. Continue "
+        "that run with --resume latest, choose another checkpoint.dir or --work-dir, or pass "
+        "--overwrite-checkpoints to delete them and start over");
+  for (const auto& d : found) {
+    const fs::path doomed = fs::path(root) / (".del-" + fs::path(d).filename().string());
+    fs::remove_all(doomed, ec);
+    fs::rename(d, doomed);
+    fs::remove_all(doomed);
+  }
+  fs::remove(fs::path(root) / "latest", ec);
+  std::printf("xy: --overwrite-checkpoints: removed %s from %s\n", what.c_str(), root.c_str());
 }
 
 UnitState read_unit_state(const CheckpointManifest& man, int u) {
@@ -130,8 +174,7 @@ UnitState read_unit_state(const CheckpointManifest& man, int u) {
   st.v = at::empty({n * world}, at::kFloat);
   for (int r = 0; r < world; ++r) {
     const std::string path = (fs::path(man.dir) / man.files[r].name).string();
-    int fd = ::open(path.c_str(), O_RDONLY);
-    if (fd < 0) throw CheckpointError("cannot open " + path + ": " + std::strerror(errno));
+    const int fd = open_rank_file(path);
     int64_t pos = offset;
     for (at::Tensor* t : {&st.working, &st.master, &st.m, &st.v}) {
       const int64_t bytes = n * t->element_size();

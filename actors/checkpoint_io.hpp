@@ -9,30 +9,18 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "io/config.hpp"
+#include "io/manifest.hpp"
 
 namespace xy {
 
-class CheckpointError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-struct CheckpointFile {
-  std::string name;  // rank-00003.bin
-  int rank = 0;
-  int64_t bytes = 0;
-  std::string sha256;
-};
-
-struct CheckpointUnit {
-  std::string name;
-  int64_t numel = 0, shard_numel = 0;
-};
+using CheckpointFile = ManifestFile;
+using CheckpointUnit = ManifestUnit;
 
 struct CheckpointManifest {
   std::string dir;
@@ -47,15 +35,31 @@ struct CheckpointManifest {
   std::vector<CheckpointFile> files;  // sorted by rank
 };
 
-// The directory `spec` names: "latest" (the one <root>/latest names) or a path.
+// The directory `spec` names: "latest" (the step-N beside it that <root>/latest names) or a path.
 std::string resolve_checkpoint(const std::string& spec, const std::string& root);
 
-// Reads <dir>/manifest.json and checks that every rank's file exists with its recorded size and,
-// if `verify`, its SHA-256. Throws CheckpointError naming the file and what is wrong.
+// Reads <dir>/manifest.json (untrusted: parse_checkpoint_manifest validates every field), checks the units
+// against the layout of the manifest's model, and that every rank's file is a regular file (not
+// a link) with the recorded size and, if `verify`, its SHA-256. Throws CheckpointError naming the
+// file and what is wrong.
 CheckpointManifest read_checkpoint(const std::string& dir, bool verify);
 
-// Published checkpoints under `root`, newest first (for falling back to an older good one).
+// Published checkpoints under `root` (directories named step-N), newest step first (for falling
+// back to an older good one).
 std::vector<std::string> list_checkpoints(const std::string& root);
+
+// Retention after publishing `published_step` under `root`: keeps the newest `keep_last` step-N
+// directories by step number (and every `keep_every`-th step's for good); never deletes the one
+// just published nor the one `latest` names.
+void apply_retention(const std::filesystem::path& root, int64_t published_step, int keep_last,
+                     int64_t keep_every);
+
+// Before a fresh run (no --resume) on node 0: a checkpoint directory that already holds
+// checkpoints (step-N directories or `latest`) belongs to another run, whose newest checkpoint
+// the fresh run's retention and `latest` would replace. Throws std::invalid_argument naming the
+// directory and what is there, with the ways out — unless `overwrite`, which removes them first
+// (saying so on stdout).
+void prepare_checkpoint_dir_for_fresh_run(const std::string& root, bool overwrite);
 
 struct UnitState {
   at::Tensor working, master, m, v;  // each [numel] (unpadded)

@@ -1,5 +1,6 @@
 // The control plane over the job's store: secret handshake, heartbeats, job-wide stall reports
 // (see control.hpp).
+#include "io/atomic_file.hpp"
 #include "actors/control.hpp"
 #include "comm/comm.hpp"
 
@@ -180,7 +181,11 @@ void write_report_and_exit(const Config& cfg, const std::string& report, int cod
   const auto path = std::filesystem::path(cfg.data.work_dir) / "stall-report.txt";
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
-  std::ofstream(path) << report;
+  try {
+    write_file_atomic(path.string(), report);
+  } catch (const std::exception& e) {
+    std::cerr << "xy: cannot write the stall report: " << e.what() << "\n";
+  }
   // Collectives stuck on the device are cancelled (ncclCommAbort), not left spinning.
   // (Within 5 s: well inside the watchdog watcher's 10 s, which would end the process as stuck.)
   for (const auto& line : abort_communicators(5)) std::cerr << "xy: " << line << "\n";

@@ -153,6 +153,8 @@ std::string local_no_bf16(const NodeContext& ctx) {
         return "device " + std::to_string(l) + " (" + p.name + ", compute capability " +
                std::to_string(p.major) + "." + std::to_string(p.minor) + ") has no bf16";
     }
+  // Older = a smaller step (by number: names do not sort by step past 8 digits).
+  const int64_t first_step = parse_checkpoint_step_name(std::filesystem::path(first).filename().string());
 #endif
   (void)ctx;
   return "";
@@ -165,7 +167,8 @@ CheckpointManifest open_resume_checkpoint(const Config& cfg, const RunOptions& o
   std::vector<std::string> candidates{first};
   if (opts.resume_fallback)
     for (const auto& d : list_checkpoints(cfg.checkpoint.dir))
-      if (d < first) candidates.push_back(d);
+      if (parse_checkpoint_step_name(std::filesystem::path(d).filename().string()) < first_step)
+        candidates.push_back(d);
   std::string errors;
   for (const auto& dir : candidates) {
     try {

@@ -12,6 +12,7 @@
 #include "apps/commands.hpp"
 
 const char* xy_usage() {
+#include "io/atomic_file.hpp"
   return "usage: xy-node <command> [options]\n"
          "\n"
          "commands:\n"
@@ -76,6 +77,13 @@ void tune_malloc_for_preprocessing(char** argv) {
   if (tunables.find("glibc.malloc.tcache_count") != std::string::npos) return;
   const std::string v = (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.tcache_count=4000";
   if (setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0 || setenv("XY_MALLOC_TUNED", "1", 1) != 0) return;
+  // Files xy creates are owner-only unless XY_UMASK says otherwise (docs/OPERATIONS.md, "Security").
+  try {
+    xy::apply_file_mode_policy();
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node: " << e.what() << "\n";
+    return xy::kExitUsage;
+  }
   execv("/proc/self/exe", argv);
   if (cur) setenv("GLIBC_TUNABLES", cur, 1); else unsetenv("GLIBC_TUNABLES");
   unsetenv("XY_MALLOC_TUNED");

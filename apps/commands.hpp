@@ -18,7 +18,7 @@ int cmd_verify(int argc, char** argv);
 // `xy-node --help`: the commands and exit codes.
 const char* xy_usage();
 
-// What both mains do first: ignore SIGPIPE, then `xy-node` alone or --help (the usage), and the
+// What both mains do first: ignore SIGPIPE, set the file-mode policy (XY_UMASK), then `xy-node` alone or --help (the usage), and the
 // commands that need no LibTorch (preprocess, status). Returns their exit code, or -1 when argv[1]
 // is another command.
 int run_light_command(int argc, char** argv);

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "actors/checkpoint_io.hpp"
 #include "actors/engine.hpp"
 #include "actors/faults.hpp"
 #include "apps/commands.hpp"
@@ -31,6 +32,8 @@ int cmd_train(int argc, char** argv) {
       ("resume-fallback", "if the checkpoint is corrupt or incomplete, resume from the newest "
        "older good one (and say so)")
       ("no-verify", "skip the SHA-256 check of checkpoint files when resuming (sizes are still "
+      ("overwrite-checkpoints", "start fresh even though checkpoint.dir holds another run's "
+       "checkpoints: delete them first (without it such a run refuses to start)")
        "checked)")
       ("node-index", "this process's entry in [[topology.nodes]] (default: topology.node_index, "
        "or the environment's XY_NODE_INDEX, NODE_RANK (torchrun) or SLURM_NODEID)",
@@ -87,6 +90,16 @@ int cmd_train(int argc, char** argv) {
     if (!faults.empty())
       std::fprintf(stderr, "xy: FAULT INJECTION ACTIVE (%s): %s\n", from.c_str(), faults.c_str());
   } catch (const std::invalid_argument& e) {
+  // A fresh run never takes over a directory holding another run's checkpoints (its retention
+  // and `latest` would replace them) unless told to; node 0 publishes, so node 0 checks.
+  if (!args.count("resume") && cfg.topology.node_index == 0) {
+    try {
+      xy::prepare_checkpoint_dir_for_fresh_run(cfg.checkpoint.dir, args.count("overwrite-checkpoints") > 0);
+    } catch (const std::exception& e) {
+      std::cerr << "xy-node train: " << e.what() << "\n";
+      return xy::kExitUsage;
+    }
+  }
     std::cerr << "xy-node train: " << from << ": " << e.what() << "\n";
     return xy::kExitUsage;
   }

@@ -1,4 +1,5 @@
 // JSONL corpus reading (plain or gzip), tokenization into one stream, and the flat token cache.
+#include "io/atomic_file.hpp"
 #include "io/corpus.hpp"
 
 #include <zlib.h>
@@ -188,7 +189,7 @@ void write_token_file(const std::string& path, const std::vector<int32_t>& ids, 
   std::random_device rd;
   const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd());
   {
-    File f(std::fopen(tmp.c_str(), "wb"));
+    File f(::fdopen(open_exclusive(tmp), "wb"));  // exclusive, no link followed
     if (!f) throw std::runtime_error("cannot create token file '" + tmp + "': " + std::strerror(errno));
     const int64_t count = static_cast<int64_t>(ids.size());
     bool ok = std::fwrite(kTokenMagic, sizeof(kTokenMagic), 1, f.get()) == 1 &&

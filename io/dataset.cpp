@@ -1,4 +1,5 @@
 // Corpus -> tokenizer -> token cache -> samples (see dataset.hpp).
+#include "io/atomic_file.hpp"
 #include "io/dataset.hpp"
 
 #include <sys/stat.h>
@@ -135,8 +136,8 @@ PreparedData prepare_data(const Config& cfg, std::ostream& log) {
     if (st.skipped) log << " (" << st.skipped << " lines skipped; first: " << st.first_problem << ")";
     log << std::endl;
     write_token_file(cache.string(), ids, out.vocab);
-    std::ofstream m(meta);
-    m << nlohmann::json{{"key", key}, {"documents", st.documents}, {"tokens", ids.size()}}.dump(2);
+    write_file_atomic(meta.string(),
+                      nlohmann::json{{"key", key}, {"documents", st.documents}, {"tokens", ids.size()}}.dump(2));
   }
   out.tokens = static_cast<int64_t>(ids.size());
   out.samples = std::make_shared<TokenSamples>(std::move(ids), cfg.data.seq_len, out.vocab);

@@ -1,4 +1,5 @@
 // config.json of LlamaForCausalLM <-> ModelConfig (see hf_config.hpp).
+#include "io/atomic_file.hpp"
 #include "io/hf_config.hpp"
 
 #include <sys/stat.h>
@@ -180,11 +181,25 @@ std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype)
 }
 
 void write_hf_config(const std::string& path, const ModelConfig& m, const std::string& torch_dtype) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) fail(path, "", std::string("cannot create: ") + std::strerror(errno));
-  out << hf_config_json(m, torch_dtype);
-  out.close();
-  if (!out) fail(path, "", "cannot write");
+  try {
+    write_file_atomic(path, hf_config_json(m, torch_dtype));
+  } catch (const std::exception& e) {
+    fail(path, "", e.what());
+  }
+}
+
+void apply_init_from_shape(ModelConfig& m) {
+  if (m.init_from.empty()) return;
+  const HfModelConfig hf = read_hf_config(m.init_from);
+  const std::string from = m.init_from;
+  const int64_t max_seq = m.max_seq_len;
+  const double init_std = m.init_std;
+  const uint64_t seed = m.init_seed;
+  m = hf.model;
+  m.init_from = from;
+  m.max_seq_len = std::max(max_seq, hf.model.max_seq_len);
+  m.init_std = init_std;
+  m.init_seed = seed;
 }
 
 }  // namespace xy

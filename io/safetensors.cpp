@@ -1,4 +1,5 @@
 // safetensors: header validation, memory-mapped reading, sharded sets, writing (see safetensors.hpp).
+#include "io/atomic_file.hpp"
 #include "io/safetensors.hpp"
 
 #include <fcntl.h>
@@ -373,7 +374,14 @@ void write_file_impl(const std::string& path, const std::vector<TensorToWrite>& 
 
   // Written beside the target and renamed, so that a failed write never leaves a valid-looking file.
   const std::string tmp = path + ".partial";
-  FILE* fp = std::fopen(tmp.c_str(), "wb");
+  // Exclusive, no link followed (a link planted at the temporary's name is removed, not written
+  // through), mode 0666 & ~umask.
+  FILE* fp = nullptr;
+  try {
+    fp = ::fdopen(open_exclusive(tmp), "wb");
+  } catch (const std::exception& e) {
+    fail(path, e.what());
+  }
   if (!fp) fail(path, std::string("cannot create: ") + std::strerror(errno));
   auto io_fail = [&](const std::string& what) {
     const int err = errno;

@@ -2,6 +2,10 @@
 #pragma once
 
 #include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cstdio>
 #include <stdexcept>
@@ -46,6 +50,22 @@ class Sha256 {
     const bool err = std::ferror(f);
     std::fclose(f);
     if (err) throw std::runtime_error("cannot read " + path);
+    return h.hex();
+  }
+
+  // The digest of what is left to read from `fd` (not closed); `path` names it in errors.
+  static std::string of_fd(int fd, const std::string& path) {
+    Sha256 h;
+    std::vector<char> buf(1 << 20);
+    for (;;) {
+      const ssize_t n = ::read(fd, buf.data(), buf.size());
+      if (n == 0) break;
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw std::runtime_error("cannot read " + path + ": " + std::strerror(errno));
+      }
+      h.update(buf.data(), static_cast<size_t>(n));
+    }
     return h.hex();
   }
 

@@ -47,3 +47,25 @@ echo "$out" | grep -q "cannot run the engine '$WORK/alone/xy-node-engine'"; chec
 "$WORK/alone/xy-node" preprocess --help | grep -q -- "--tokenizer"; check "preprocess --help without the engine" $?
 
 finish
+# A fresh run into a directory holding another run's checkpoints refuses to start (its retention
+# and `latest` would replace them); --overwrite-checkpoints starts over there.
+out=$("$XY" train --config config/tiny.toml --steps 1 --work-dir "$WORK/run" 2>&1); rc=$?
+echo "$out" | tail -1
+check "a fresh run over another run's checkpoints exits 2" $([ $rc -eq 2 ]; echo $?)
+echo "$out" | grep -q "already holds checkpoints of another run (step-00000004).*--resume latest"; check "the refusal names what is there and the ways out" $?
+test "$(cat "$WORK/run/checkpoints/latest")" = "step-00000004" && "$XY" verify latest --dir "$WORK/run/checkpoints" >/dev/null
+check "the other run's newest checkpoint is untouched" $?
+out=$("$XY" train --config config/tiny.toml --steps 1 --work-dir "$WORK/run" --overwrite-checkpoints 2>&1); rc=$?
+echo "$out" | grep "overwrite-checkpoints"
+check "--overwrite-checkpoints starts over" $([ $rc -eq 0 ]; echo $?)
+test "$(cat "$WORK/run/checkpoints/latest")" = "step-00000001" && "$XY" verify latest --dir "$WORK/run/checkpoints" >/dev/null
+check "its checkpoint is published and verifies" $?
+test ! -e "$WORK/run/checkpoints/step-00000004"; check "the old checkpoints are gone" $?
+# Files xy creates are owner-only (XY_UMASK lets others in).
+modes=$(stat -c '%a' "$WORK/run/checkpoints/step-00000001" "$WORK/run/checkpoints/step-00000001/rank-00000.bin" \
+  "$WORK/run/checkpoints/latest" "$WORK/run/tokens.bin" | tr '\n' ' ')
+echo "modes: $modes"
+test "$modes" = "700 600 600 600 "; check "checkpoint directory 700, files 600, token cache 600" $?
+out=$(XY_UMASK=8 "$XY" verify latest --dir "$WORK/run/checkpoints" 2>&1); rc=$?
+check "a bad XY_UMASK exits 2 naming it" $([ $rc -eq 2 ] && echo "$out" | grep -q "XY_UMASK='8'"; echo $?)
+
