@@ -8,7 +8,7 @@
 #   CASE: setup | skip-collective | sleep-compute | reorder | block-batch | block-adam |
 #         block-checkpoint | block-watchdog | cross-node-stall | cross-node-stall0 | kill-node |
 #         stop-node | stop-node0 |
-#         secret-wrong | secret-missing
+#         secret-wrong | secret-missing | forged-stall
 set -uo pipefail
 XY=$1
 ROOT=$2
@@ -220,6 +220,50 @@ secret-wrong|secret-missing)
   grep -q "does not know this job's secret\|refused this node: wrong or missing job secret" "$W/n1.log"; check "node 1 says it was refused" $?
   ! grep -q "the-job-secret-1234\|not-the-secret" "$W/n0.log" "$W/n1.log"; check "the secret is never printed" $?
   ! grep -q "^step " "$W/n0.log"; check "no training happened" $?
+  finish ;;
+forged-stall)
+  # A stranger without the job's secret tries to end a running job through its store (node 0's
+  # port + 1): with c10d's own protocol (add "/xy/stall": what once ended a job with 3 and 4), then
+  # with xy's, claiming to be node 1 but proving nothing. The job must finish; node 0 logs both.
+  read -r P0 P1 < <(free_ports 2)
+  STEPS=40 two_nodes > "$W/job.toml"
+  start n0 XY_NODE_INDEX=0 XY_SECRET=the-job-secret-1234 -- --config "$W/job.toml" --work-dir "$W/node0"
+  start n1 XY_NODE_INDEX=1 XY_SECRET=the-job-secret-1234 -- --config "$W/job.toml" --work-dir "$W/node1"
+  for i in $(seq 1 900); do grep -q "^step " "$W/n0.log" 2>/dev/null && break; sleep 0.1; done
+  python3 - "$((P0 + 1))" > "$W/stranger.log" 2>&1 <<'PY'
+import os, socket, struct, sys
+port = int(sys.argv[1])
+def attempt(what, hello, then=b""):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(hello)
+        got = s.recv(69)
+        if then:
+            s.sendall(then)
+            got += s.recv(1)
+            s.sendall(struct.pack(">I", 18) + b"\x01" + struct.pack(">I", 8) + b"xy/stall" + struct.pack(">I", 1) + b"1")
+            got += s.recv(16)
+        print(what, "->", got[:8], "(%d bytes)" % len(got))
+    except OSError as e:
+        print(what, "->", e)
+for key in (b"/xy/stall", b"xy/stall"):  # c10d TCPStore (LibTorch 1.13): QueryType ADD, key, 1
+    attempt("c10d add " + key.decode(), bytes([3]) + struct.pack("<Q", len(key)) + key + struct.pack("<q", 1))
+attempt("xy store, no proof", b"XYS1" + b"\0" + os.urandom(32) + bytes([6]) + b"node 1", b"\0" * 32)
+PY
+  cat "$W/stranger.log"
+  kill -0 "$PID_n0" 2>/dev/null && kill -0 "$PID_n1" 2>/dev/null
+  check "the job was still running when the stranger was done" $?
+  wait "$PID_n0"; rc0=$?
+  wait "$PID_n1"; rc1=$?
+  cat "$W/n0.log" "$W/n1.log" | grep -v '^step '
+  check "node 0 finishes (exit 0, got $rc0)" $([ $rc0 -eq 0 ]; echo $?)
+  check "node 1 finishes (exit 0, got $rc1)" $([ $rc1 -eq 0 ]; echo $?)
+  grep -q "xy: store: refused a connection from 127.0.0.1:[0-9]*: not an xy store client" "$W/n0.log"
+  check "node 0 logs the refused c10d client" $?
+  grep -q "xy: store: refused a connection from 127.0.0.1:[0-9]* (says it is node 1): wrong or missing job secret" "$W/n0.log"
+  check "node 0 logs the stranger that said it was node 1" $?
+  ! grep -q "STALL\|PEER LOST" "$W/n0.log" "$W/n1.log"; check "no stall, no lost peer" $?
+  grep -q "^step    40 " "$W/n0.log"; check "the job trained every step" $?
   finish ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac
