@@ -4,9 +4,9 @@
 #include "actors/control.hpp"
 #include "comm/comm.hpp"
 
-#include <openssl/hmac.h>
 #include <netdb.h>
 #include <openssl/crypto.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <atomic>
@@ -15,13 +15,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "actors/faults.hpp"
-
 #include "comm/store_auth.hpp"
+
 namespace xy {
 namespace {
 
@@ -55,7 +55,6 @@ std::string describe_node(const Config& cfg, int n) {
   return s.host + ":" + std::to_string(s.port);
 }
 
-}  // namespace
 // Proofs compared in constant time (no timing hint on how much of a forged proof was right).
 bool same_proof(const std::string& a, const std::string& b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
@@ -112,6 +111,7 @@ std::string node_proof(KeyValueStore& store, const Config& cfg, int i, double ti
   return store.get(key);
 }
 
+}  // namespace
 
 std::string hmac_sha256_hex(const std::string& key, const std::string& msg) {
   unsigned char md[EVP_MAX_MD_SIZE];

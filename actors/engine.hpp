@@ -161,9 +161,11 @@ struct RunOptions {
 // checkpoints, shuts down. Never throws; errors are in the result's exit_code and error.
 TrainResult run_training(const Config& cfg, const RunOptions& opts);
 
-// With model.init_from set: takes the model's shape from that folder's config.json (Hugging
-// Face). Throws naming the file on a bad or unsupported config.json.
-void apply_init_from_shape(ModelConfig& m);
+// That this node's devices exist: topology.device = "cuda" needs a CUDA build and, on this node,
+// at least topology.nodes[node_index].devices visible GPUs (local rank l drives GPU l). Throws
+// std::invalid_argument with one line naming the node, its devices, the GPUs visible and
+// CUDA_VISIBLE_DEVICES. run_training checks it; `xy-node train` also checks it first.
+void check_devices(const Config& cfg);
 
 // bf16 where every device of the job has it, else fp16 everywhere (DESIGN.md, "Precision"). Each
 // node publishes on the job's store whether its devices have bf16 (`no_bf16` empty) or why not,

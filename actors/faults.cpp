@@ -4,7 +4,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -90,15 +93,28 @@ void configure(const std::string& spec) {
         const auto eq = kv.find('=');
         const std::string key = kv.substr(0, eq), val = eq == std::string::npos ? "" : kv.substr(eq + 1);
         char* end = nullptr;
+        errno = 0;
         const double v = std::strtod(val.c_str(), &end);
-        if (val.empty() || *end != '\0')
+        if (val.empty() || *end != '\0' || !std::isfinite(v) || errno == ERANGE)
           throw std::invalid_argument("fault injection: " + f.name + ": '" + kv + "' is not key=number");
-        if (key == "rank") f.rank = static_cast<int>(v);
-        else if (key == "step") f.step = static_cast<int64_t>(v);
-        else if (key == "unit") f.unit = static_cast<int>(v);
-        else if (key == "seq") f.seq = static_cast<int64_t>(v);
-        else if (key == "seconds") f.seconds = v;
-        else
+        // Integers in range (a cast of 1e300 or 1.5 to int would be undefined or a silent other
+        // value); seconds up to 30 days.
+        auto whole = [&](double max) {
+          if (v < 0 || v > max || v != std::floor(v))
+            throw std::invalid_argument("fault injection: " + f.name + ": " + key + " = " + val +
+                                        "; valid: an integer 0.." + std::to_string(static_cast<int64_t>(max)));
+          return v;
+        };
+        if (key == "rank") f.rank = static_cast<int>(whole(INT_MAX));
+        else if (key == "step") f.step = static_cast<int64_t>(whole(0x1p53));
+        else if (key == "unit") f.unit = static_cast<int>(whole(INT_MAX));
+        else if (key == "seq") f.seq = static_cast<int64_t>(whole(0x1p53));
+        else if (key == "seconds") {
+          if (!(v >= 0 && v <= 30 * 24 * 3600.0))
+            throw std::invalid_argument("fault injection: " + f.name + ": seconds = " + val +
+                                        "; valid: 0..2592000 (leave it out: forever)");
+          f.seconds = v;
+        } else
           throw std::invalid_argument("fault injection: " + f.name + ": unknown key '" + key +
                                       "'; valid: rank, step, unit, seq, seconds");
       }

@@ -19,12 +19,13 @@
 
 #include "actors/actors.hpp"
 #include "actors/checkpoint_io.hpp"
+#include "io/error_text.hpp"
 #include "io/hf_config.hpp"
 #include "model/hf_io.hpp"
 #include "actors/control.hpp"
+#include "comm/store_auth.hpp"
 
 namespace xy {
-#include "comm/store_auth.hpp"
 
 int64_t RankShards::host_bytes() const {
   int64_t b = 0;
@@ -51,25 +52,13 @@ int64_t RankShards::device_bytes() const {
 void NodeContext::fail(const std::string& what, int code) {
   failed = true;
   std::lock_guard<std::mutex> lock(result_mu);
-  std::cerr << "xy: error: " << what << std::endl;
+  // Actors pass on what() of whatever they caught: never a LibTorch backtrace to the user.
+  const std::string line = without_backtrace(what);
+  std::cerr << "xy: error: " << line << std::endl;
   if (result.exit_code == kExitOk) {
     result.exit_code = code;
-    result.error = what;
+    result.error = line;
   }
-}
-
-void apply_init_from_shape(ModelConfig& m) {
-  if (m.init_from.empty()) return;
-  const HfModelConfig hf = read_hf_config(m.init_from);
-  const std::string from = m.init_from;
-  const int64_t max_seq = m.max_seq_len;
-  const double init_std = m.init_std;
-  const uint64_t seed = m.init_seed;
-  m = hf.model;
-  m.init_from = from;
-  m.max_seq_len = std::max(max_seq, hf.model.max_seq_len);
-  m.init_std = init_std;
-  m.init_seed = seed;
 }
 
 double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps) {
@@ -153,8 +142,6 @@ std::string local_no_bf16(const NodeContext& ctx) {
         return "device " + std::to_string(l) + " (" + p.name + ", compute capability " +
                std::to_string(p.major) + "." + std::to_string(p.minor) + ") has no bf16";
     }
-  // Older = a smaller step (by number: names do not sort by step past 8 digits).
-  const int64_t first_step = parse_checkpoint_step_name(std::filesystem::path(first).filename().string());
 #endif
   (void)ctx;
   return "";
@@ -165,6 +152,8 @@ std::string local_no_bf16(const NodeContext& ctx) {
 CheckpointManifest open_resume_checkpoint(const Config& cfg, const RunOptions& opts) {
   const std::string first = resolve_checkpoint(opts.resume, cfg.checkpoint.dir);
   std::vector<std::string> candidates{first};
+  // Older = a smaller step (by number: names do not sort by step past 8 digits).
+  const int64_t first_step = parse_checkpoint_step_name(std::filesystem::path(first).filename().string());
   if (opts.resume_fallback)
     for (const auto& d : list_checkpoints(cfg.checkpoint.dir))
       if (parse_checkpoint_step_name(std::filesystem::path(d).filename().string()) < first_step)
@@ -186,18 +175,83 @@ CheckpointManifest open_resume_checkpoint(const Config& cfg, const RunOptions& o
   throw CheckpointError("no good checkpoint to resume from:" + errors);
 }
 
+// The memory of this machine, RAM and swap (/proc/meminfo), in bytes; 0 if unknown.
+double machine_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char key[64];
+  long long kb = 0;
+  double total = 0;
+  while (std::fscanf(f, "%63s %lld kB", key, &kb) == 2)
+    if (std::strcmp(key, "MemTotal:") == 0 || std::strcmp(key, "SwapTotal:") == 0) total += kb * 1024.0;
+  std::fclose(f);
+  return total;
+}
+
+std::string gib_text(double bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / 1073741824.0);
+  return buf;
+}
+
+// Refuses, before anything is allocated, a model whose host state cannot fit in this machine:
+// the fp32 master, Adam's m and v and the gradient landing (16 bytes a parameter) of this node's
+// share of every unit, and the working copies of CPU ranks. (A lower bound of what training
+// needs; `xy-node doctor` compares it with the memory available now.)
+void check_host_memory(const NodeContext& ctx, const Config& cfg) {
+  double share = 0;  // elements of this node's shards
+  for (const UnitLayout& u : ctx.layout.units) share += static_cast<double>(u.shard_numel) * ctx.local_ranks;
+  const double working = ctx.on_device ? 0.0 : (cfg.train.precision == "fp32" ? 4.0 : 2.0);
+  const double need = (16.0 + working) * share;
+  const double have = machine_memory_bytes();
+  if (have <= 0 || need <= have) return;
+  char params[32];
+  std::snprintf(params, sizeof params, "%.3g", static_cast<double>(ctx.layout.total_numel()));
+  throw std::invalid_argument(
+      "the model is too large for this machine: " + std::string(params) + " parameters; node " +
+      std::to_string(ctx.node_index) + "'s share of its state (" + std::to_string(ctx.local_ranks) +
+      " of " + std::to_string(ctx.world) + " ranks, " + std::to_string(static_cast<int>(16 + working)) +
+      " bytes a parameter) needs " + gib_text(need) + ", but this machine has " + gib_text(have) +
+      " of memory and swap; choose a smaller model (model.*), or add nodes or ranks");
+}
+
+}  // namespace
+
+void check_devices(const Config& cfg) {
+  const auto& topo = cfg.topology;
+  if (topo.device != "cuda") return;
+#ifndef XY_WITH_CUDA
+  throw std::invalid_argument("topology.device = \"cuda\" in " + cfg.source +
+                              ", but this build of xy has only the CPU engine; build with "
+                              "-DXY_CUDA=ON against a CUDA LibTorch (README: Building with CUDA)");
+#else
+  // Local rank l drives GPU l: without this check a missing GPU ends in c10's "Device index ...
+  // out of range" with a backtrace (the doctor checks the same, unless it is skipped).
+  const int node = topo.node_index;
+  const int want = topo.nodes.at(node).devices;
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e == cudaSuccess && count >= want) return;
+  const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES");
+  throw std::invalid_argument(
+      "node " + std::to_string(node) + ": topology.nodes[" + std::to_string(node) + "].devices = " +
+      std::to_string(want) + " in " + cfg.source + " needs " + std::to_string(want) + " GPUs, but " +
+      (e == cudaSuccess ? std::to_string(count) + " visible"
+                        : std::string("none usable (cudaGetDeviceCount: ") + cudaGetErrorString(e) + ")") +
+      " (CUDA_VISIBLE_DEVICES " + (cvd ? std::string("= \"") + cvd + "\"" : std::string("unset")) +
+      "); lower its devices, or make the GPUs visible");
+#endif
+}
+
+namespace {
+
 // Builds the context: everything the actors share. Throws on invalid set-ups.
 void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
   ctx.cfg = cfg;
   ctx.quiet = opts.quiet;
   const auto& topo = cfg.topology;
   ctx.on_device = topo.device == "cuda";
-#ifndef XY_WITH_CUDA
-  if (ctx.on_device)
-    throw std::invalid_argument("topology.device = \"cuda\" in " + cfg.source +
-                                ", but this build of xy has only the CPU engine; build with "
-                                "-DXY_CUDA=ON against a CUDA LibTorch (README: Building with CUDA)");
-#endif
+  check_devices(cfg);
   if (!opts.data) throw std::invalid_argument("no training data");
   if (cfg.model.vocab_size <= 0) throw std::invalid_argument("model.vocab_size is not set");
   if (opts.data->vocab() > cfg.model.vocab_size)
@@ -210,6 +264,8 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   ctx.local_ranks = topo.nodes[topo.node_index].devices;
   ctx.working_dtype = working_dtype(cfg.train.precision, ctx.on_device);
   ctx.layout = build_layout(cfg.model, ctx.world, cfg.optimizer.no_decay);
+  ctx.node_index = topo.node_index;
+  check_host_memory(ctx, cfg);
   ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
   ctx.data = opts.data;
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
@@ -384,7 +440,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   } catch (const std::exception& e) {
     TrainResult r;
     r.exit_code = kExitUsage;
-    r.error = e.what();
+    r.error = without_backtrace(e.what());
     return r;
   }
   int64_t host_bytes = 0, working_bytes = 0;

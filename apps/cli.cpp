@@ -3,16 +3,19 @@
 #include <sys/auxv.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 
 #include "actors/exit_codes.hpp"
+#include "io/atomic_file.hpp"
 #include "apps/commands.hpp"
 
 const char* xy_usage() {
-#include "io/atomic_file.hpp"
   return "usage: xy-node <command> [options]\n"
          "\n"
          "commands:\n"
@@ -43,6 +46,27 @@ int parse_options(cxxopts::Options& opts, int argc, char** argv, const char* nam
   return -1;
 }
 
+std::optional<long long> parse_integer(const std::string& s) {
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  size_t i = s[0] == '-' ? 1 : 0;
+  if (i == s.size()) return std::nullopt;
+  for (size_t j = i; j < s.size(); ++j)
+    if (s[j] < '0' || s[j] > '9') return std::nullopt;
+  errno = 0;
+  const long long v = std::strtoll(s.c_str(), nullptr, 10);
+  if (errno == ERANGE) return std::nullopt;
+  return v;
+}
+
+std::optional<double> parse_finite(const std::string& s) {
+  if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end != s.c_str() + s.size() || errno == ERANGE || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
 int unknown_command(const std::string& cmd) {
   std::cerr << "xy-node: unknown command '" << cmd << "'\n" << xy_usage();
   return xy::kExitUsage;
@@ -53,6 +77,13 @@ int run_light_command(int argc, char** argv) {
   // control plane reports, not a SIGPIPE that kills this node without a word. (An ignored signal
   // stays ignored across the launcher's exec of the engine.)
   std::signal(SIGPIPE, SIG_IGN);
+  // Files xy creates are owner-only unless XY_UMASK says otherwise (docs/OPERATIONS.md, "Security").
+  try {
+    xy::apply_file_mode_policy();
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node: " << e.what() << "\n";
+    return xy::kExitUsage;
+  }
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << xy_usage();
     return argc < 2 ? xy::kExitUsage : xy::kExitOk;
@@ -77,13 +108,6 @@ void tune_malloc_for_preprocessing(char** argv) {
   if (tunables.find("glibc.malloc.tcache_count") != std::string::npos) return;
   const std::string v = (tunables.empty() ? "" : tunables + ":") + "glibc.malloc.tcache_count=4000";
   if (setenv("GLIBC_TUNABLES", v.c_str(), 1) != 0 || setenv("XY_MALLOC_TUNED", "1", 1) != 0) return;
-  // Files xy creates are owner-only unless XY_UMASK says otherwise (docs/OPERATIONS.md, "Security").
-  try {
-    xy::apply_file_mode_policy();
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node: " << e.what() << "\n";
-    return xy::kExitUsage;
-  }
   execv("/proc/self/exe", argv);
   if (cur) setenv("GLIBC_TUNABLES", cur, 1); else unsetenv("GLIBC_TUNABLES");
   unsetenv("XY_MALLOC_TUNED");

@@ -12,6 +12,7 @@
 #include "actors/checkpoint_io.hpp"
 #include "actors/engine.hpp"
 #include "apps/commands.hpp"
+#include "io/error_text.hpp"
 #include "model/hf_io.hpp"
 #include "model/layout.hpp"
 
@@ -41,7 +42,7 @@ int cmd_verify(int argc, char** argv) {
                 man.files.size(), bytes / 1048576.0);
     return xy::kExitOk;
   } catch (const std::exception& e) {
-    std::cerr << "xy-node verify: " << e.what() << "\n";
+    std::cerr << "xy-node verify: " << xy::without_backtrace(e.what()) << "\n";
     return xy::kExitError;
   }
 }
@@ -72,6 +73,12 @@ int cmd_export(int argc, char** argv) {
     std::cerr << "xy-node export: --dtype " << dtype_name << ": valid: bf16, fp32\n";
     return xy::kExitUsage;
   }
+  // GiB -> bytes in int64: a sane range, not 1e300 wrapped around (or a file per byte).
+  const double shard_gb = args["shard-gb"].as<double>();
+  if (!(shard_gb >= 0.001 && shard_gb <= 1048576)) {
+    std::cerr << "xy-node export: --shard-gb " << shard_gb << ": valid: 0.001..1048576 (GiB)\n";
+    return xy::kExitUsage;
+  }
   try {
     const std::string dir =
         xy::resolve_checkpoint(args["checkpoint"].as<std::string>(), args["dir"].as<std::string>());
@@ -97,12 +104,12 @@ int cmd_export(int argc, char** argv) {
     const std::string out = args["out"].as<std::string>();
     xy::save_hf_model(out, man.model, layout, units,
                       dtype_name == "bf16" ? at::kBFloat16 : at::kFloat,
-                      static_cast<int64_t>(args["shard-gb"].as<double>() * 1073741824.0), progress);
+                      static_cast<int64_t>(shard_gb * 1073741824.0), progress);
     std::printf("xy: exported %s (step %lld) to %s (%s)\n", dir.c_str(),
                 static_cast<long long>(man.step), out.c_str(), dtype_name.c_str());
     return xy::kExitOk;
   } catch (const std::exception& e) {
-    std::cerr << "xy-node export: " << e.what() << "\n";
+    std::cerr << "xy-node export: " << xy::without_backtrace(e.what()) << "\n";
     return xy::kExitError;
   }
 }

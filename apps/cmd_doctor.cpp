@@ -56,6 +56,8 @@ using json = nlohmann::json;
 // Seconds each GPU gets to answer the probe: --gpu-timeout when given (set here), else
 // XY_DOCTOR_GPU_TIMEOUT, else 20.
 std::optional<double> g_gpu_timeout_flag_s;
+// The longest wait or timeout the doctor takes (as the config's deadlines): 30 days.
+constexpr double kDoctorMaxSeconds = 30 * 24 * 3600.0;
 
 #ifdef XY_WITH_CUDA
 // cudaRuntimeGetVersion / cudaDriverGetVersion encode 1000 * major + 10 * minor.
@@ -104,6 +106,24 @@ const std::pair<const char*, const char*> kVersions[] = {
     {"xy", "xy"}, {"torch", "torch"}, {"cuda", "CUDA runtime"}, {"cuda_driver", "CUDA driver"},
     {"nccl", "NCCL"}};
 
+// What is wrong with a peer's facts (local_facts() of another node), or "" when they have every
+// field the checks read, with its type.
+std::string peer_facts_problem(const json& j) {
+  if (!j.is_object()) return "expected a JSON object, got " + std::string(j.type_name());
+  for (const char* k : {"xy", "torch", "cuda", "cuda_driver", "nccl", "hostname"})
+    if (!j.contains(k) || !j[k].is_string()) return std::string("no string '") + k + "'";
+  if (!j.contains("time_us") || !j["time_us"].is_number()) return "no number 'time_us'";
+  return "";
+}
+
+// Text from the network as it may be printed: control characters as '?', at most 200 bytes.
+std::string printable(std::string s) {
+  if (s.size() > 200) s = s.substr(0, 200) + "...";
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s;
+}
+
 // The shared objects loaded in this process, by their real paths (dl_iterate_phdr: what the
 // dynamic loader holds, whichever way it came: DT_NEEDED, LD_PRELOAD or dlopen).
 std::vector<std::string> loaded_objects() {
@@ -143,6 +163,14 @@ bool run_with_timeout(double timeout_s, std::function<std::string()> fn, std::st
 #endif
 
 bool g_gpu_hung = false;  // a GPU probe did not return: its thread is still in the driver
+
+// XY_DOCTOR_GPU_TIMEOUT as seconds (checked by doctor_environment_problem), else `dflt`.
+[[maybe_unused]] double env_gpu_timeout_s(double dflt) {
+  const char* v = std::getenv("XY_DOCTOR_GPU_TIMEOUT");
+  if (!v) return dflt;
+  const std::optional<double> s = parse_finite(v);
+  return s && *s > 0 && *s <= kDoctorMaxSeconds ? *s : dflt;
+}
 
 struct Row {
   std::string check, node, result, detail, fix;
@@ -188,7 +216,8 @@ std::string ask_peer(const std::string& host, int port, double timeout_s, std::s
       std::string line;
       char buf[4096];
       pollfd p{fd, POLLIN, 0};
-      while (line.find('\n') == std::string::npos && poll(&p, 1, 2000) > 0) {
+      // One line of facts is ~300 bytes: a peer sending more without a newline is not a doctor.
+      while (line.find('\n') == std::string::npos && line.size() < 65536 && poll(&p, 1, 2000) > 0) {
         const ssize_t n = read(fd, buf, sizeof buf);
         if (n <= 0) break;
         line.append(buf, n);
@@ -228,6 +257,21 @@ std::string mib(double b) {
 }  // namespace
 
 bool doctor_probe_hung() { return g_gpu_hung; }
+
+std::string doctor_environment_problem() {
+  if (const char* v = std::getenv("XY_DOCTOR_GPU_TIMEOUT")) {
+    const std::optional<double> s = parse_finite(v);
+    if (!s || !(*s > 0 && *s <= kDoctorMaxSeconds))
+      return std::string("XY_DOCTOR_GPU_TIMEOUT = '") + v +
+             "' (environment): valid: seconds > 0 and <= 2592000 (30 days)";
+  }
+  if (const char* v = std::getenv("XY_DOCTOR_GPU_STALL")) {
+    const std::optional<long long> d = parse_integer(v);
+    if (!d || *d < 0 || *d > INT_MAX)
+      return std::string("XY_DOCTOR_GPU_STALL = '") + v + "' (environment): valid: a device index >= 0";
+  }
+  return "";
+}
 
 int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool as_json) {
   std::vector<Row> rows;
@@ -308,10 +352,7 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
           ", driver " + facts["cuda_driver"].get<std::string>() + "); check CUDA_VISIBLE_DEVICES (" +
           (cvd ? std::string("now \"") + cvd + "\"" : std::string("unset")) + "): this node's ranks use "
           "devices 0.." + std::to_string(want - 1) + " of the visible ones";
-      const char* env_timeout = std::getenv("XY_DOCTOR_GPU_TIMEOUT");
-      const double limit_s = g_gpu_timeout_flag_s ? *g_gpu_timeout_flag_s
-                             : env_timeout        ? std::atof(env_timeout)
-                                                  : 20.0;
+      const double limit_s = g_gpu_timeout_flag_s ? *g_gpu_timeout_flag_s : env_gpu_timeout_s(20.0);
       std::string res;
       std::ostringstream timeout;
       timeout << limit_s << " s";
@@ -337,7 +378,7 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
         for (int dev = 0; dev < want && failed.empty(); ++dev) {
           const bool answered = run_with_timeout(limit_s, [dev]() -> std::string {
             // XY_DOCTOR_GPU_STALL=<device>: that device's probe never returns (the doctor's test).
-            if (const char* s = std::getenv("XY_DOCTOR_GPU_STALL"); s && std::atoi(s) == dev)
+            if (const char* s = std::getenv("XY_DOCTOR_GPU_STALL"); s && parse_integer(s) == dev)
               for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
             const int64_t len = 1 << 20;
             const at::Tensor t = at::ones({len}, at::TensorOptions().dtype(at::kFloat).device(at::kCUDA, dev));
@@ -435,12 +476,18 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
                       "for systemd, --ulimit memlock=-1 for Docker)"});
   }
 
-  // Host memory and disk for the planned shards.
-  {
+  // Host memory and disk for the planned shards. (build_layout checks its arithmetic: a shape too
+  // large to count is a failed check naming the key, not a wrapped-around size.)
+  ModelLayout layout;
+  try {
     ModelConfig m = cfg.model;
     if (m.vocab_size == 0) m.vocab_size = cfg.data.tokenizer_vocab;
+    layout = build_layout(m, cfg.topology.world_size(), cfg.optimizer.no_decay);
+  } catch (const std::exception& e) {
+    rows.push_back({"host memory", n, "FAIL", e.what(), "choose a smaller model (model.*)"});
+  }
+  if (!layout.units.empty()) {
     const int world = cfg.topology.world_size();
-    const ModelLayout layout = build_layout(m, world, cfg.optimizer.no_decay);
     const double params = static_cast<double>(layout.total_numel());
     const double share = params * self.devices / world;
     // fp32 master, m, v, gradient; with parameter offload also the pinned working copies
@@ -473,7 +520,7 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
     while (!dir.empty() && !fs::exists(dir) && dir != dir.root_path()) dir = dir.parent_path();
     struct statvfs sv{};
     const double per_ckpt = 16.0 * share;  // working (<= 4) + master + m + v
-    const double disk_need = per_ckpt * (cfg.checkpoint.keep_last + 1);
+    const double disk_need = per_ckpt * (cfg.checkpoint.keep_last + 1.0);
     if (statvfs(dir.c_str(), &sv) == 0) {
       const double free_b = static_cast<double>(sv.f_bavail) * sv.f_frsize;
       std::ostringstream dd;
@@ -519,20 +566,31 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
                           "(firewall, wrong interface: set topology.nodes[" + pn + "].host)"});
       continue;
     }
+    // What arrives from the network is checked before use: a malformed answer is a failed check
+    // naming the peer and what is wrong, never an exception (nlohmann's type_error ended the
+    // asker with exit 134 on an answer of `42`).
     json theirs;
+    std::string problem;
     try {
       theirs = json::parse(line);
-    } catch (const std::exception&) {
-      rows.push_back({"reach node " + pn, n, "FAIL", "unreadable answer: " + line.substr(0, 80),
-                      "something else listens on " + peer.host + ":" + std::to_string(peer.port)});
+      problem = peer_facts_problem(theirs);
+    } catch (const std::exception& e) {
+      problem = "not JSON (" + std::string(e.what()) + ")";
+    }
+    if (!problem.empty()) {
+      rows.push_back({"reach node " + pn, n, "FAIL",
+                      "unreadable answer from " + peer.host + ":" + std::to_string(peer.port) + ": " +
+                          problem + "; it sent: " + printable(line.substr(0, 80)),
+                      "something else listens on " + peer.host + ":" + std::to_string(peer.port) +
+                          " (or another xy version): check topology.nodes[" + pn + "]"});
       continue;
     }
     rows.push_back({"reach node " + pn, n, "PASS", peer.host + ":" + std::to_string(peer.port) + " (" +
-                    theirs.value("hostname", std::string("?")) + ")", ""});
+                    printable(theirs["hostname"].get<std::string>()) + ")", ""});
     std::string diff;
     for (const auto& [k, name] : kVersions)
-      if (theirs.value(k, std::string("?")) != facts[k].get<std::string>())
-        diff += std::string(diff.empty() ? "" : "; ") + name + " " + theirs.value(k, std::string("?")) +
+      if (theirs[k].get<std::string>() != facts[k].get<std::string>())
+        diff += std::string(diff.empty() ? "" : "; ") + name + " " + printable(theirs[k].get<std::string>()) +
                 " there, " + facts[k].get<std::string>() + " here";
     if (diff.empty())
       rows.push_back({"same versions as node " + pn, n, "PASS",
@@ -543,7 +601,7 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
                       "every node (a mismatch hangs or corrupts collectives)"});
     const double mid_us = std::chrono::duration_cast<std::chrono::microseconds>(
                               (t0.time_since_epoch() + t1.time_since_epoch()) / 2).count();
-    const double skew = std::abs(theirs.value("time_us", 0.0) - mid_us) / 1e6;
+    const double skew = std::abs(theirs["time_us"].get<double>() - mid_us) / 1e6;
     std::ostringstream d;
     d << skew << " s";
     if (skew <= 1.0)
@@ -606,21 +664,37 @@ int cmd_doctor(int argc, char** argv) {
     std::cout << xy::local_facts(-1).dump() << "\n";
     return 0;
   }
-  if (args.count("gpu-timeout")) xy::g_gpu_timeout_flag_s = args["gpu-timeout"].as<double>();
+  // Seconds are > 0 and at most 30 days, as the config's deadlines (docs/CONFIG.md).
+  const double wait_s = args["wait"].as<double>();
+  if (!(wait_s >= 0 && wait_s <= xy::kDoctorMaxSeconds)) {
+    std::cerr << "xy-node doctor: --wait " << wait_s << ": valid: seconds >= 0 and <= 2592000 (30 days)\n";
+    return 2;
+  }
+  if (args.count("gpu-timeout")) {
+    const double t = args["gpu-timeout"].as<double>();
+    if (!(t > 0 && t <= xy::kDoctorMaxSeconds)) {
+      std::cerr << "xy-node doctor: --gpu-timeout " << t
+                << ": valid: seconds > 0 and <= 2592000 (30 days)\n";
+      return 2;
+    }
+    xy::g_gpu_timeout_flag_s = t;
+  }
   if (!args.count("config")) {
     std::cerr << "xy-node doctor: --config FILE is required\n";
     return 2;
   }
   xy::Config cfg;
+  int me = 0;
   try {
     cfg = xy::load_config(args["config"].as<std::string>());
+    me = node_index_from(cfg, args.count("node-index") ? std::optional<int>(args["node-index"].as<int>())
+                                                       : std::nullopt);
+    if (const std::string p = xy::doctor_environment_problem(); !p.empty()) throw xy::ConfigError(p);
   } catch (const xy::ConfigError& e) {
     std::cerr << "xy-node doctor: " << e.what() << "\n";
     return 2;
   }
-  int me = node_index_from(cfg, args.count("node-index") ? args["node-index"].as<int>() : -1);
-  if (me < 0) return 2;
-  const int failed = xy::run_doctor(cfg, me, args["wait"].as<double>(), std::cout, args.count("json") > 0);
+  const int failed = xy::run_doctor(cfg, me, wait_s, std::cout, args.count("json") > 0);
   if (xy::g_gpu_hung) {
     // A probe thread is stuck in the driver: do not run exit handlers that may wait for it.
     std::cout.flush();
@@ -630,25 +704,27 @@ int cmd_doctor(int argc, char** argv) {
   return failed == 0 ? 0 : 1;
 }
 
-int node_index_from(const xy::Config& cfg, int flag) {
-  int index = cfg.topology.node_index;
+int node_index_from(const xy::Config& cfg, std::optional<int> flag) {
+  const int nodes = static_cast<int>(cfg.topology.nodes.size());
+  const std::string valid = "; valid: 0.." + std::to_string(nodes - 1) + " (" + cfg.source + " has " +
+                            std::to_string(nodes) + " [[topology.nodes]])";
+  long long index = cfg.topology.node_index;
   std::string from = "topology.node_index";
-  if (flag >= 0) {
-    index = flag;
+  if (flag) {
+    index = *flag;
     from = "--node-index";
   } else {
     for (const char* var : {"XY_NODE_INDEX", "NODE_RANK", "SLURM_NODEID"})
       if (const char* v = std::getenv(var)) {
-        index = std::atoi(v);
-        from = var;
+        const std::optional<long long> parsed = parse_integer(v);
+        if (!parsed)
+          throw xy::ConfigError(std::string(var) + " = '" + v + "' (environment) is not an integer" + valid);
+        index = *parsed;
+        from = std::string(var) + " (environment)";
         break;
       }
   }
-  const int nodes = static_cast<int>(cfg.topology.nodes.size());
-  if (index < 0 || index >= nodes) {
-    std::cerr << "xy-node: " << from << " = " << index << " but " << cfg.source << " has " << nodes
-              << " [[topology.nodes]]; valid: 0.." << nodes - 1 << "\n";
-    return -1;
-  }
-  return index;
+  if (index < 0 || index >= nodes)
+    throw xy::ConfigError(from + " = " + std::to_string(index) + " is not a node index" + valid);
+  return static_cast<int>(index);
 }

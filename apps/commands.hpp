@@ -10,6 +10,7 @@ int cmd_verify(int argc, char** argv);
 
 #include <cxxopts.hpp>
 
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -32,20 +33,30 @@ int unknown_command(const std::string& cmd);
 // GLIBC_TUNABLES (XY_MALLOC_TUNING=0 skips this; if the exec fails it goes on as it is).
 void tune_malloc_for_preprocessing(char** argv);
 
+// Strict parsing of values from the environment and from flags given as text: the whole of `s`
+// must be a decimal integer (optional leading '-', no spaces, no suffix, in range of long long),
+// or a finite number; nullopt otherwise. (atoi would read "abc" and "1x" as 0 and 1.)
+std::optional<long long> parse_integer(const std::string& s);
+std::optional<double> parse_finite(const std::string& s);
+
 // Parses the options of `xy-node NAME` into `args`. Returns -1 to go on, or the exit code to end
 // with: 2 after bad options (the error and the help on stderr), 0 after --help (the help on stdout).
 int parse_options(cxxopts::Options& opts, int argc, char** argv, const char* name,
                   cxxopts::ParseResult& args);
 
-// This process's node index: `flag` if >= 0, else XY_NODE_INDEX, NODE_RANK (torchrun) or
-// SLURM_NODEID from the environment, else topology.node_index. Prints an error and returns -1 when
-// it is not an index of topology.nodes.
-int node_index_from(const xy::Config& cfg, int flag);
+// This process's node index: `flag` if given, else XY_NODE_INDEX, NODE_RANK (torchrun) or
+// SLURM_NODEID from the environment, else topology.node_index. Throws xy::ConfigError (one line
+// naming the flag or variable) when it is not an index of topology.nodes, or an environment value
+// is not a plain decimal integer ("abc", "1x", "" are refused, not read as 0).
+int node_index_from(const xy::Config& cfg, std::optional<int> flag);
 
 namespace xy {
 // The preflight checks of node `node_index` (apps/cmd_doctor.cpp): prints the table (or JSON) to
 // `out`, waits up to wait_s for each peer's doctor; returns the number of failed checks.
 int run_doctor(const Config& cfg, int node_index, double wait_s, std::ostream& out, bool as_json);
+// What is wrong with the doctor's environment variables (XY_DOCTOR_GPU_TIMEOUT: seconds > 0;
+// XY_DOCTOR_GPU_STALL: a device index), naming the variable; "" when nothing is.
+std::string doctor_environment_problem();
 // True when a GPU probe of run_doctor() never returned (its thread is stuck in the driver): the
 // process must then end with std::_Exit, whose exit handlers might wait for that thread.
 bool doctor_probe_hung();

@@ -17,6 +17,7 @@
 #include "apps/commands.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
+#include "io/error_text.hpp"
 
 namespace {
 
@@ -31,9 +32,9 @@ int cmd_train(int argc, char** argv) {
        cxxopts::value<std::string>())
       ("resume-fallback", "if the checkpoint is corrupt or incomplete, resume from the newest "
        "older good one (and say so)")
-      ("no-verify", "skip the SHA-256 check of checkpoint files when resuming (sizes are still "
       ("overwrite-checkpoints", "start fresh even though checkpoint.dir holds another run's "
        "checkpoints: delete them first (without it such a run refuses to start)")
+      ("no-verify", "skip the SHA-256 check of checkpoint files when resuming (sizes are still "
        "checked)")
       ("node-index", "this process's entry in [[topology.nodes]] (default: topology.node_index, "
        "or the environment's XY_NODE_INDEX, NODE_RANK (torchrun) or SLURM_NODEID)",
@@ -49,30 +50,26 @@ int cmd_train(int argc, char** argv) {
   xy::Config cfg;
   try {
     cfg = xy::load_config(args["config"].as<std::string>());
-    if (args.count("steps")) cfg.train.steps = args["steps"].as<int64_t>();
+    // The flags override keys, so they take the same ranges (train.steps: an integer >= 1).
+    if (args.count("steps")) {
+      const int64_t steps = args["steps"].as<int64_t>();
+      if (steps < 1)
+        throw xy::ConfigError("--steps " + std::to_string(steps) + ": valid: an integer >= 1");
+      cfg.train.steps = steps;
+    }
     if (args.count("work-dir")) {
       const bool default_ckpt = cfg.checkpoint.dir == cfg.data.work_dir + "/checkpoints";
       cfg.data.work_dir = args["work-dir"].as<std::string>();
+      if (cfg.data.work_dir.empty()) throw xy::ConfigError("--work-dir: valid: a directory, not ''");
       if (default_ckpt) cfg.checkpoint.dir = cfg.data.work_dir + "/checkpoints";
     }
+    if (args.count("resume") && args["resume"].as<std::string>().empty())
+      throw xy::ConfigError("--resume: valid: 'latest' or a checkpoint directory, not ''");
     // The node index: flag, then the launchers' environment, then the config.
-    std::string from = "topology.node_index";
-    if (args.count("node-index")) {
-      cfg.topology.node_index = args["node-index"].as<int>();
-      from = "--node-index";
-    } else {
-      for (const char* var : {"XY_NODE_INDEX", "NODE_RANK", "SLURM_NODEID"})
-        if (const char* v = std::getenv(var)) {
-          cfg.topology.node_index = std::atoi(v);
-          from = var;
-          break;
-        }
-    }
-    const int nodes = static_cast<int>(cfg.topology.nodes.size());
-    if (cfg.topology.node_index < 0 || cfg.topology.node_index >= nodes)
-      throw xy::ConfigError(from + " = " + std::to_string(cfg.topology.node_index) + " but " +
-                            cfg.source + " has " + std::to_string(nodes) +
-                            " [[topology.nodes]]; valid: 0.." + std::to_string(nodes - 1));
+    cfg.topology.node_index = node_index_from(
+        cfg, args.count("node-index") ? std::optional<int>(args["node-index"].as<int>()) : std::nullopt);
+    // XY_DOCTOR_GPU_TIMEOUT (read by the doctor's GPU probe) is checked even where it is unused.
+    if (const std::string p = xy::doctor_environment_problem(); !p.empty()) throw xy::ConfigError(p);
   } catch (const xy::ConfigError& e) {
     std::cerr << "xy-node train: " << e.what() << "\n";
     return xy::kExitUsage;
@@ -90,6 +87,9 @@ int cmd_train(int argc, char** argv) {
     if (!faults.empty())
       std::fprintf(stderr, "xy: FAULT INJECTION ACTIVE (%s): %s\n", from.c_str(), faults.c_str());
   } catch (const std::invalid_argument& e) {
+    std::cerr << "xy-node train: " << from << ": " << e.what() << "\n";
+    return xy::kExitUsage;
+  }
   // A fresh run never takes over a directory holding another run's checkpoints (its retention
   // and `latest` would replace them) unless told to; node 0 publishes, so node 0 checks.
   if (!args.count("resume") && cfg.topology.node_index == 0) {
@@ -99,9 +99,6 @@ int cmd_train(int argc, char** argv) {
       std::cerr << "xy-node train: " << e.what() << "\n";
       return xy::kExitUsage;
     }
-  }
-    std::cerr << "xy-node train: " << from << ": " << e.what() << "\n";
-    return xy::kExitUsage;
   }
   if (cfg.control.doctor && !args.count("no-doctor")) {
     std::ostringstream report;
@@ -118,13 +115,16 @@ int cmd_train(int argc, char** argv) {
     std::printf("xy: preflight checks passed (xy-node doctor; --no-doctor skips them)\n");
   }
 
+  // The devices this node drives exist (the doctor checks it too, unless skipped): before the data
+  // is prepared, one line instead of c10's "Device index out of range" later.
+  try {
+    xy::check_devices(cfg);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node train: " << e.what() << "\n";
+    return xy::kExitUsage;
+  }
+  // load_config took the shape from model.init_from's config.json.
   if (!cfg.model.init_from.empty()) {
-    try {
-      xy::apply_init_from_shape(cfg.model);
-    } catch (const std::exception& e) {
-      std::cerr << "xy-node train: model.init_from: " << e.what() << "\n";
-      return xy::kExitUsage;
-    }
     std::printf("xy: model shape from %s/config.json: vocab %lld, hidden %lld, intermediate %lld, "
                 "%lld layers, %lld heads (%lld kv)\n",
                 cfg.model.init_from.c_str(), static_cast<long long>(cfg.model.vocab_size),
@@ -174,9 +174,7 @@ int cmd_train(int argc, char** argv) {
   return xy::kExitOk;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int dispatch(int argc, char** argv) {
   // The launcher runs these itself; here too, so that this binary is complete on its own.
   if (const int rc = run_light_command(argc, argv); rc >= 0) return rc;
   const std::string cmd = argv[1];
@@ -185,4 +183,21 @@ int main(int argc, char** argv) {
   if (cmd == "export") return cmd_export(argc - 1, argv + 1);
   if (cmd == "doctor") return cmd_doctor(argc - 1, argv + 1);
   return unknown_command(cmd);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Whatever escapes a command ends it with one line and exit code 1: never std::terminate's
+  // abort, nor a LibTorch backtrace (c10::Error's what() carries one: without_backtrace).
+  try {
+    return dispatch(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node" << (argc > 1 ? std::string(" ") + argv[1] : std::string()) << ": error: "
+              << xy::without_backtrace(e.what()) << "\n";
+  } catch (...) {
+    std::cerr << "xy-node" << (argc > 1 ? std::string(" ") + argv[1] : std::string())
+              << ": error: an unknown exception\n";
+  }
+  return xy::kExitError;
 }

@@ -15,6 +15,7 @@
 
 #include "actors/exit_codes.hpp"
 #include "apps/commands.hpp"
+#include "io/error_text.hpp"
 
 namespace {
 
@@ -28,9 +29,7 @@ std::string self_dir() {
   return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int launch(int argc, char** argv) {
   if (const int rc = run_light_command(argc, argv); rc >= 0) return rc;
   const std::string cmd = argv[1];
   if (cmd != "train" && cmd != "verify" && cmd != "export" && cmd != "doctor")
@@ -41,5 +40,21 @@ int main(int argc, char** argv) {
   std::cerr << "xy-node " << cmd << ": cannot run the engine '" << engine << "': " << std::strerror(e)
             << " (xy-node-engine is built and installed next to xy-node: "
                "cmake --build build --target xy-node)\n";
+  return xy::kExitError;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Whatever escapes preprocess or status ends it with one line and exit code 1, not an abort.
+  try {
+    return launch(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node" << (argc > 1 ? std::string(" ") + argv[1] : std::string()) << ": error: "
+              << xy::without_backtrace(e.what()) << "\n";
+  } catch (...) {
+    std::cerr << "xy-node" << (argc > 1 ? std::string(" ") + argv[1] : std::string())
+              << ": error: an unknown exception\n";
+  }
   return xy::kExitError;
 }

@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "io/hf_config.hpp"
+
 // toml++ 3.3 has parser paths that break its own preconditions on some malformed input ("[" at the
 // end of a line, "[=", "a = [}]"): they abort on an assert(), or are undefined behaviour under
 // NDEBUG, where TOML_ASSERT_ASSUME becomes an optimizer assumption (upstream: marzer/tomlplusplus
@@ -75,6 +77,23 @@ const std::vector<std::string> kPrecisions = {"fp32", "bf16", "fp16"};
 const std::vector<std::string> kSchedules = {"cosine", "linear", "constant", "warmup_decay",
                                              "warmup"};
 const std::vector<std::string> kWarmupTypes = {"log", "linear"};
+
+// Upper bounds of numeric keys. Beyond them a value is a typo rather than a plan, and some would
+// overflow where they are used: deadlines become c10d/Gloo timeouts in int64 milliseconds (1e300
+// seconds wrapped to a negative timeout), thread counts start that many threads, token ids are
+// int32, and node 0's rendezvous store listens on its port + 1.
+constexpr double kMaxSeconds = 30 * 24 * 3600.0;  // any deadline or interval: 30 days
+const std::string kMaxSecondsText = "2592000 (30 days)";
+constexpr int kMaxPort = 65534;                   // a node's port + 1 (the store) is a port too
+constexpr int kMaxDevices = 1024;                 // ranks (devices) of one node
+constexpr int64_t kMaxWorld = 1 << 20;            // ranks of the whole job
+constexpr int kMaxThreads = 1024;                 // train.threads, actors.adam_threads
+constexpr int64_t kMaxVocab = INT32_MAX;          // token ids are int32
+constexpr int64_t kMaxLayers = 1000000;           // units are int32-indexed
+// Elements of any one tensor, of the parameter count and of per-step activations derived from
+// the model's shape: 2^53 (exact in a double; 16 bytes per element still fit in int64). Checked
+// with overflow-safe arithmetic (check_model_sizes).
+constexpr int64_t kMaxElements = int64_t{1} << 53;
 
 struct TableSchema {
   std::string name;
@@ -400,6 +419,11 @@ class TableReader {
     auto ok = [](double v) { return v >= 0; };
     number(key, out, ok, ">= 0");
   }
+  // A deadline or interval in seconds: > 0 and at most kMaxSeconds.
+  void seconds(const std::string& key, double& out) {
+    auto ok = [](double v) { return v > 0 && v <= kMaxSeconds; };
+    number(key, out, ok, "> 0 and <= " + kMaxSecondsText);
+  }
 
   // A string; one of `allowed` when that is not empty; not empty when `required`.
   void string(const std::string& key, std::string& out,
@@ -489,6 +513,7 @@ std::map<std::string, const toml::table*> top_level_tables(Context& ctx, const t
 }
 
 std::string preset_origin(const Context& ctx, const ModelConfig& m, const std::string& key) {
+  if (!m.init_from.empty()) return " (from " + m.init_from + "/config.json)";
   if (ctx.was_given("model." + key)) return "";
   if (m.preset == "custom") return " (default)";
   return " (from preset " + quoted(m.preset) + ")";
@@ -538,7 +563,12 @@ void read_topology(Context& ctx, const toml::table* t, TopologyConfig& topo) {
     TableReader nr(ctx, arr[i].as_table(), prefix, kNodeKeys);
     nr.string("host", node.host, {}, /*required=*/true);
     nr.integer("port", node.port, 0, 65535);
-    nr.integer("devices", node.devices, 1);
+    if (node.port > kMaxPort)
+      ctx.fail(ctx.first_given({prefix + ".port"}), prefix + ".port",
+               std::to_string(node.port) + " leaves no port for the rendezvous store, which node 0 "
+               "serves on its port + 1",
+               "1.." + std::to_string(kMaxPort) + ", or 0 (pick a free one) with a single node");
+    nr.integer("devices", node.devices, 1, kMaxDevices);
     topo.nodes.push_back(node);
   }
 }
@@ -548,10 +578,10 @@ void read_model(Context& ctx, const toml::table* t, ModelConfig& m) {
   std::string preset = m.preset;
   r.string("preset", preset, kPresets);
   m = model_preset(preset);  // the preset first, then every explicit key overrides it
-  r.integer("vocab_size", m.vocab_size, 0);
+  r.integer("vocab_size", m.vocab_size, 0, kMaxVocab);
   r.integer("hidden", m.hidden, 1);
   r.integer("intermediate", m.intermediate, 1);
-  r.integer("layers", m.layers, 1);
+  r.integer("layers", m.layers, 1, kMaxLayers);
   r.integer("heads", m.heads, 1);
   r.integer("kv_heads", m.kv_heads, 0);
   r.positive("rms_eps", m.rms_eps);
@@ -560,7 +590,20 @@ void read_model(Context& ctx, const toml::table* t, ModelConfig& m) {
   r.positive("init_std", m.init_std);
   r.integer("init_seed", m.init_seed);
   r.string("init_from", m.init_from);
-  if (m.preset == "custom" && m.init_from.empty()) {
+  if (!m.init_from.empty()) {
+    // The folder's config.json is the model's shape (docs/CONFIG.md): taken here, once, so that
+    // every command (train, doctor, status) and every check below sees the real shape, never the
+    // zeros of preset 'custom'.
+    try {
+      apply_init_from_shape(m);
+    } catch (const std::exception& e) {
+      ctx.fail(ctx.first_given({"model.init_from"}), "model.init_from",
+               "cannot take the model's shape from it: " + std::string(e.what()),
+               "a Hugging Face LlamaForCausalLM folder (config.json + safetensors)");
+    }
+    return;
+  }
+  if (m.preset == "custom") {
     for (const char* key : {"hidden", "intermediate", "layers", "heads"}) {
       if (ctx.was_given(r.dotted(key))) continue;
       ctx.fail(ctx.first_given({"model.preset", "model"}), r.dotted(key),
@@ -586,7 +629,7 @@ void read_data(Context& ctx, const toml::table* t, DataConfig& d) {
              "shards",
              "remove data.inputs (the shards were made from them) or data.shards");
   r.string("tokenizer", d.tokenizer);
-  r.integer("tokenizer_vocab", d.tokenizer_vocab, kMinTrainedVocab);
+  r.integer("tokenizer_vocab", d.tokenizer_vocab, kMinTrainedVocab, kMaxVocab);
   r.string("work_dir", d.work_dir, {}, /*required=*/true);
   r.integer("seq_len", d.seq_len, 1);
   r.integer("seed", d.seed);
@@ -599,12 +642,15 @@ void read_train(Context& ctx, const toml::table* t, TrainConfig& tr) {
   r.integer("grad_accum", tr.grad_accum, 1);
   r.string("precision", tr.precision, kPrecisions);
   r.integer("log_every", tr.log_every, 1);
-  r.integer("threads", tr.threads, 0);
+  r.integer("threads", tr.threads, 0, kMaxThreads);
   r.string("loss_scaling", tr.loss_scaling, {"auto", "dynamic", "none"});
-  r.positive("initial_loss_scale", tr.initial_loss_scale);
+  // The scale multiplies an fp32 loss: above 2^64 it is a typo, and an infinite scaled loss would
+  // overflow on every step without ever reaching min_loss_scale.
+  auto scale = [](double v) { return v > 0 && v <= 0x1p64; };
+  r.number("initial_loss_scale", tr.initial_loss_scale, scale, "> 0 and <= 2^64");
   r.integer("loss_scale_window", tr.loss_scale_window, 1);
   r.integer("loss_scale_hysteresis", tr.loss_scale_hysteresis, 1);
-  r.positive("min_loss_scale", tr.min_loss_scale);
+  r.number("min_loss_scale", tr.min_loss_scale, scale, "> 0 and <= 2^64");
 }
 
 void read_optimizer(Context& ctx, const toml::table* t, OptimizerConfig& o) {
@@ -626,23 +672,24 @@ void read_optimizer(Context& ctx, const toml::table* t, OptimizerConfig& o) {
 
 void read_actors(Context& ctx, const toml::table* t, ActorsConfig& a) {
   TableReader r(ctx, t, "actors", keys_of("actors"));
-  r.integer("prefetch_batches", a.prefetch_batches, 1);
-  r.integer("prefetch_layers", a.prefetch_layers, 0);
-  r.integer("gather_budget_mb", a.gather_budget_mb, 1);
-  r.integer("adam_threads", a.adam_threads, 0);
+  r.integer("prefetch_batches", a.prefetch_batches, 1, 1024);
+  r.integer("prefetch_layers", a.prefetch_layers, 0, static_cast<int>(kMaxLayers));
+  r.integer("gather_budget_mb", a.gather_budget_mb, 1, int64_t{1} << 30);  // MiB -> bytes in int64
+  r.integer("adam_threads", a.adam_threads, 0, kMaxThreads);
   r.boolean("offload_params", a.offload_params);
 }
 
 void read_deadlines(Context& ctx, const toml::table* t, DeadlinesConfig& d) {
   TableReader r(ctx, t, "deadlines", keys_of("deadlines"));
-  r.positive("collective_s", d.collective_s);
-  r.positive("compute_s", d.compute_s);
-  r.positive("optimizer_s", d.optimizer_s);
-  r.positive("batch_s", d.batch_s);
-  r.positive("checkpoint_s", d.checkpoint_s);
-  auto at_least_one = [](double v) { return v >= 1; };
-  r.number("first_step_factor", d.first_step_factor, at_least_one, ">= 1");
-  r.positive("poll_ms", d.poll_ms);
+  r.seconds("collective_s", d.collective_s);
+  r.seconds("compute_s", d.compute_s);
+  r.seconds("optimizer_s", d.optimizer_s);
+  r.seconds("batch_s", d.batch_s);
+  r.seconds("checkpoint_s", d.checkpoint_s);
+  auto factor = [](double v) { return v >= 1 && v <= 100; };
+  r.number("first_step_factor", d.first_step_factor, factor, ">= 1 and <= 100");
+  auto poll = [](double v) { return v > 0 && v <= 60000; };
+  r.number("poll_ms", d.poll_ms, poll, "> 0 and <= 60000 (a minute)");
   r.boolean("watchdog", d.watchdog);
 }
 
@@ -650,7 +697,8 @@ void read_checkpoint(Context& ctx, const toml::table* t, CheckpointConfig& c) {
   TableReader r(ctx, t, "checkpoint", keys_of("checkpoint"));
   r.string("dir", c.dir);
   r.integer("every_steps", c.every_steps, 0);
-  r.non_negative("every_minutes", c.every_minutes);
+  auto minutes = [](double v) { return v >= 0 && v <= kMaxSeconds / 60; };
+  r.number("every_minutes", c.every_minutes, minutes, ">= 0 and <= 43200 (30 days)");
   r.integer("keep_last", c.keep_last, 1);
   r.integer("keep_every", c.keep_every, 0);
 }
@@ -658,7 +706,7 @@ void read_checkpoint(Context& ctx, const toml::table* t, CheckpointConfig& c) {
 void read_control(Context& ctx, const toml::table* t, ControlConfig& c) {
   TableReader r(ctx, t, "control", keys_of("control"));
   r.string("secret", c.secret);
-  r.positive("heartbeat_s", c.heartbeat_s);
+  r.seconds("heartbeat_s", c.heartbeat_s);
   r.integer("http_port", c.http_port, 0, 65535);
   r.string("http_host", c.http_host);
   r.boolean("doctor", c.doctor);
@@ -669,12 +717,23 @@ void read_control(Context& ctx, const toml::table* t, ControlConfig& c) {
 void check_model(const Context& ctx, const Config& cfg) {
   const ModelConfig& m = cfg.model;
   // Blame the first of the involved keys written in the file, else the preset, else [model].
-  auto model_pos = [&ctx](std::vector<std::string> keys) {
+  // (With model.init_from its config.json gave the shape: blame that key.)
+  auto model_pos = [&ctx, &m](std::vector<std::string> keys) {
+    if (!m.init_from.empty()) keys.insert(keys.begin(), "model.init_from");
     keys.push_back("model.preset");
     keys.push_back("model");
     return ctx.first_given(keys);
   };
   std::string heads = std::to_string(m.heads), hidden = std::to_string(m.hidden);
+  // Every division below is by a shape field: none may be 0 here (the reader's ranges and the
+  // preset 'custom' rule ensure it; this guards the divisions themselves).
+  for (auto [key, v] : {std::pair<const char*, int64_t>{"hidden", m.hidden}, {"heads", m.heads},
+                        {"intermediate", m.intermediate}, {"layers", m.layers}}) {
+    if (v > 0) continue;
+    ctx.fail(model_pos({"model." + std::string(key)}), "model." + std::string(key),
+             std::to_string(v) + preset_origin(ctx, m, key) + " is not a size",
+             "an integer >= 1");
+  }
   if (m.hidden % m.heads != 0) {
     ctx.fail(model_pos({"model.heads", "model.hidden"}), "model.heads",
              heads + preset_origin(ctx, m, "heads") + " does not divide model.hidden = " + hidden +
@@ -719,6 +778,73 @@ void check_model(const Context& ctx, const Config& cfg) {
   }
 }
 
+// The sizes derived from the model's shape, in overflow-checked arithmetic: every parameter
+// matrix, the parameter count, the rotary tables and the largest per-step activations (logits,
+// attention scores) must stay within kMaxElements. A size beyond it is named with the key that
+// made it so, before anything multiplies it into a byte count or allocates it. (The engine checks
+// the layout it builds again, with the tokenizer's actual vocabulary: model/layout.cpp.)
+void check_model_sizes(const Context& ctx, const Config& cfg) {
+  const ModelConfig& m = cfg.model;
+  // The vocabulary when known: model.vocab_size, else the tokenizer trained from the inputs.
+  const bool trained = cfg.data.tokenizer.empty() && cfg.data.shards.empty();
+  const int64_t vocab = m.vocab_size != 0 ? m.vocab_size : trained ? cfg.data.tokenizer_vocab : 1;
+  const int64_t h = m.hidden, kv = m.kv_heads != 0 ? m.kv_heads : m.heads, hd = m.hidden / m.heads;
+  auto value_of = [&](const std::string& key) -> std::string {
+    for (auto [k, v] : {std::pair<const char*, int64_t>{"model.hidden", m.hidden},
+                        {"model.intermediate", m.intermediate}, {"model.layers", m.layers},
+                        {"model.vocab_size", m.vocab_size}, {"model.heads", m.heads},
+                        {"model.max_seq_len", m.max_seq_len}, {"data.seq_len", cfg.data.seq_len},
+                        {"train.micro_batch", cfg.train.micro_batch}})
+      if (key == k) {
+        std::string origin = key.rfind("model.", 0) == 0 ? preset_origin(ctx, m, key.substr(6))
+                                                         : given_or_default(ctx, key);
+        return std::to_string(v) + origin;
+      }
+    return "";
+  };
+  auto too_large = [&](const std::string& key, const std::string& what) {
+    std::vector<std::string> keys = {key};
+    if (!m.init_from.empty() && key.rfind("model.", 0) == 0) keys.insert(keys.begin(), "model.init_from");
+    keys.push_back("model.preset");
+    keys.push_back(key.substr(0, key.find('.')));
+    ctx.fail(ctx.first_given(keys), key,
+             value_of(key) + " makes " + what + " larger than 2^53 elements (9.0e15)",
+             "a smaller " + key + " (sizes derived from the model's shape stay below 2^53)");
+  };
+  auto mul = [&](int64_t a, int64_t b, const std::string& key, const std::string& what) {
+    int64_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r) || r > kMaxElements) too_large(key, what);
+    return r;
+  };
+  auto add = [&](int64_t a, int64_t b, const std::string& key, const std::string& what) {
+    int64_t r = 0;
+    if (__builtin_add_overflow(a, b, &r) || r > kMaxElements) too_large(key, what);
+    return r;
+  };
+  const int64_t square = mul(h, h, "model.hidden", "q_proj (hidden x hidden)");
+  const int64_t embed = mul(vocab, h, m.vocab_size > h ? "model.vocab_size" : "model.hidden",
+                            "the embedding (vocab_size x hidden)");
+  const int64_t kv_proj = mul(kv * hd, h, "model.hidden", "k_proj (kv_heads x head_dim x hidden)");
+  const int64_t mlp = mul(m.intermediate, h, "model.intermediate", "gate_proj (intermediate x hidden)");
+  const std::string block_what = "one transformer block";
+  int64_t block = add(mul(2, square, "model.hidden", block_what),
+                      mul(2, kv_proj, "model.hidden", block_what), "model.hidden", block_what);
+  block = add(block, mul(3, mlp, "model.intermediate", block_what), "model.intermediate", block_what);
+  block = add(block, 2 * h, "model.hidden", block_what);
+  const int64_t blocks = mul(m.layers, block, "model.layers", "the parameter count (layers x block)");
+  add(add(blocks, mul(2, embed, "model.hidden", "the parameter count"), "model.hidden",
+          "the parameter count"),
+      h, "model.hidden", "the parameter count");
+  mul(m.max_seq_len, hd, "model.max_seq_len", "the rotary tables (max_seq_len x head_dim)");
+  const int64_t tokens = mul(cfg.train.micro_batch, cfg.data.seq_len, "train.micro_batch",
+                             "a micro-batch (micro_batch x seq_len tokens)");
+  mul(tokens, vocab, "train.micro_batch", "the logits of a micro-batch (tokens x vocab_size)");
+  mul(mul(tokens, cfg.data.seq_len, "data.seq_len", "the attention scores (tokens x seq_len x heads)"),
+      m.heads, "data.seq_len", "the attention scores (tokens x seq_len x heads)");
+  mul(tokens, std::max(h, m.intermediate), "train.micro_batch",
+      "the activations of a micro-batch (tokens x intermediate)");
+}
+
 void check_training(const Context& ctx, const Config& cfg) {
   const OptimizerConfig& o = cfg.optimizer;
   if (o.min_lr > o.lr) {
@@ -747,7 +873,7 @@ void check_topology(const Context& ctx, const TopologyConfig& topo) {
     if (a.port == 0 && topo.nodes.size() > 1) {
       ctx.fail(ctx.first_given({key + ".port", key + ".host"}), key + ".port",
                "0 (pick a free port) only works with a single node; peers must know where to dial",
-               "a port in 1..65535");
+               "a port in 1..65534");
     }
     for (size_t j = 0; j < i; ++j) {
       const NodeSpec& b = topo.nodes[j];
@@ -758,6 +884,22 @@ void check_topology(const Context& ctx, const TopologyConfig& topo) {
                "a distinct host:port per node");
     }
   }
+  // Node 0 serves the rendezvous store on its port + 1: no other node of that host may use it.
+  for (size_t i = 1; i < topo.nodes.size(); ++i) {
+    const NodeSpec &n0 = topo.nodes[0], &a = topo.nodes[i];
+    if (n0.port == 0 || a.host != n0.host || a.port != n0.port + 1) continue;
+    std::string key = "topology.nodes[" + std::to_string(i) + "]";
+    ctx.fail(ctx.first_given({key + ".port", key + ".host"}), key + ".port",
+             a.host + ":" + std::to_string(a.port) + " is node 0's rendezvous store (topology.nodes[0]"
+             ".port + 1)",
+             "a port other than " + std::to_string(a.port) + " on " + a.host);
+  }
+  int64_t world = 0;
+  for (const NodeSpec& node : topo.nodes) world += node.devices;
+  if (world > kMaxWorld)
+    ctx.fail(ctx.first_given({"topology.nodes", "topology"}), "topology.nodes",
+             "the devices add up to " + std::to_string(world) + " ranks",
+             "at most " + std::to_string(kMaxWorld) + " ranks in one job");
   size_t count = topo.nodes.empty() ? 1 : topo.nodes.size();
   if (static_cast<size_t>(topo.node_index) >= count) {
     ctx.fail(ctx.first_given({"topology.node_index", "topology"}), "topology.node_index",
@@ -845,7 +987,18 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
 
   check_topology(ctx, cfg.topology);
   check_model(ctx, cfg);
+  check_model_sizes(ctx, cfg);
   check_training(ctx, cfg);
+  // Node i's status server listens on control.http_port + i.
+  if (cfg.control.http_port > 0) {
+    const int64_t nodes = cfg.topology.nodes.empty() ? 1 : static_cast<int64_t>(cfg.topology.nodes.size());
+    if (cfg.control.http_port + nodes - 1 > 65535)
+      ctx.fail(ctx.first_given({"control.http_port"}), "control.http_port",
+               std::to_string(cfg.control.http_port) + " + node index reaches " +
+                   std::to_string(cfg.control.http_port + nodes - 1) + " for the last of " +
+                   std::to_string(nodes) + " nodes (node i serves on http_port + i)",
+               "1.." + std::to_string(65535 - nodes + 1) + ", or 0 (off)");
+  }
 
   // Fill the documented defaults that depend on other fields.
   if (cfg.topology.nodes.empty()) cfg.topology.nodes.push_back(NodeSpec{});

@@ -40,4 +40,10 @@ std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype)
 // Writes hf_config_json() to `path`. Throws HfConfigError naming the file on an I/O error.
 void write_hf_config(const std::string& path, const ModelConfig& m, const std::string& torch_dtype);
 
+// With m.init_from set: takes the model's shape from that folder's config.json (every field of
+// read_hf_config's model but max_seq_len, the larger of both, init_std and init_seed). Throws
+// HfConfigError naming the file on a bad or unsupported config.json. load_config() applies it, so
+// that every command sees the shape the model will have.
+void apply_init_from_shape(ModelConfig& m);
+
 }  // namespace xy

@@ -21,28 +21,48 @@ const ParamSpec& UnitLayout::param(const std::string& suffix) const {
 
 int64_t ModelLayout::total_numel() const {
   int64_t n = 0;
-  for (const auto& u : units) n += u.numel;
+  for (const auto& u : units) n += u.numel;  // build_layout checked that the sum fits
   return n;
 }
 
 namespace {
 
-void add(UnitLayout& u, const std::string& name, std::vector<int64_t> shape, bool is_norm,
-         const std::vector<std::string>& no_decay) {
+// Sizes are element counts in int64, multiplied further into bytes (x 16 for the optimizer's
+// state): every product and sum is checked against this limit, 2^53 (exact in a double), and a
+// shape beyond it is refused naming the keys it comes from instead of wrapping around.
+constexpr int64_t kMaxElements = int64_t{1} << 53;
+
+int64_t checked(bool overflow, int64_t v, const std::string& what, const char* keys) {
+  if (overflow || v > kMaxElements || v < 0)
+    throw std::invalid_argument("model: " + what + " would have more than 2^53 elements (" +
+                                keys + " too large)");
+  return v;
+}
+
+// `keys`: the config keys the shape comes from, for the message.
+void add(UnitLayout& u, const std::string& name, std::vector<int64_t> shape, const char* keys,
+         bool is_norm, const std::vector<std::string>& no_decay) {
   ParamSpec p;
   p.name = name;
   p.shape = std::move(shape);
   p.numel = 1;
-  for (int64_t d : p.shape) p.numel *= d;
+  for (int64_t d : p.shape) {
+    int64_t n = 0;
+    const bool overflow = __builtin_mul_overflow(p.numel, d, &n);  // before n is read
+    p.numel = checked(overflow, n, name, keys);
+  }
   p.offset = u.numel;
   p.is_norm = is_norm;
   for (const auto& s : no_decay)
     if (!s.empty() && name.find(s) != std::string::npos) p.decay = false;
-  u.numel += p.numel;
+  int64_t sum = 0;
+  const bool overflow = __builtin_add_overflow(u.numel, p.numel, &sum);  // before sum is read
+  u.numel = checked(overflow, sum, "unit " + u.name, keys);
   u.params.push_back(std::move(p));
 }
 
 void finish(UnitLayout& u, int world_size) {
+  // numel <= 2^53, world_size < 2^31: the rounding cannot overflow.
   u.padded_numel = (u.numel + world_size - 1) / world_size * world_size;
   u.shard_numel = u.padded_numel / world_size;
 }
@@ -52,6 +72,16 @@ void finish(UnitLayout& u, int world_size) {
 ModelLayout build_layout(const ModelConfig& m, int world_size,
                          const std::vector<std::string>& no_decay) {
   if (world_size < 1) throw std::invalid_argument("world_size must be >= 1");
+  // Divisions and loops below use these: load_config ensures them for configured models; a
+  // ModelConfig built otherwise (a checkpoint's manifest, a test) gets one line, not a SIGFPE.
+  if (m.hidden < 1 || m.heads < 1 || m.intermediate < 1 || m.layers < 1 || m.vocab_size < 1 ||
+      m.kv_heads < 0 || m.hidden % m.heads != 0 || (m.kv_heads > 0 && m.heads % m.kv_heads != 0) ||
+      m.layers > INT32_MAX - 2)
+    throw std::invalid_argument(
+        "model: not a valid shape: vocab_size " + std::to_string(m.vocab_size) + ", hidden " +
+        std::to_string(m.hidden) + ", intermediate " + std::to_string(m.intermediate) + ", layers " +
+        std::to_string(m.layers) + ", heads " + std::to_string(m.heads) + ", kv_heads " +
+        std::to_string(m.kv_heads));
   const int64_t h = m.hidden, inter = m.intermediate, v = m.vocab_size;
   const int64_t kv = m.kv_heads > 0 ? m.kv_heads : m.heads;
   const int64_t hd = h / m.heads;
@@ -61,7 +91,7 @@ ModelLayout build_layout(const ModelConfig& m, int world_size,
   UnitLayout emb;
   emb.kind = UnitKind::kEmbedding;
   emb.name = "embed";
-  add(emb, "model.embed_tokens.weight", {v, h}, false, no_decay);
+  add(emb, "model.embed_tokens.weight", {v, h}, "model.vocab_size x model.hidden", false, no_decay);
   layout.units.push_back(std::move(emb));
 
   for (int64_t l = 0; l < m.layers; ++l) {
@@ -70,28 +100,33 @@ ModelLayout build_layout(const ModelConfig& m, int world_size,
     u.block = static_cast<int>(l);
     u.name = "layers." + std::to_string(l);
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    add(u, p + "input_layernorm.weight", {h}, true, no_decay);
-    add(u, p + "self_attn.q_proj.weight", {h, h}, false, no_decay);
-    add(u, p + "self_attn.k_proj.weight", {kv * hd, h}, false, no_decay);
-    add(u, p + "self_attn.v_proj.weight", {kv * hd, h}, false, no_decay);
-    add(u, p + "self_attn.o_proj.weight", {h, h}, false, no_decay);
-    add(u, p + "post_attention_layernorm.weight", {h}, true, no_decay);
-    add(u, p + "mlp.gate_proj.weight", {inter, h}, false, no_decay);
-    add(u, p + "mlp.up_proj.weight", {inter, h}, false, no_decay);
-    add(u, p + "mlp.down_proj.weight", {h, inter}, false, no_decay);
+    const char* hk = "model.hidden", *ik = "model.intermediate x model.hidden";
+    add(u, p + "input_layernorm.weight", {h}, hk, true, no_decay);
+    add(u, p + "self_attn.q_proj.weight", {h, h}, hk, false, no_decay);
+    add(u, p + "self_attn.k_proj.weight", {kv * hd, h}, hk, false, no_decay);  // kv * hd <= h
+    add(u, p + "self_attn.v_proj.weight", {kv * hd, h}, hk, false, no_decay);
+    add(u, p + "self_attn.o_proj.weight", {h, h}, hk, false, no_decay);
+    add(u, p + "post_attention_layernorm.weight", {h}, hk, true, no_decay);
+    add(u, p + "mlp.gate_proj.weight", {inter, h}, ik, false, no_decay);
+    add(u, p + "mlp.up_proj.weight", {inter, h}, ik, false, no_decay);
+    add(u, p + "mlp.down_proj.weight", {h, inter}, ik, false, no_decay);
     layout.units.push_back(std::move(u));
   }
 
   UnitLayout head;
   head.kind = UnitKind::kHead;
   head.name = "head";
-  add(head, "model.norm.weight", {h}, true, no_decay);
-  add(head, "lm_head.weight", {v, h}, false, no_decay);
+  add(head, "model.norm.weight", {h}, "model.hidden", true, no_decay);
+  add(head, "lm_head.weight", {v, h}, "model.vocab_size x model.hidden", false, no_decay);
   layout.units.push_back(std::move(head));
 
+  int64_t total = 0;
   for (size_t i = 0; i < layout.units.size(); ++i) {
     layout.units[i].index = static_cast<int>(i);
     finish(layout.units[i], world_size);
+    int64_t sum = 0;
+    const bool overflow = __builtin_add_overflow(total, layout.units[i].padded_numel, &sum);
+    total = checked(overflow, sum, "the parameter count", "model.layers x the size of a block");
   }
   return layout;
 }

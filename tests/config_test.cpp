@@ -444,7 +444,7 @@ TEST(ConfigErrors, NonPositiveCount) {
   EXPECT_TRUE(
       Has(msg, "test.toml:2:15: train.micro_batch: 0 is out of range; valid: an integer >= 1"));
   msg = error_of("[model]\nlayers = -2\n");
-  EXPECT_TRUE(Has(msg, "test.toml:2:10: model.layers: -2 is out of range; valid: an integer >= 1"));
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: model.layers: -2 is out of range; valid: an integer in 1..1000000"));
 }
 
 TEST(ConfigErrors, NumberOutOfRange) {
@@ -571,7 +571,7 @@ TEST(ConfigErrors, NodeWithoutDevices) {
   std::string msg = error_of("[[topology.nodes]]\nhost = \"10.0.0.1\"\ndevices = 0\n");
   EXPECT_TRUE(Has(msg,
                   "test.toml:3:11: topology.nodes[0].devices: 0 is out of range; "
-                  "valid: an integer >= 1"));
+                  "valid: an integer in 1..1024"));
 }
 
 TEST(ConfigErrors, UnknownNodeKey) {
@@ -674,6 +674,108 @@ TEST(ConfigFaults, InjectIsAString) {
   EXPECT_EQ(parse_config("").faults.inject, "");
   EXPECT_EQ(parse_config("[faults]\ninject = \"kill-node:rank=1\"\n").faults.inject, "kill-node:rank=1");
   EXPECT_TRUE(Has(error_of("[faults]\ninject = 3\n"), "faults.inject: expected a string"));
+}
+
+// ---- model.init_from: the shape comes from the folder's config.json, at load time ----------------
+
+// preset = "custom" with init_from is documented as valid: the shape is the folder's (3 layers of
+// hidden 64 in tests/fixtures/hf_tiny), taken by the reader itself, so that nothing (the checks
+// here, the doctor, status) ever sees the zeros of 'custom' (a division by heads = 0 was a SIGFPE).
+TEST(ConfigInitFrom, CustomPresetTakesTheFoldersShape) {
+  Config c = parse_config("[model]\npreset = \"custom\"\ninit_from = \"tests/fixtures/hf_tiny\"\n"
+                          "[data]\ntokenizer = \"tok.model\"\nseq_len = 32\n");
+  EXPECT_EQ(c.model.init_from, "tests/fixtures/hf_tiny");
+  EXPECT_EQ(c.model.vocab_size, 611);
+  EXPECT_EQ(c.model.hidden, 64);
+  EXPECT_EQ(c.model.intermediate, 176);
+  EXPECT_EQ(c.model.layers, 3);
+  EXPECT_EQ(c.model.heads, 8);
+  EXPECT_EQ(c.model.kv_heads, 2);
+  EXPECT_EQ(c.model.max_seq_len, 4096);  // the larger of the config's and max_position_embeddings
+  // Explicit shape keys are replaced by the folder's, as docs/CONFIG.md says.
+  Config t = parse_config("[model]\nhidden = 512\ninit_from = \"tests/fixtures/hf_tiny\"\n"
+                          "[data]\ntokenizer = \"tok.model\"\n");
+  EXPECT_EQ(t.model.hidden, 64);
+}
+
+TEST(ConfigInitFrom, RulesApplyToTheFoldersShapeAndBlameInitFrom) {
+  // The folder's vocabulary (611) is smaller than the tokenizer trained from the inputs (8000).
+  std::string msg = error_of("[model]\npreset = \"custom\"\ninit_from = \"tests/fixtures/hf_tiny\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:13: model.vocab_size: 611 (from tests/fixtures/hf_tiny/config.json) "
+                       "is smaller than data.tokenizer_vocab = 8000"));
+}
+
+TEST(ConfigInitFrom, UnreadableFolderIsAConfigError) {
+  std::string msg = error_of("[model]\npreset = \"custom\"\ninit_from = \"/nonexistent/hf\"\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:13: model.init_from: cannot take the model's shape from it: "));
+  EXPECT_TRUE(Has(msg, "/nonexistent/hf"));
+}
+
+// ---- ranges: every numeric key has an upper bound where a larger value overflows or is a typo ----
+
+TEST(ConfigRanges, NodePortLeavesRoomForTheStore) {
+  std::string msg = error_of("[[topology.nodes]]\nhost = \"127.0.0.1\"\nport = 65535\n");
+  EXPECT_TRUE(Has(msg, "test.toml:3:8: topology.nodes[0].port: 65535 leaves no port for the "
+                       "rendezvous store, which node 0 serves on its port + 1; valid: 1..65534"));
+  EXPECT_EQ(parse_config("[[topology.nodes]]\nport = 65534\n").topology.nodes[0].port, 65534);
+  // Another node of node 0's host must not take node 0's store port.
+  msg = error_of("[[topology.nodes]]\nhost = \"h\"\nport = 29500\n"
+                 "[[topology.nodes]]\nhost = \"h\"\nport = 29501\n");
+  EXPECT_TRUE(Has(msg, "test.toml:6:8: topology.nodes[1].port: h:29501 is node 0's rendezvous store"));
+  EXPECT_NO_THROW(parse_config("[[topology.nodes]]\nhost = \"a\"\nport = 29500\n"
+                               "[[topology.nodes]]\nhost = \"b\"\nport = 29501\n"));
+  // Node i's status server is on http_port + i.
+  msg = error_of("[control]\nhttp_port = 65535\n[[topology.nodes]]\nhost = \"a\"\nport = 1000\n"
+                 "[[topology.nodes]]\nhost = \"b\"\nport = 1000\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:13: control.http_port: 65535 + node index reaches 65536"));
+  EXPECT_TRUE(Has(error_of("[[topology.nodes]]\ndevices = 5000\n"),
+                  "topology.nodes[0].devices: 5000 is out of range; valid: an integer in 1..1024"));
+}
+
+TEST(ConfigRanges, DeadlinesAndIntervalsAtMostThirtyDays) {
+  std::string msg = error_of("[deadlines]\ncollective_s = 1e300\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:16: deadlines.collective_s: 1e300 is out of range; valid: a "
+                       "number > 0 and <= 2592000 (30 days)"));
+  EXPECT_EQ(parse_config("[deadlines]\ncollective_s = 2592000\n").deadlines.collective_s, 2592000);
+  for (const char* text :
+       {"[deadlines]\ncompute_s = 3e6\n", "[deadlines]\noptimizer_s = 1e10\n",
+        "[deadlines]\nbatch_s = 1e300\n", "[deadlines]\ncheckpoint_s = 2592001\n",
+        "[deadlines]\nfirst_step_factor = 1e300\n", "[deadlines]\npoll_ms = 1e300\n",
+        "[control]\nheartbeat_s = 1e300\n", "[checkpoint]\nevery_minutes = 1e300\n"}) {
+    SCOPED_TRACE(text);
+    EXPECT_TRUE(Has(error_of(text), "is out of range; valid: a number"));
+  }
+}
+
+TEST(ConfigRanges, CountsWithUpperBounds) {
+  EXPECT_TRUE(Has(error_of("[model]\nvocab_size = 2147483648\n"),
+                  "model.vocab_size: 2147483648 is out of range; valid: an integer in 0..2147483647"));
+  EXPECT_TRUE(Has(error_of("[model]\nlayers = 10000000\n"), "model.layers: 10000000 is out of range"));
+  EXPECT_TRUE(Has(error_of("[train]\nthreads = 100000\n"), "train.threads: 100000 is out of range"));
+  EXPECT_TRUE(Has(error_of("[actors]\nadam_threads = 100000\n"), "actors.adam_threads"));
+  EXPECT_TRUE(Has(error_of("[actors]\nprefetch_batches = 100000\n"), "actors.prefetch_batches"));
+  EXPECT_TRUE(Has(error_of("[actors]\ngather_budget_mb = 1099511627776\n"), "actors.gather_budget_mb"));
+  EXPECT_TRUE(Has(error_of("[train]\ninitial_loss_scale = 1e300\n"), "train.initial_loss_scale: 1e300 is "
+                                                                    "out of range; valid: a number > 0 and <= 2^64"));
+  EXPECT_TRUE(Has(error_of("[data]\ntokenizer_vocab = 3000000000\n"), "data.tokenizer_vocab"));
+}
+
+// Sizes derived from the shape are checked with overflow-safe arithmetic and name the key (hidden =
+// 2^62 overflowed the doctor's parameter count and ended in a raw allocator trace).
+TEST(ConfigRanges, ShapeTooLargeNamesTheKey) {
+  std::string msg = error_of("[model]\nhidden = 4611686018427387904\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: model.hidden: 4611686018427387904 makes q_proj (hidden x hidden) "
+                       "larger than 2^53 elements"));
+  msg = error_of("[model]\nintermediate = 4000000000000000\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:16: model.intermediate: 4000000000000000 makes gate_proj"));
+  msg = error_of("[model]\nlayers = 1000000\nhidden = 65536\nheads = 64\nintermediate = 65536\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:10: model.layers: 1000000 makes the parameter count"));
+  msg = error_of("[train]\nmicro_batch = 4398046511104\n");
+  EXPECT_TRUE(Has(msg, "test.toml:2:15: train.micro_batch: 4398046511104 makes"));
+  msg = error_of("[model]\nmax_seq_len = 9007199254740992\n");
+  EXPECT_TRUE(Has(msg, "model.max_seq_len: 9007199254740992 makes the rotary tables"));
+  // The largest preset is well inside.
+  EXPECT_NO_THROW(parse_config("[model]\npreset = \"7b\"\n"));
 }
 
 }  // namespace
