@@ -2,6 +2,7 @@
 // mistake, each asserting the file:line:col, the dotted key and the hint of the message (and
 // printing the message, so that the test log shows what users will read).
 #include "io/config.hpp"
+#include "io/error_text.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -674,6 +675,21 @@ TEST(ConfigFaults, InjectIsAString) {
   EXPECT_EQ(parse_config("").faults.inject, "");
   EXPECT_EQ(parse_config("[faults]\ninject = \"kill-node:rank=1\"\n").faults.inject, "kill-node:rank=1");
   EXPECT_TRUE(Has(error_of("[faults]\ninject = 3\n"), "faults.inject: expected a string"));
+}
+
+// ---- error text: what users see of a LibTorch error ---------------------------------------------
+
+// c10::Error's what() carries a C++ backtrace; every top-level handler and the engine's error path
+// print what comes before it (io/error_text.hpp).
+TEST(ErrorText, LibTorchBacktraceIsCut) {
+  EXPECT_EQ(without_backtrace("Device index value 1 is out of index range [0, 1)\nException raised "
+                              "from check at c10/core/Device.h:12 (most recent call first):\nframe #0: "
+                              "c10::Error::Error"),
+            "Device index value 1 is out of index range [0, 1)");
+  EXPECT_EQ(without_backtrace("[enforce fail at alloc_cpu.cpp:75] err == 0. DefaultCPUAllocator: can't "
+                              "allocate memory\nframe #0: <unknown function> + 0x4c062"),
+            "[enforce fail at alloc_cpu.cpp:75] err == 0. DefaultCPUAllocator: can't allocate memory");
+  EXPECT_EQ(without_backtrace("a plain message"), "a plain message");
 }
 
 // ---- model.init_from: the shape comes from the folder's config.json, at load time ----------------

@@ -111,6 +111,29 @@ TEST(Llama, PerUnitBackwardEqualsWholeModelAutograd) {
   }
 }
 
+// A shape the config reader would refuse, built another way (a checkpoint's manifest, a test): one
+// line instead of a SIGFPE (heads = 0) or a size that wraps around (hidden = 2^40: hidden^2 > 2^63).
+TEST(Layout, InvalidOrHugeShapesAreErrorsNamingTheKeys) {
+  ModelConfig m = test::tiny_config(1, 1).model;
+  m.heads = 0;
+  try {
+    build_layout(m, 1, {});
+    ADD_FAILURE() << "heads = 0 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("model: not a valid shape"), std::string::npos) << e.what();
+  }
+  m = test::tiny_config(1, 1).model;
+  m.hidden = int64_t{1} << 40;
+  m.heads = 8;
+  try {
+    build_layout(m, 1, {});
+    ADD_FAILURE() << "hidden = 2^40 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("q_proj.weight would have more than 2^53 elements (model.hidden too large)"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(Layout, NamedSizeTableAndShards) {
   Config c = test::tiny_config(3, 1);
   ModelLayout l = build_layout(c.model, 3, {"norm"});
