@@ -19,6 +19,8 @@ W="$ROOT/$CASE"
 D=3   # the deadline of every operation kind in these runs (step 1: 3x)
 HB=3  # control.heartbeat_s
 source "$(dirname "$0")/lib.sh"
+# On GPUs every case runs two ranks, one GPU each.
+[ "$DEVICE" = cuda ] && need_gpus 2
 
 # A small model; every deadline D seconds; tokenizer shared by all cases (made by `setup`).
 body() {  # body TOKENIZER_LINE

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -12,6 +13,7 @@
 #include "model/hf_io.hpp"
 #include "model/layout.hpp"
 #include "model/llama.hpp"
+#include "hf_reference.hpp"
 #include "test_util.hpp"
 
 using namespace xy;
@@ -204,12 +206,38 @@ TEST_F(HfIo, ExportWithLogits) {
   st::write_file(out + "/xy_logits.safetensors",
                  {{"input_ids", st::DType::kI64, {2, 11}, ids.data_ptr<int64_t>(), {}},
                   {"logits", st::DType::kF32, {2, 11, cfg_.vocab_size}, logits.data_ptr<float>(), {}}});
-  at::Tensor direct;
-  {
-    at::NoGradGuard ng;
-    direct = model.forward(units, ids);
-  }
-  EXPECT_TRUE(at::equal(direct, logits));
-  std::printf("export in %s (%zu files), xy logits beside it\n", out.c_str(),
-              st::Reader::open(out).files().size());
+  // The exported folder through the independent reference (its own config.json and safetensors
+  // readers, transformers' forward written out): the logits xy wrote beside it must be its logits.
+  const test::HfReference ref(out);
+  ASSERT_EQ(ref.tensor_count(), 3 + 9 * static_cast<size_t>(cfg_.layers));
+  const at::Tensor ref_logits = ref.forward(ids);
+  const double err = test::max_abs_err(logits, ref_logits);
+  const double max_logit = ref_logits.abs().max().item<double>();
+  std::printf("export in %s (%zu files), xy logits beside it: max abs error %.3g against the "
+              "reference forward of the exported folder (max |logit| %.3g)\n",
+              out.c_str(), st::Reader::open(out).files().size(), err, max_logit);
+  EXPECT_GT(max_logit, 0.1);  // not a degenerate all-zero model
+  EXPECT_LE(err, 1e-4 * max_logit);
+}
+
+// The reference itself against transformers: on tests/fixtures/hf_tiny (saved by save_pretrained)
+// it computes the logits that transformers computed.
+TEST(HfReference, MatchesTransformersOnTheFixture) {
+  const std::string dir = "tests/fixtures/hf_tiny";
+  const test::HfReference ref(dir);
+  const st::Reader fx = st::Reader::open(dir + "/fixture.safetensors");
+  auto tensor = [&](const std::string& name, at::ScalarType type) {
+    const st::TensorRef t = fx.get(name);
+    at::Tensor out = at::empty(t.info->shape, type);
+    if (static_cast<uint64_t>(out.nbytes()) != t.info->nbytes()) throw std::runtime_error(name + ": size");
+    std::memcpy(out.data_ptr(), t.data, out.nbytes());
+    return out;
+  };
+  const at::Tensor ids = tensor("input_ids", at::kLong), want = tensor("logits", at::kFloat);
+  const at::Tensor got = ref.forward(ids);
+  ASSERT_EQ(got.sizes(), want.sizes());
+  const double err = test::max_abs_err(got, want);
+  std::printf("reference forward vs transformers on %s: max abs error %.3g (max |logit| %.3g)\n",
+              dir.c_str(), err, want.abs().max().item<double>());
+  EXPECT_LE(err, 1e-4);
 }

@@ -5,6 +5,14 @@ fail=0; passed=0
 check() { if [ "$2" -eq 0 ]; then echo "ok: $1"; passed=$((passed + 1)); else echo "FAILED: $1"; fail=$((fail + 1)); fi; }
 # finish: prints the counts and exits 0 only if no check failed.
 finish() { echo "$passed passed, $fail failed"; [ $fail -eq 0 ]; exit $?; }
+# skip WHY: this machine lacks what the test needs (GPUs, a tool): says so and exits 77, which
+# CTest reports as Skipped (SKIP_RETURN_CODE 77), never as Passed.
+skip() { echo "SKIPPED: $1"; exit 77; }
+# need_gpus N: skips unless nvidia-smi lists N or more GPUs.
+need_gpus() {
+  local n; n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+  [ "$n" -ge "$1" ] || skip "needs $1 or more GPUs; this machine has $n"
+}
 # free_ports [N]: N (default 1) free TCP ports on 127.0.0.1, ascending, each more than 2 from the
 # others (a node's job store listens on its port + 1).
 free_ports() { python3 - "${1:-1}" <<'PY'

@@ -13,16 +13,16 @@ W=$2
 DEVICE=${3:-cpu}
 PER=${XY_TEST_PER_NODE:-1}  # ranks per node in the two-process job
 ENV0=(XY_GPU=any); ENV1=(XY_GPU=any)
+source "$(dirname "$0")/lib.sh"
 if [ "$DEVICE" = cuda ]; then
-  N=$(nvidia-smi -L | wc -l)
-  [ "$N" -ge 2 ] || { echo "needs 2 or more GPUs; this machine has $N"; exit 0; }
+  need_gpus 2
+  N=$(nvidia-smi -L | grep -c '^GPU ')
   PER=$((N / 2))
   ENV0=(CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((PER - 1))))
   ENV1=(CUDA_VISIBLE_DEVICES=$(seq -s, $PER $((2 * PER - 1))))
 fi
 RANKS=$((2 * PER))
 rm -rf "$W" && mkdir -p "$W"
-source "$(dirname "$0")/lib.sh"
 read -r P0 P1 < <(free_ports 2)  # (the store listens on node 0's port + 1)
 
 common='[model]

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The status page at / of a running job, rendered by headless Chromium: its script fetches
 # /status and fills the per-rank table and the loss curve. Skipped (exit 77) when Chromium is not
-# installed (`XY_SETUP_BROWSER=1 bash scripts/setup.sh` installs it).
+# installed (`bash scripts/setup.sh test`, which scripts/test.sh runs, installs it).
 # usage: status_page_test.sh XY_NODE WORK_DIR   (run from the repository root)
 set -uo pipefail
 XY=$1
 W=$2
 BROWSER=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$BROWSER" ]; then
-  echo "SKIPPED: chromium is not installed (XY_SETUP_BROWSER=1 bash scripts/setup.sh installs it)"
+  echo "SKIPPED: chromium is not installed (bash scripts/setup.sh test installs it)"
   exit 77
 fi
 rm -rf "$W" && mkdir -p "$W"
