@@ -137,8 +137,9 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   fs::create_directories(root);
   const std::string name = step_name(snap.info.step);
   const fs::path tmp = root / (".tmp-" + name), final_dir = root / name;
-  // On a shared file system node 0 may have made it already (a node's own leftover is removed).
-  if (ctx.node_index == 0 || !fs::is_directory(fs::symlink_status(tmp))) make_fresh_dir(tmp.string());
+  // On a shared file system every node writes into the same one, so it is never emptied here
+  // (what a crash left is removed when node 0's checkpoint actor starts); a link there is refused.
+  make_dir_no_link(tmp.string());
   nlohmann::json files = nlohmann::json::array();
   for (size_t local = 0; local < snap.ranks.size(); ++local) {
     const int rank = ctx.first_rank + static_cast<int>(local);

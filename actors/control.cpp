@@ -335,7 +335,7 @@ void ControlPlane::stall_protocol(bool candidate, nlohmann::json overdue) {
     for (int n = 0; n < nodes_; ++n) {
       const double left = std::max(0.0, std::chrono::duration<double>(until - Clock::now()).count());
       if (get_within(*store_, "xy/stall/node/" + std::to_string(n), left, &text))
-        all[n] = nlohmann::json::parse(text);
+        all[n] = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);  // checked in the report
     }
     const std::string report = stall_report_json(overdue, all, names);
     store_->set("xy/stall/report", report);
@@ -354,8 +354,8 @@ void ControlPlane::stall_protocol(bool candidate, nlohmann::json overdue) {
   // The leader vanished before reporting: say what this node knows.
   std::string op;
   nlohmann::json o = overdue;
-  if (o.is_null() && get_within(*store_, "xy/stall/op", 0.1, &op)) o = nlohmann::json::parse(op);
-  if (o.is_null()) o = {{"kind", "unknown"}, {"rank", -1}};
+  if (o.is_null() && get_within(*store_, "xy/stall/op", 0.1, &op)) o = nlohmann::json::parse(op, nullptr, /*allow_exceptions=*/false);
+  if (!o.is_object()) o = {{"kind", "unknown"}, {"rank", -1}};
   std::vector<nlohmann::json> all(nodes_);
   std::vector<std::string> names;
   for (int n = 0; n < nodes_; ++n) names.push_back(node_name(n));

@@ -166,10 +166,72 @@ std::string list(const std::vector<int>& v) {
   return v.empty() ? std::string("none") : s.str();
 }
 
+bool is_int(const json& v) { return v.is_number_integer(); }
+bool is_uint(const json& v) { return v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0); }
+bool is_rank_key(const std::string& k) {
+  if (k.empty() || k.size() > 9) return false;
+  for (char c : k)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+// What is wrong with an operation as op_json() writes it ("" if nothing).
+std::string op_problem(const json& o) {
+  if (!o.is_object()) return "an operation is not an object";
+  if (!o.contains("kind") || !o["kind"].is_string()) return "an operation has no kind";
+  for (const char* k : {"rank", "unit", "step"})
+    if (!o.contains(k) || !is_int(o[k])) return std::string("an operation's ") + k + " is not an integer";
+  if (!o.contains("seq") || !is_uint(o["seq"])) return "an operation's seq is not an integer";
+  for (const char* k : {"age_s", "limit_s"})
+    if (!o.contains(k) || !o[k].is_number()) return std::string("an operation's ") + k + " is not a number";
+  return "";
+}
+
+// What is wrong with a node's registry as to_json() writes it ("" if nothing). The documents come
+// from other nodes through the store: a malformed one is left out of the report (that node is
+// shown as not having answered), never a crash of the node writing the report.
+std::string registry_problem(const json& j) {
+  if (!j.is_object()) return "not an object";
+  if (!j.contains("ranks") || !j["ranks"].is_array()) return "no ranks";
+  for (const auto& r : j["ranks"]) {
+    if (!r.is_object() || !r.contains("rank") || !is_int(r["rank"]) || !r.contains("step") ||
+        !is_int(r["step"]) || !r.contains("unit") || !is_int(r["unit"]) || !r.contains("phase") ||
+        !r["phase"].is_string())
+      return "a rank's status is malformed";
+  }
+  if (!j.contains("ops") || !j["ops"].is_array()) return "no ops";
+  for (const auto& o : j["ops"])
+    if (std::string why = op_problem(o); !why.empty()) return why;
+  if (!j.contains("last_seq") || !j["last_seq"].is_object()) return "no last_seq";
+  for (const auto& [rank, seq] : j["last_seq"].items())
+    if (!is_rank_key(rank) || !is_uint(seq)) return "last_seq is malformed";
+  if (!j.contains("recent") || !j["recent"].is_object()) return "no recent";
+  for (const auto& [rank, list] : j["recent"].items()) {
+    if (!is_rank_key(rank) || !list.is_array()) return "recent is malformed";
+    for (const auto& i : list)
+      if (!i.is_array() || i.size() < 3 || !is_uint(i[0]) || !i[1].is_string() || !is_int(i[2]))
+        return "recent is malformed";
+  }
+  return "";
+}
+
 }  // namespace
 
-std::string stall_report_json(const json& overdue, const std::vector<json>& nodes,
+std::string stall_report_json(const json& overdue_in, const std::vector<json>& nodes_in,
                               const std::vector<std::string>& node_names) {
+  // Everything here may come from other nodes: drop what does not have the shape xy writes.
+  const json overdue = op_problem(overdue_in).empty() && overdue_in.contains("rank")
+                           ? overdue_in
+                           : json{{"kind", "unknown"}, {"rank", -1}, {"unit", -1}, {"seq", 0},
+                                  {"step", 0}, {"age_s", 0.0}, {"limit_s", 0.0}};
+  std::vector<json> nodes = nodes_in;
+  std::vector<std::string> malformed;
+  for (size_t n = 0; n < nodes.size(); ++n)
+    if (!nodes[n].is_null())
+      if (std::string why = registry_problem(nodes[n]); !why.empty()) {
+        malformed.push_back("node " + std::to_string(n) + "'s registry was malformed (" + why + ") and is left out");
+        nodes[n] = json();
+      }
   // Merge the nodes' views.
   std::map<int, json> status;                  // rank -> {step, phase, unit}
   std::map<int, int> node_of;                  // rank -> node
@@ -203,7 +265,8 @@ std::string stall_report_json(const json& overdue, const std::vector<json>& node
     std::ostringstream o;
     o << "rank " << rank;
     auto it = node_of.find(rank);
-    if (it != node_of.end()) o << " (node " << it->second << ", " << node_names[it->second] << ")";
+    if (it != node_of.end() && it->second < static_cast<int>(node_names.size()))
+      o << " (node " << it->second << ", " << node_names[it->second] << ")";
     return o.str();
   };
   auto doing = [&](int rank) {
@@ -345,8 +408,9 @@ std::string stall_report_json(const json& overdue, const std::vector<json>& node
       << op["limit_s"].get<double>() << " s\n";
   o << "nodes:\n";
   for (size_t n = 0; n < nodes.size(); ++n)
-    o << "  node " << n << " (" << node_names[n] << "): "
+    o << "  node " << n << " (" << (n < node_names.size() ? node_names[n] : std::string("?")) << "): "
       << (nodes[n].is_null() ? "NO ANSWER (frozen, killed or partitioned)" : "reported") << "\n";
+  for (const auto& m : malformed) o << "  " << m << "\n";
   return o.str();
 }
 

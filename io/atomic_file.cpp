@@ -91,15 +91,16 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   fsync_path(parent.empty() ? "." : parent.string(), true);
 }
 
-void make_fresh_dir(const std::string& path) {
-  std::error_code ec;
-  // symlink_status: a link is removed as a link (remove_all does not follow it).
-  if (fs::symlink_status(path, ec).type() != fs::file_type::not_found) {
-    fs::remove_all(path, ec);
-    if (ec) throw std::runtime_error("cannot remove the leftover " + path + ": " + ec.message());
+void make_dir_no_link(const std::string& path) {
+  if (::mkdir(path.c_str(), 0777) == 0) return;
+  const int err = errno;
+  struct stat st;
+  if (err == EEXIST && ::lstat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return;
+    throw std::runtime_error("cannot use " + path + ": it is " +
+                             (S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory"));
   }
-  if (::mkdir(path.c_str(), 0777) != 0)
-    throw std::runtime_error("cannot create directory " + path + ": " + std::strerror(errno));
+  throw std::runtime_error("cannot create directory " + path + ": " + std::strerror(err));
 }
 
 }  // namespace xy

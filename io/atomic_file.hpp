@@ -31,9 +31,8 @@ void fsync_path(const std::string& path, bool is_dir);
 // fsync of the directory. Throws std::runtime_error naming the file.
 void write_file_atomic(const std::string& path, const std::string& data);
 
-// Creates directory `path` (mode 0777 & ~umask) where nothing is; a leftover there (a stale
-// temporary directory, or a link) is removed first without following links. Throws
-// std::runtime_error naming it.
-void make_fresh_dir(const std::string& path);
+// Creates directory `path` if it does not exist; an existing one is kept, but it must be a real
+// directory, not a link (nor a file). Throws std::runtime_error naming it.
+void make_dir_no_link(const std::string& path);
 
 }  // namespace xy

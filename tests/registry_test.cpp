@@ -59,3 +59,34 @@ TEST(StallReport, FirstMissingCollectiveOfTheLaggard) {
   EXPECT_NE(r.find("CULPRIT: rank 1 (node 0, n0) has not issued collective #30"), std::string::npos);
   EXPECT_NE(r.find("collective #30: issued by ranks [0]; not issued by ranks [1]"), std::string::npos);
 }
+
+// The nodes' registries reach the report's writer through the store: a malformed one (or a
+// malformed overdue operation) is left out and said so, never a crash of the node writing it.
+TEST(StallReport, MalformedRegistriesFromOtherNodesAreLeftOut) {
+  OpRegistry reg;
+  reg.begin("forward", 0, 1, 0, 4, 3.0);
+  reg.set_status({0, 4, "forward", 1});
+  const auto now = Clock::now() + std::chrono::seconds(4);
+  nlohmann::json op = OpRegistry::op_json(*reg.first_overdue(now), now);
+  op["node"] = 0;
+  const nlohmann::json good = reg.to_json(now, 0, "n0");
+  const std::vector<nlohmann::json> bad = {
+      42,
+      nlohmann::json::parse(R"({"ranks": "x"})"),
+      nlohmann::json::parse(R"({"ranks": [{"rank": "zero"}], "ops": [], "last_seq": {}, "recent": {}})"),
+      nlohmann::json::parse(R"({"ranks": [], "ops": [{"kind": 5}], "last_seq": {}, "recent": {}})"),
+      nlohmann::json::parse(R"({"ranks": [], "ops": [], "last_seq": {"abc": 1}, "recent": {}})"),
+      nlohmann::json::parse(R"({"ranks": [], "ops": [], "last_seq": {}, "recent": {"1": [[1]]}})"),
+  };
+  for (const auto& b : bad) {
+    std::string r;
+    ASSERT_NO_THROW(r = stall_report_json(op, {good, b}, {"n0", "n1"})) << b.dump();
+    EXPECT_NE(r.find("CULPRIT: rank 0 (node 0, n0): forward of unit 1"), std::string::npos) << r;
+    EXPECT_NE(r.find("node 1's registry was malformed"), std::string::npos) << b.dump() << "\n" << r;
+  }
+  // A malformed overdue operation, and fewer node names than nodes.
+  std::string r;
+  ASSERT_NO_THROW(r = stall_report_json(nlohmann::json::parse(R"({"kind": 7, "rank": "x"})"), {good, good}, {"n0"}));
+  std::printf("%s", r.c_str());
+  EXPECT_NE(r.find("STALL: "), std::string::npos);
+}
