@@ -153,9 +153,20 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
     ctx.store->set(key + std::to_string(ctx.node_index), files.dump());
     return final_dir.string();
   }
-  for (int n = 1; n < ctx.nodes; ++n)
-    for (const auto& f : nlohmann::json::parse(ctx.store->get(key + std::to_string(n))))
+  for (int n = 1; n < ctx.nodes; ++n) {
+    // Another node's word: only entries of the shape written above, for ranks of the job.
+    const auto list = nlohmann::json::parse(ctx.store->get(key + std::to_string(n)), nullptr, false);
+    if (!list.is_array()) throw std::runtime_error("node " + std::to_string(n) + " sent a malformed file list");
+    for (const auto& f : list) {
+      const bool ok = f.is_object() && f.contains("rank") && f["rank"].is_number_integer() &&
+                      f["rank"].get<int64_t>() >= 0 && f["rank"].get<int64_t>() < ctx.world &&
+                      f.contains("name") && f["name"] == checkpoint_rank_file(f["rank"].get<int64_t>()) &&
+                      f.contains("bytes") && f["bytes"].is_number_integer() && f.contains("sha256") &&
+                      f["sha256"].is_string();
+      if (!ok) throw std::runtime_error("node " + std::to_string(n) + " sent a malformed file entry " + f.dump());
       files.push_back(f);
+    }
+  }
 
   nlohmann::json man;
   man["format"] = "xy-checkpoint-1";
