@@ -56,6 +56,9 @@ CheckpointManifest read_checkpoint(const std::string& dir, bool verify) {
   std::string text;
   {
     std::error_code ec;
+    if (!fs::is_directory(dir, ec))
+      throw CheckpointError("checkpoint " + dir + " is not a directory" +
+                            (fs::exists(dir, ec) ? "" : " (it does not exist)"));
     if (fs::symlink_status(mpath, ec).type() != fs::file_type::regular)
       throw CheckpointError("checkpoint " + dir + " has no manifest.json (incomplete or not a checkpoint)");
     std::ifstream in(mpath, std::ios::binary);

@@ -218,6 +218,7 @@ TEST(CheckpointManifestTrust, LatestNamesOnlyASibling) {
   }
   write_file_atomic((root / "latest").string(), "step-00000003\n");
   EXPECT_EQ(resolve_checkpoint("latest", root.string()), (root / "step-00000003").string());
+  EXPECT_NE(checkpoint_error(root / "step-00000009").find("is not a directory (it does not exist)"), std::string::npos);
 }
 
 TEST(CheckpointManifestTrust, StepNames) {
