@@ -14,13 +14,28 @@
 #endif
 
 #include "actors/thread_pool.hpp"
+#include "io/threads.hpp"
 
 namespace xy {
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker(i); });
+  try {
+    for (int i = 1; i < threads; ++i)
+      workers_.push_back(start_thread("CPU Adam thread " + std::to_string(i + 1) + " of " +
+                                          std::to_string(threads) + " (actors.adam_threads)",
+                                      [this, i] { worker(i); }));
+  } catch (const ThreadStartError&) {
+    // The destructor does not run for a constructor that throws: join the started ones here.
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    throw;
+  }
 }
 
 ThreadPool::~ThreadPool() {

@@ -21,6 +21,7 @@
 #include "actors/checkpoint_io.hpp"
 #include "io/error_text.hpp"
 #include "io/hf_config.hpp"
+#include "io/threads.hpp"
 #include "model/hf_io.hpp"
 #include "actors/control.hpp"
 #include "comm/store_auth.hpp"
@@ -432,6 +433,11 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   auto ctx = std::make_shared<NodeContext>();
   try {
     build_context(*ctx, cfg, opts);
+  } catch (const ThreadStartError& e) {  // the system refused a thread (ulimit): not a usage error
+    TrainResult r;
+    r.exit_code = kExitError;
+    r.error = e.what();
+    return r;
   } catch (const CheckpointError& e) {
     TrainResult r;
     r.exit_code = kExitError;
@@ -467,6 +473,19 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
     std::printf("xy: resumed from %s (step %lld)\n", ctx->resumed_from.c_str(),
                 static_cast<long long>(ctx->start_step));
   const auto t0 = Clock::now();
+  // CAF cannot recover from a refused thread (its scheduler, a detached actor: std::terminate):
+  // room for them is checked first (scheduler workers and clock, the watchdog, checkpoint and
+  // status threads, and a trainer, parameter shard and optimizer per local rank).
+  try {
+    check_threads_available(static_cast<int>(std::max(4u, std::thread::hardware_concurrency())) + 6 +
+                                3 * ctx->local_ranks,
+                            "the actors of " + std::to_string(ctx->local_ranks) + " local ranks");
+  } catch (const ThreadStartError& e) {
+    TrainResult r;
+    r.exit_code = kExitError;
+    r.error = e.what();
+    return r;
+  }
   {
     caf::actor_system_config sys_cfg;
     caf::actor_system sys{sys_cfg};

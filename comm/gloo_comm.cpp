@@ -9,12 +9,16 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
+#include <system_error>
 #include <stdexcept>
 #include <thread>
 
 #include "comm/c10d_store.hpp"
 #include "comm/comm.hpp"
+#include "io/threads.hpp"
 
 namespace xy {
 namespace {
@@ -117,24 +121,73 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
   group.store = kv;
   group.comms.resize(local);
   std::vector<std::string> errors(local);
+  std::vector<char> refused(local, 0);  // a thread inside the process group could not start
+  // Threads are started before any rendezvous (a refused thread must not leave the others waiting
+  // for it until the timeout): each device (it starts its I/O loop thread) here, then one thread
+  // per rank that waits at a gate until all are started.
+  std::vector<decltype(c10d::ProcessGroupGloo::createDeviceForHostname(bind_host))> devices;
+  for (int l = 0; l < local; ++l) {
+    try {
+      devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_host));
+    } catch (const std::system_error& e) {
+      if (e.code() != std::errc::resource_unavailable_try_again) throw;  // not a refused thread
+      throw ThreadStartError("cannot start the Gloo I/O thread of rank " + std::to_string(first_rank + l) +
+                             ": " + e.what() + " (too many threads, or too little address space for "
+                             "their stacks: check ulimit -u and ulimit -v)");
+    }
+  }
+  // At the peak: a set-up thread per rank plus the 2 worker threads each process group starts
+  // after its rendezvous (where a refused one ends in std::terminate inside c10d).
+  check_threads_available(3 * local, "the Gloo process groups of " + std::to_string(local) +
+                                         " local ranks (a set-up thread and 2 workers each)");
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  int gate = 0;  // 1: all started, go; -1: one was refused, return at once
+  auto set_gate = [&](int v) {
+    {
+      std::lock_guard<std::mutex> lock(gate_mu);
+      gate = v;
+    }
+    gate_cv.notify_all();
+  };
   // Each process group's constructor rendezvouses with the others: build them concurrently.
   std::vector<std::thread> threads;
-  for (int l = 0; l < local; ++l) {
-    threads.emplace_back([&, l] {
-      try {
-        auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_host));
-        opts->threads = 2;
-        auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
-            "gloo", store_for_local_rank(*kv, store_host, store_port, timeout_s));
-        group.comms[l] = std::make_shared<GlooComm>(
-            c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, first_rank + l, world, opts));
-      } catch (const std::exception& e) {
-        errors[l] = e.what();
-      }
-    });
+  try {
+    for (int l = 0; l < local; ++l) {
+      threads.push_back(start_thread("the Gloo set-up thread of rank " + std::to_string(first_rank + l), [&, l] {
+        {
+          std::unique_lock<std::mutex> lock(gate_mu);
+          gate_cv.wait(lock, [&] { return gate != 0; });
+          if (gate < 0) return;
+        }
+        try {
+          auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+          opts->devices.push_back(devices[l]);
+          opts->threads = 2;
+          auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
+              "gloo", store_for_local_rank(*kv, store_host, store_port, timeout_s));
+          group.comms[l] = std::make_shared<GlooComm>(
+              c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, first_rank + l, world, opts));
+        } catch (const std::system_error& e) {  // its worker threads (started after the rendezvous)
+          refused[l] = e.code() == std::errc::resource_unavailable_try_again;
+          errors[l] = (refused[l] ? "cannot start its worker threads: " : "") + std::string(e.what());
+        } catch (const std::exception& e) {
+          errors[l] = e.what();
+        }
+      }));
+    }
+  } catch (const ThreadStartError&) {
+    set_gate(-1);
+    for (auto& t : threads) t.join();
+    throw;
   }
+  set_gate(1);
   for (auto& t : threads) t.join();
+  for (int l = 0; l < local; ++l)
+    if (refused[l])
+      throw ThreadStartError("Gloo process group of rank " + std::to_string(first_rank + l) + ": " +
+                             errors[l] + " (too many threads, or too little address space for their "
+                             "stacks: check ulimit -u and ulimit -v)");
   for (int l = 0; l < local; ++l)
     if (!errors[l].empty())
       throw std::runtime_error("gloo rendezvous of rank " + std::to_string(first_rank + l) +

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -39,7 +40,9 @@ nlohmann::json cache_key(const Config& cfg, const std::string& tokenizer) {
 PreparedData prepare_shards(const Config& cfg, std::ostream& log) {
   std::shared_ptr<ShardSamples> shards;
   try {
-    shards = ShardSamples::open(cfg.data.shards, cfg.data.seq_len);
+    // Verified before training: every shard's CRC-32 and every id below the vocabulary (an id
+    // beyond it would end the first step in an embedding's index error). Cost: docs/DATA.md.
+    shards = ShardSamples::open(cfg.data.shards, cfg.data.seq_len, /*verify=*/true);
   } catch (const ShardError& e) {
     throw std::runtime_error(std::string(e.what()) + " (data.shards in " + cfg.source + ")");
   }
@@ -63,7 +66,9 @@ PreparedData prepare_shards(const Config& cfg, std::ostream& log) {
   out.tokens = m.tokens;
   out.samples = shards;
   log << "xy: " << cfg.data.shards << ": " << m.shard_sizes.size() << " shards, " << m.documents
-      << " documents, " << m.tokens << " tokens (" << m.packing << " packing)" << std::endl;
+      << " documents, " << m.tokens << " tokens (" << m.packing << " packing); CRC-32 and ids "
+      << "verified in " << std::fixed << std::setprecision(2) << shards->verify_seconds() << " s"
+      << std::defaultfloat << std::endl;
   if (shards->size() == 0)
     throw std::runtime_error("the shards in '" + cfg.data.shards + "' hold " +
                              std::to_string(m.tokens) + " tokens: not one sample of data.seq_len = " +

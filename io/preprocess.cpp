@@ -32,6 +32,7 @@
 #include <thread>
 
 #include "io/shard_format.hpp"
+#include "io/threads.hpp"
 #include "io/tokenizer.hpp"
 
 namespace fs = std::filesystem;
@@ -479,6 +480,7 @@ constexpr char kStateMagic[8] = {'X', 'Y', 'P', 'P', 'S', 'T', '0', '1'};
 class Run {
  public:
   Run(const PreprocessOptions& opt, std::ostream& log) : opt_(opt), log_(log) {}
+  ~Run() { stop_threads(); }  // never destroy a joinable thread, whatever was thrown
 
   PreprocessResult go();
 
@@ -563,42 +565,62 @@ class Run {
   bool resumed_ = false;
 };
 
+}  // namespace
+
+std::string check_options(const PreprocessOptions& o) {
+  auto range = [](const char* flag, int64_t v, int64_t lo, int64_t hi, const char* note = "") {
+    if (v >= lo && v <= hi) return std::string();
+    return std::string(flag) + " " + std::to_string(v) + " is out of range: it must be " +
+           std::to_string(lo) + ".." + std::to_string(hi) + note;
+  };
+  std::string e;
+  if (o.output.empty()) return "--output DIR is required";
+  if (o.tokenizer.empty()) return "--tokenizer FILE is required";
+  if (o.text_field.empty()) return "--text-field must not be empty";
+  if (o.packing != "concat" && o.packing != "llm-code")
+    return "--packing '" + o.packing + "' is not one of: concat, llm-code";
+  if (o.packing == "llm-code" && o.seq_len < 1)
+    return "--packing llm-code pads each group of documents to a multiple of the sample length: "
+           "give --seq-len N (the training data.seq_len)";
+  if (!(e = range("--seq-len", o.seq_len, 0, kPreprocessMaxSeqLen)).empty()) return e;
+  if (!(e = range("--group-docs", o.group_documents, 1, INT64_MAX)).empty()) return e;
+  if (!(e = range("--threads", o.threads, 0, kPreprocessMaxThreads, " (0 = all cores)")).empty()) return e;
+  if (!(e = range("--shard-mb", o.shard_mb, 1, kPreprocessMaxShardMb)).empty()) return e;
+  if (!(e = range("--shard-tokens", o.shard_tokens, 0, kPreprocessMaxShardTokens, " (0 = from --shard-mb)")).empty())
+    return e;
+  if (!(e = range("--memory-mb", o.memory_mb, 16, kPreprocessMaxMemoryMb)).empty()) return e;
+  const int64_t budget = o.memory_mb * (int64_t{1} << 20) / 4;  // fits: memory_mb <= 2^30
+  if (!(e = range("--max-line-bytes", o.max_line_bytes, 16, INT64_MAX)).empty()) return e;
+  if (o.max_line_bytes > budget)
+    return "--max-line-bytes " + std::to_string(o.max_line_bytes) + " exceeds the " +
+           std::to_string(budget) + " bytes of text that --memory-mb " + std::to_string(o.memory_mb) +
+           " allows in flight; raise --memory-mb or lower --max-line-bytes";
+  if (!(e = range("--chunk-bytes", o.chunk_bytes, 0, budget, " (0 = from --memory-mb; at most a quarter of it)")).empty())
+    return e;
+  if (!(e = range("--report", o.report_limit, 0, kPreprocessMaxReports)).empty()) return e;
+  if (!(o.progress_every_s > 0 && o.progress_every_s <= 86400))  // NaN fails too
+    return "--progress-every " + std::to_string(o.progress_every_s) +
+           " is out of range: it must be a number of seconds in (0, 86400]";
+  if (!(e = range("--stop-after-shards", o.stop_after_shards, 0, INT64_MAX)).empty()) return e;
+  return "";
+}
+
+namespace {
+
 void Run::setup() {
-  if (opt_.output.empty()) throw PreprocessError("--output DIR is required");
-  if (opt_.tokenizer.empty()) throw PreprocessError("--tokenizer FILE is required");
-  if (opt_.text_field.empty()) throw PreprocessError("--text-field must not be empty");
-  if (opt_.packing != "concat" && opt_.packing != "llm-code")
-    throw PreprocessError("--packing '" + opt_.packing + "' is not one of: concat, llm-code");
+  if (const std::string e = check_options(opt_); !e.empty()) throw PreprocessError(e);
   llm_code_ = opt_.packing == "llm-code";
-  if (llm_code_ && opt_.seq_len < 1)
-    throw PreprocessError("--packing llm-code pads each group of documents to a multiple of the "
-                          "sample length: give --seq-len N (the training data.seq_len)");
-  if (llm_code_ && opt_.group_documents < 1)
-    throw PreprocessError("--group-docs must be >= 1");
-  if (opt_.memory_mb < 16) throw PreprocessError("--memory-mb must be >= 16");
-  if (opt_.max_line_bytes < 16) throw PreprocessError("--max-line-bytes must be >= 16");
-  if (opt_.threads < 0) throw PreprocessError("--threads must be >= 0 (0 = all cores)");
-  if (opt_.shard_tokens < 0) throw PreprocessError("--shard-tokens must be >= 0");
-  if (opt_.shard_tokens == 0 && opt_.shard_mb < 1) throw PreprocessError("--shard-mb must be >= 1");
   if (const std::string m = check_open_file_limit(); !m.empty()) throw PreprocessError(m);
 
   threads_ = opt_.threads > 0 ? opt_.threads : std::max(1u, std::thread::hardware_concurrency());
   // Text in flight costs about 4x its size (the line bytes, the parsed JSON string, the ids).
-  budget_ = static_cast<size_t>(opt_.memory_mb) * (1u << 20) / 4;
-  if (static_cast<size_t>(opt_.max_line_bytes) > budget_)
-    throw PreprocessError("--max-line-bytes " + std::to_string(opt_.max_line_bytes) +
-                          " exceeds the " + std::to_string(budget_) + " bytes of text that "
-                          "--memory-mb " + std::to_string(opt_.memory_mb) +
-                          " allows in flight; raise --memory-mb or lower --max-line-bytes");
+  budget_ = static_cast<size_t>(opt_.memory_mb) * (1u << 20) / 4;  // max_line_bytes <= it (checked)
   // Enough chunks in flight to keep every worker busy while the writer waits for the oldest or
   // syncs a finished shard; by default they share the budget.
   max_chunks_ = 4 * (threads_ + 1);
   chunk_bytes_ = opt_.chunk_bytes > 0
                      ? static_cast<size_t>(opt_.chunk_bytes)
                      : std::clamp<size_t>(budget_ / static_cast<size_t>(max_chunks_), 64 << 10, 1 << 20);
-  if (chunk_bytes_ > budget_)
-    throw PreprocessError("--chunk-bytes " + std::to_string(chunk_bytes_) + " exceeds the " +
-                          std::to_string(budget_) + " bytes --memory-mb allows in flight");
 
   for (const std::string& p : expand_inputs(opt_.inputs)) {
     struct stat st {};
@@ -1029,6 +1051,10 @@ void Run::reader_main() {
     std::lock_guard<std::mutex> lk(mu_);
     if (thread_error_.empty()) thread_error_ = e.what();
     stop_ = true;
+  } catch (...) {  // nothing may escape a thread (std::terminate)
+    std::lock_guard<std::mutex> lk(mu_);
+    if (thread_error_.empty()) thread_error_ = "the reader thread failed with an unknown exception";
+    stop_ = true;
   }
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -1060,6 +1086,13 @@ void Run::worker_main() {
     {
       std::lock_guard<std::mutex> lk(mu_);
       if (thread_error_.empty()) thread_error_ = e.what();
+      stop_ = true;
+    }
+    cv_.notify_all();
+  } catch (...) {  // nothing may escape a thread (std::terminate)
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (thread_error_.empty()) thread_error_ = "an encoding thread failed with an unknown exception";
       stop_ = true;
     }
     cv_.notify_all();
@@ -1195,9 +1228,15 @@ PreprocessResult Run::go() {
        << " ids), " << opt_.packing << " packing, " << shard_tokens_ << " tokens per shard"
        << std::endl;
 
-  threads_v_.emplace_back([this] { reader_main(); });
-  for (int i = 0; i < threads_; ++i) threads_v_.emplace_back([this] { worker_main(); });
   try {
+    // A refused thread (ulimit) is a ThreadStartError; the catch below stops and joins the ones
+    // already started (a joinable std::thread destroyed would end the process in std::terminate).
+    threads_v_.reserve(static_cast<size_t>(threads_) + 1);
+    threads_v_.push_back(start_thread("the preprocess reader thread", [this] { reader_main(); }));
+    for (int i = 0; i < threads_; ++i)
+      threads_v_.push_back(start_thread("preprocess encoding thread " + std::to_string(i + 1) + " of " +
+                                            std::to_string(threads_) + " (--threads)",
+                                        [this] { worker_main(); }));
     for (int64_t next = 0;; ++next) {
       Result r;
       {

@@ -83,6 +83,19 @@ struct PreprocessResult {
   double seconds = 0;
 };
 
+// Limits of the numeric settings (far above any real use; they stop absurd values, and the
+// overflows they would cause, before anything is done).
+constexpr int64_t kPreprocessMaxThreads = 1024;
+constexpr int64_t kPreprocessMaxSeqLen = int64_t{1} << 24;
+constexpr int64_t kPreprocessMaxShardMb = int64_t{1} << 20;       // 1 TiB of ids per shard
+constexpr int64_t kPreprocessMaxShardTokens = int64_t{1} << 40;
+constexpr int64_t kPreprocessMaxMemoryMb = int64_t{1} << 30;
+constexpr int64_t kPreprocessMaxReports = 1000000;
+
+// The first problem with the settings of `opt` ("--flag V is out of range: ..."), or "" when
+// they are usable. preprocess() throws it; the command line reports it as a usage error.
+std::string check_options(const PreprocessOptions& opt);
+
 // Expands files, directories and globs into the ordered list of input files: arguments in order;
 // a directory's files (*.jsonl, *.json, with optional .gz/.zst) and a glob's matches sorted by
 // name; duplicates dropped. Throws PreprocessError for a path that does not exist or matches

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <climits>
 #include <cstdio>
 #include <string>
 
@@ -41,9 +42,18 @@ static_assert(sizeof(ShardHeader) == kHeaderBytes, "ShardHeader must be 64 bytes
 
 inline int64_t padded(int64_t bytes) { return (bytes + 7) / 8 * 8; }
 
-// Total file size of a shard with these counts.
+// Total file size of a shard with these counts, or -1 when a count is negative or the size does
+// not fit in int64: checked arithmetic, so that a corrupt header (2^62 tokens, say) cannot wrap
+// around to the size of the file it is in.
 inline int64_t file_bytes(int64_t tokens, int64_t documents, int64_t token_bytes) {
-  return kHeaderBytes + padded(tokens * token_bytes) + documents * 8;
+  int64_t ids = 0, index = 0, total = 0;
+  if (tokens < 0 || documents < 0 || token_bytes <= 0) return -1;
+  if (__builtin_mul_overflow(tokens, token_bytes, &ids) || ids > INT64_MAX - 7) return -1;
+  if (__builtin_mul_overflow(documents, int64_t{8}, &index)) return -1;
+  if (__builtin_add_overflow(padded(ids), index, &total) ||
+      __builtin_add_overflow(total, kHeaderBytes, &total))
+    return -1;
+  return total;
 }
 
 inline std::string shard_name(int64_t index) {

@@ -44,14 +44,33 @@ struct ShardManifest {
 // Reads <dir>/manifest.json. Throws ShardError naming the file; a directory with a
 // preprocess.state but no manifest gets "preprocessing is not finished".
 ShardManifest read_manifest(const std::string& dir);
+// The same from the manifest's text (`path` names it in errors): every field type- and
+// range-checked, so that no later size computation overflows. No I/O (fuzzed:
+// tests/fuzz/shard_fuzz.cpp).
+ShardManifest parse_manifest(const std::string& text, const std::string& path);
+
+// What the manifest says shard `index` must be.
+struct ShardExpect {
+  int64_t index = 0, first_token = 0, tokens = 0, token_bytes = 2;
+};
+// The header and size of one shard file (`size` bytes at `data`) against the manifest: "" when
+// they agree, else what is wrong. Sizes use checked arithmetic. No I/O (fuzzed).
+std::string shard_header_problem(const unsigned char* data, size_t size, const ShardExpect& want);
+// Reads a whole shard whose header passed shard_header_problem: the CRC-32 of every byte after
+// the header against the header's, then every token id against the vocabulary. "" when both
+// hold, else what is wrong (both CRCs, or the first bad id with its byte offset). No I/O (fuzzed).
+std::string shard_data_problem(const unsigned char* data, size_t size, int64_t vocab);
 
 class ShardSamples : public SampleSource {
  public:
   // Maps every shard of `dir` and checks each header and size against the manifest; with
-  // `verify`, also each shard's CRC-32 and that every id is below the vocabulary (reads it all).
-  // Throws ShardError: missing/short/corrupt shard, or a seq_len that llm-code packing forbids.
+  // `verify`, also each shard's CRC-32 and that every id is below the vocabulary (reads it all,
+  // on up to 8 threads; training always verifies: see docs/DATA.md for its cost).
+  // Throws ShardError naming the shard file and what is wrong: missing/short/corrupt shard, a
+  // bad id, or a seq_len that llm-code packing forbids.
   static std::shared_ptr<ShardSamples> open(const std::string& dir, int64_t seq_len,
                                             bool verify = false);
+  double verify_seconds() const { return verify_s_; }  // what `verify` took
   ~ShardSamples() override;
   ShardSamples(const ShardSamples&) = delete;
   ShardSamples& operator=(const ShardSamples&) = delete;
@@ -78,6 +97,7 @@ class ShardSamples : public SampleSource {
   std::vector<Mapped> maps_;
   int64_t seq_len_ = 0, count_ = 0;
   bool llm_code_ = false;
+  double verify_s_ = 0;
 };
 
 }  // namespace xy

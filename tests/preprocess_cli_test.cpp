@@ -117,4 +117,46 @@ TEST_F(PreprocessCli, BadUsageIsExitTwo) {
   EXPECT_NE(read_all(dir_ + "/log").find("--tokenizer is required"), std::string::npos);
 }
 
+// Every numeric flag: a value out of range, overflowing, negative or not a number is one line
+// naming the flag, exit 2, with nothing written. (--shard-mb 2^44 wrapped to 0 tokens per shard
+// and wrote empty shards forever: each run here is killed after 20 s.)
+TEST_F(PreprocessCli, BadNumericFlagsAreOneLineExitTwo) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--shard-mb", "17592186044416"}, {"--shard-mb", "0"}, {"--shard-mb", "-1"},
+      {"--shard-mb", "12abc"}, {"--shard-mb", "99999999999999999999999"},
+      {"--shard-tokens", "-3"}, {"--shard-tokens", "9223372036854775807"},
+      {"--memory-mb", "9223372036854775807"}, {"--memory-mb", "8"}, {"--memory-mb", "lots"},
+      {"--max-line-bytes", "-1"}, {"--max-line-bytes", "1e3"},
+      {"--chunk-bytes", "-1"}, {"--chunk-bytes", "99999999999"},
+      {"--threads", "-1"}, {"--threads", "100000"}, {"--threads", "4294967297"}, {"--threads", ""},
+      {"--report", "-1"}, {"--report", "x"},
+      {"--progress-every", "0"}, {"--progress-every", "-1"}, {"--progress-every", "nan"},
+      {"--progress-every", "inf"}, {"--progress-every", "5s"},
+      {"--stop-after-shards", "-2"}, {"--seq-len", "-1"}, {"--seq-len", "99999999999"},
+      {"--group-docs", "0"}, {"--group-docs", " 7"},
+  };
+  int i = 0;
+  for (const auto& [flag, value] : cases) {
+    const std::string out = dir_ + "/out" + std::to_string(i), log = dir_ + "/log" + std::to_string(i);
+    ++i;
+    const pid_t pid = spawn({"--tokenizer", tok_, "--output", out, "--progress", "none", flag, value, kSampleCorpus}, log);
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (::waitpid(pid, &status, WNOHANG) != pid) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const std::string text = read_all(log);
+    EXPECT_EQ(rc, 2) << flag << " " << value << ":\n" << text;
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << flag << " " << value << ":\n" << text;
+    EXPECT_EQ(text.rfind("xy-node preprocess: " + flag + " ", 0), 0u) << flag << " " << value << ":\n" << text;
+    EXPECT_FALSE(fs::exists(out)) << flag << " " << value << " created the output";
+  }
+}
+
 }  // namespace

@@ -449,6 +449,100 @@ TEST_F(PreprocessTest, CorruptShardsAreRefused) {
   }
 }
 
+// Training (prepare_data with data.shards) verifies every shard before the first step: a flipped
+// bit within the vocabulary (which would train silently), an id at or above the vocabulary with a
+// matching CRC (which ended the first step in "index out of range in self"), and a header whose
+// sizes overflow (2^62 tokens passed the size check and ended in bad_alloc) are each refused with
+// the shard file and what is wrong.
+TEST_F(PreprocessTest, TrainingVerifiesShardsCrcIdsAndSizes) {
+  auto o = opts("out", {kSampleCorpus});
+  o.shard_tokens = 100000;
+  run_quiet(o);
+  Config cfg;
+  cfg.source = "test.toml";
+  cfg.data.shards = o.output;
+  cfg.data.seq_len = 64;
+  cfg.data.work_dir = dir_ + "/work";
+  std::ostringstream log;
+  ASSERT_NO_THROW(prepare_data(cfg, log));
+  const std::string f = o.output + "/shard-00001.bin";
+  const std::string good = read_all(f);
+  auto expect_refused = [&](const std::string& what, const std::vector<std::string>& parts) {
+    try {
+      prepare_data(cfg, log);
+      ADD_FAILURE() << what << " was accepted for training";
+    } catch (const std::runtime_error& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+      for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << what << ": " << msg;
+    }
+  };
+  auto header_of = [](const std::string& b) {
+    shard::ShardHeader h;
+    std::memcpy(&h, b.data(), sizeof(h));
+    return h;
+  };
+  auto with_header = [](std::string b, const shard::ShardHeader& h) {
+    std::memcpy(b.data(), &h, sizeof(h));
+    return b;
+  };
+  auto crc_of = [](const std::string& b) {
+    return static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(b.data()) + shard::kHeaderBytes,
+                                       static_cast<uInt>(b.size() - shard::kHeaderBytes)));
+  };
+  const shard::ShardHeader h0 = header_of(good);
+  ASSERT_EQ(h0.token_bytes, 2u);
+  // 1. Corruption that stays inside the vocabulary: token 100's low bit flipped.
+  std::string bytes = good;
+  const size_t at = shard::kHeaderBytes + 100 * 2;
+  bytes[at] = static_cast<char>(bytes[at] ^ 1);
+  uint16_t id = 0;
+  std::memcpy(&id, bytes.data() + at, 2);
+  ASSERT_LT(id, tok_->vocab_size());
+  write_text(f, bytes);
+  char want_crc[16];
+  std::snprintf(want_crc, sizeof(want_crc), "%08x", static_cast<unsigned>(h0.crc32));
+  expect_refused("a flipped bit", {"shard-00001.bin", "CRC-32", want_crc, "test.toml"});
+  // 2. An id beyond the vocabulary, its CRC recomputed (as a writer with another tokenizer would).
+  bytes = good;
+  const uint16_t big = 65535;
+  std::memcpy(bytes.data() + at, &big, 2);
+  shard::ShardHeader h = h0;
+  h.crc32 = crc_of(bytes);
+  write_text(f, with_header(bytes, h));
+  expect_refused("an id beyond the vocabulary",
+                 {"shard-00001.bin", "token id 65535", "byte offset " + std::to_string(at), "vocabulary"});
+  write_text(f, good);
+  ASSERT_NO_THROW(prepare_data(cfg, log));
+  // 3. Shard 0's header and the manifest claim 2^62 uint32 tokens: 2^62 * 4 wraps to 0 in int64,
+  // so with documents = (size - 64) / 8 the unchecked size equalled the file's.
+  const std::string f0 = o.output + "/shard-00000.bin";
+  const std::string good0 = read_all(f0), good_manifest = read_all(o.output + "/manifest.json");
+  nlohmann::json m = nlohmann::json::parse(good_manifest);
+  const int64_t huge = int64_t{1} << 62;
+  m["token_bytes"] = 4;
+  m["shard_tokens"] = huge;
+  m["shards"] = nlohmann::json::array({m["shards"][0]});
+  m["shards"][0]["tokens"] = huge;
+  m["counts"]["tokens"] = huge;
+  write_text(o.output + "/manifest.json", m.dump(2));
+  h = header_of(good0);
+  h.token_bytes = 4;
+  h.tokens = huge;
+  h.documents = static_cast<int64_t>(good0.size() - shard::kHeaderBytes) / 8;
+  write_text(f0, with_header(good0, h));
+  expect_refused("a header of 2^62 tokens", {"shard-00000.bin", "4611686018427387904", "impossible sizes"});
+  // The manifest alone (the header intact): its own checks name it.
+  write_text(f0, good0);
+  m = nlohmann::json::parse(good_manifest);
+  m["shards"][0]["tokens"] = -5;
+  write_text(o.output + "/manifest.json", m.dump(2));
+  expect_refused("a negative shard size", {"manifest.json", "is corrupt"});
+  write_text(o.output + "/manifest.json", good_manifest);
+  ASSERT_NO_THROW(prepare_data(cfg, log));
+  EXPECT_NE(log.str().find("verified in"), std::string::npos) << log.str();
+}
+
 TEST_F(PreprocessTest, LoaderOrderIsDeterministicPartitionedAndResumable) {
   auto o = opts("out", {kSampleCorpus});
   o.shard_tokens = 60000;
