@@ -19,4 +19,14 @@ if [ -n "$bad" ]; then
   echo "xy: skipped, though not a GPU test (see its output above for what was missing):" $bad
   exit 1
 fi
+# The LibTorch-free parsers (config, safetensors, config.json, corpus, shard reader) with their
+# tests and fuzz corpora again under ASan + UBSan (build-asan, label asan): a report fails the run.
+asan_start=$(date +%s)
+[ -f build-asan/build.ninja ] ||
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+    -DXY_SANITIZE=ON -DXY_PCH=OFF >/dev/null
+cmake --build build-asan -j "${XY_JOBS:-2}" --target asan_tests
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan -L asan --output-on-failure -j 2 --timeout 600
+echo "xy: sanitizer build and tests took $(( $(date +%s) - asan_start )) s"
 echo "xy: build and tests took $(( $(date +%s) - start )) s"
