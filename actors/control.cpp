@@ -1,6 +1,7 @@
 // The control plane over the job's store: secret handshake, heartbeats, job-wide stall reports
 // (see control.hpp).
 #include "io/atomic_file.hpp"
+#include "io/threads.hpp"
 #include "actors/control.hpp"
 #include "comm/comm.hpp"
 
@@ -208,7 +209,7 @@ ControlPlane::ControlPlane(const Config& cfg, int node_index, OpRegistry* regist
 std::shared_ptr<ControlPlane> ControlPlane::start(const Config& cfg, int node_index,
                                                   OpRegistry* registry) {
   std::shared_ptr<ControlPlane> c(new ControlPlane(cfg, node_index, registry));
-  c->thread_ = std::thread([self = c] { self->loop(); });
+  c->thread_ = start_thread("the control plane's thread", [self = c] { self->loop(); });
   return c;
 }
 

@@ -1,5 +1,6 @@
 // The node's status server over HTTP (cpp-httplib): /status (JSON), /metrics (Prometheus), / (page).
 #include "actors/status_server.hpp"
+#include "io/threads.hpp"
 
 #include <httplib.h>
 
@@ -36,7 +37,7 @@ class HttpStatusServer : public StatusServer {
       throw std::runtime_error("cannot serve status on " + host + ":" + std::to_string(port) +
                                " (in use, or not an address of this machine); set control.http_port "
                                "to a free port or control.http_host to this node's interface");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    thread_ = start_thread("the status server's thread", [this] { server_.listen_after_bind(); });
   }
   ~HttpStatusServer() override {
     server_.stop();

@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "actors/actors.hpp"
+#include "io/threads.hpp"
 #include "actors/control.hpp"
 #include "actors/status_server.hpp"
 
@@ -30,7 +31,7 @@ class Watcher {
  public:
   explicit Watcher(double hard_s) : hard_s_(hard_s) {
     beat();
-    thread_ = std::thread([this] {
+    thread_ = start_thread("the watchdog's thread", [this] {
       std::unique_lock<std::mutex> lock(mu_);
       while (!stop_) {
         cv_.wait_for(lock, std::chrono::milliseconds(250));

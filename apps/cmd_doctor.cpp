@@ -38,6 +38,7 @@
 #include <cxxopts.hpp>
 #include <nlohmann/json.hpp>
 
+#include "io/threads.hpp"
 #include "apps/commands.hpp"
 #include "io/config.hpp"
 #include "model/layout.hpp"
@@ -149,7 +150,7 @@ std::vector<std::string> loaded_objects() {
 bool run_with_timeout(double timeout_s, std::function<std::string()> fn, std::string* result) {
   auto done = std::make_shared<std::promise<std::string>>();
   std::future<std::string> f = done->get_future();
-  std::thread([done, fn = std::move(fn)] {
+  start_thread("the doctor's GPU probe", [done, fn = std::move(fn)] {
     try {
       done->set_value(fn());
     } catch (const std::exception& e) {
@@ -539,7 +540,7 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
   std::atomic<bool> serving{true};
   std::thread server;
   if (listener >= 0) {
-    server = std::thread([&] {
+    server = start_thread("the doctor's answering thread", [&] {
       while (serving) {
         pollfd p{listener, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0) continue;

@@ -1,5 +1,6 @@
 // `xy-node preprocess`: reader thread -> encoding workers -> in-order packer and shard writer
 // (see preprocess.hpp; the format is in shard_format.hpp and docs/DATA.md).
+#include "io/atomic_file.hpp"
 #include "io/preprocess.hpp"
 #include "io/sha256.hpp"
 
@@ -94,13 +95,22 @@ void fsync_dir(const std::string& dir) {
   if (d.fd >= 0) ::fsync(d.fd);
 }
 
+// A temporary file of ours: created exclusively without following a link (a stale one, or a link
+// planted at its name, is removed first: io/atomic_file.hpp), mode 0666 & ~umask (owner-only).
+int open_new(const std::string& path) {
+  try {
+    return open_exclusive(path);
+  } catch (const std::exception& e) {
+    throw PreprocessError(e.what());
+  }
+}
+
 // Writes `data` to path through a temporary file, fsync and rename: readers see the old file or
 // the new one, never half of one.
-void write_file_atomic(const std::string& path, const std::string& data) {
+void publish_file(const std::string& path, const std::string& data) {
   const std::string tmp = path + ".tmp";
   {
-    Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (f.fd < 0) throw PreprocessError("cannot create '" + tmp + "': " + errno_text(errno));
+    Fd f(open_new(tmp));
     write_all(f.fd, data.data(), data.size(), tmp);
     if (::fdatasync(f.fd) != 0) throw PreprocessError("cannot sync '" + tmp + "': " + errno_text(errno));
   }
@@ -703,7 +713,7 @@ void Run::save_state() {
   data += j;
   data.append(reinterpret_cast<const char*>(carry_.data()), carry_.size() * sizeof(int32_t));
   data.append(reinterpret_cast<const char*>(open_docs_.data()), open_docs_.size() * sizeof(int64_t));
-  write_file_atomic((fs::path(out_) / shard::kState).string(), data);
+  publish_file((fs::path(out_) / shard::kState).string(), data);
 }
 
 bool Run::load_state() {
@@ -772,9 +782,7 @@ void Run::emit(const int32_t* p, int64_t n) {
   while (n > 0) {
     if (shard_fd_.fd < 0) {
       shard_tmp_ = (fs::path(out_) / (shard::shard_name(static_cast<int64_t>(shards_.size())) + ".tmp")).string();
-      shard_fd_.reset(::open(shard_tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-      if (shard_fd_.fd < 0)
-        throw PreprocessError("cannot create '" + shard_tmp_ + "': " + errno_text(errno));
+      shard_fd_.reset(open_new(shard_tmp_));
       const char zeros[shard::kHeaderBytes] = {0};
       write_all(shard_fd_.fd, zeros, sizeof(zeros), shard_tmp_);
       open_crc_ = static_cast<uint32_t>(crc32(0L, Z_NULL, 0));
@@ -1175,7 +1183,7 @@ void Run::write_manifest() {
                            {"first_document", s.first_document}, {"crc32", crc}});
   }
   m["settings"] = settings_;
-  write_file_atomic((fs::path(out_) / shard::kManifest).string(), m.dump(1) + "\n");
+  publish_file((fs::path(out_) / shard::kManifest).string(), m.dump(1) + "\n");
 }
 
 PreprocessResult Run::go() {
