@@ -8,10 +8,15 @@ finish() { echo "$passed passed, $fail failed"; [ $fail -eq 0 ]; exit $?; }
 # skip WHY: this machine lacks what the test needs (GPUs, a tool): says so and exits 77, which
 # CTest reports as Skipped (SKIP_RETURN_CODE 77), never as Passed.
 skip() { echo "SKIPPED: $1"; exit 77; }
-# need_gpus N: skips unless nvidia-smi lists N or more GPUs.
+# need_gpus N: skips unless N or more GPUs are visible: those nvidia-smi lists, limited by
+# CUDA_VISIBLE_DEVICES when it is set (an empty value hides them all).
 need_gpus() {
   local n; n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
-  [ "$n" -ge "$1" ] || skip "needs $1 or more GPUs; this machine has $n"
+  if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+    local v; v=$(printf '%s' "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
+    [ "$v" -lt "$n" ] && n=$v
+  fi
+  [ "$n" -ge "$1" ] || skip "needs $1 or more GPUs; this machine has $n visible"
 }
 # free_ports [N]: N (default 1) free TCP ports on 127.0.0.1, ascending, each more than 2 from the
 # others (a node's job store listens on its port + 1).

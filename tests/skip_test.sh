@@ -32,6 +32,12 @@ for g in one-gpu:1 no-gpu:0; do
       bash "$T/fault_test.sh" "$XY" "$W/fault-$d" "$c" cuda
   done
 done
+# Two GPUs in the machine, one made visible: as good as one.
+mkdir -p "$W/two-gpu"
+printf '#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-0)"\necho "GPU 1: NVIDIA H200 (UUID: GPU-1)"\n' > "$W/two-gpu/nvidia-smi"
+chmod +x "$W/two-gpu/nvidia-smi"
+expect_skip "multiprocess_gpu_test, 2 GPUs with CUDA_VISIBLE_DEVICES=0" "needs 2 or more GPUs; this machine has 1 visible" \
+  "$W/two-gpu:$PATH" -- env CUDA_VISIBLE_DEVICES=0 bash "$T/multiprocess_test.sh" "$XY" "$W/mp-two" cuda
 # A PATH without any browser (the test looks for one before it runs anything else).
 expect_skip "status_page_test without Chromium" "chromium is not installed" "$W/no-browser" -- \
   "$BASH" "$T/status_page_test.sh" "$XY" "$W/status"
