@@ -72,20 +72,9 @@ CheckpointManifest read_checkpoint(const std::string& dir, bool verify) {
   }
   const Manifest parsed = parse_checkpoint_manifest(text, mpath.string());
   CheckpointManifest man;
+  static_cast<Manifest&>(man) = parsed;
   man.dir = dir;
-  man.step = parsed.step;
-  man.adam_step = parsed.adam_step;
-  man.samples_per_rank = parsed.samples_per_rank;
-  man.loss_scale = parsed.loss_scale;
-  man.scaler_iter = parsed.scaler_iter;
-  man.scaler_last_overflow = parsed.scaler_last_overflow;
-  man.scaler_hysteresis = parsed.scaler_hysteresis;
-  man.loss = parsed.loss;
-  man.world_size = parsed.world_size;
-  man.working_dtype = dtype_from_name(parsed.working_dtype, mpath.string());
-  man.model = parsed.model;
-  man.units = parsed.units;
-  man.files = parsed.files;
+  man.working_dtype = dtype_from_name(parsed.working_dtype_name, mpath.string());
   // The units must be those of the manifest's model at its world size, name by name.
   const ModelLayout layout = build_layout(man.model, man.world_size, {});
   for (size_t u = 0; u < layout.units.size(); ++u) {

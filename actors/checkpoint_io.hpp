@@ -22,17 +22,11 @@ namespace xy {
 using CheckpointFile = ManifestFile;
 using CheckpointUnit = ManifestUnit;
 
-struct CheckpointManifest {
+// A validated manifest (io/manifest.hpp) with the directory it was read from and its working
+// dtype as LibTorch's.
+struct CheckpointManifest : Manifest {
   std::string dir;
-  int64_t step = 0, adam_step = 0, samples_per_rank = 0;
-  double loss_scale = 1;  // the dynamic loss scaler's state (scale 1, iter 0 when it was off)
-  int64_t scaler_iter = 0, scaler_last_overflow = -1, scaler_hysteresis = 0;
-  double loss = 0;
-  int world_size = 0;
   at::ScalarType working_dtype = at::kFloat;
-  ModelConfig model;  // shape fields only
-  std::vector<CheckpointUnit> units;
-  std::vector<CheckpointFile> files;  // sorted by rank
 };
 
 // The directory `spec` names: "latest" (the step-N beside it that <root>/latest names) or a path.

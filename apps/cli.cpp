@@ -13,6 +13,7 @@
 
 #include "actors/exit_codes.hpp"
 #include "io/atomic_file.hpp"
+#include "io/error_text.hpp"
 #include "apps/commands.hpp"
 
 const char* xy_usage() {
@@ -65,6 +66,18 @@ std::optional<double> parse_finite(const std::string& s) {
   const double v = std::strtod(s.c_str(), &end);
   if (end != s.c_str() + s.size() || errno == ERANGE || !std::isfinite(v)) return std::nullopt;
   return v;
+}
+
+int run_guarded(int argc, char** argv, int (*command)(int, char**)) {
+  const std::string who = "xy-node" + (argc > 1 ? std::string(" ") + argv[1] : std::string());
+  try {
+    return command(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << who << ": error: " << xy::without_backtrace(e.what()) << "\n";
+  } catch (...) {
+    std::cerr << who << ": error: an unknown exception\n";
+  }
+  return xy::kExitError;
 }
 
 int unknown_command(const std::string& cmd) {

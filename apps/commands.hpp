@@ -24,6 +24,10 @@ const char* xy_usage();
 // is another command.
 int run_light_command(int argc, char** argv);
 
+// Runs command(argc, argv); whatever escapes it ends the process with one line on stderr and exit
+// code 1: never std::terminate's abort, nor a LibTorch backtrace (c10::Error's what() carries one).
+int run_guarded(int argc, char** argv, int (*command)(int, char**));
+
 // "unknown command" and the usage on stderr; returns the exit code (2).
 int unknown_command(const std::string& cmd);
 

@@ -17,7 +17,6 @@
 #include "apps/commands.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
-#include "io/error_text.hpp"
 
 namespace {
 
@@ -187,17 +186,4 @@ int dispatch(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // Whatever escapes a command ends it with one line and exit code 1: never std::terminate's
-  // abort, nor a LibTorch backtrace (c10::Error's what() carries one: without_backtrace).
-  try {
-    return dispatch(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node" << (argc > 1 ? std::string(" ") + argv[1] : std::string()) << ": error: "
-              << xy::without_backtrace(e.what()) << "\n";
-  } catch (...) {
-    std::cerr << "xy-node" << (argc > 1 ? std::string(" ") + argv[1] : std::string())
-              << ": error: an unknown exception\n";
-  }
-  return xy::kExitError;
-}
+int main(int argc, char** argv) { return run_guarded(argc, argv, dispatch); }

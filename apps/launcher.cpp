@@ -15,7 +15,6 @@
 
 #include "actors/exit_codes.hpp"
 #include "apps/commands.hpp"
-#include "io/error_text.hpp"
 
 namespace {
 
@@ -45,16 +44,4 @@ int launch(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // Whatever escapes preprocess or status ends it with one line and exit code 1, not an abort.
-  try {
-    return launch(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "xy-node" << (argc > 1 ? std::string(" ") + argv[1] : std::string()) << ": error: "
-              << xy::without_backtrace(e.what()) << "\n";
-  } catch (...) {
-    std::cerr << "xy-node" << (argc > 1 ? std::string(" ") + argv[1] : std::string())
-              << ": error: an unknown exception\n";
-  }
-  return xy::kExitError;
-}
+int main(int argc, char** argv) { return run_guarded(argc, argv, launch); }

@@ -138,8 +138,8 @@ Manifest parse_checkpoint_manifest(const std::string& text, const std::string& w
   m.loss = r.number(j, "loss", -1e30, 1e30, "", /*allow_null=*/true);
   m.world_size = static_cast<int>(r.integer(j, "world_size", 1, kMaxCheckpointWorld));
   if (j.contains("nodes")) m.nodes = static_cast<int>(r.integer(j, "nodes", 1, m.world_size));
-  m.working_dtype = r.string(j, "working_dtype");
-  const int64_t welem = working_dtype_size(m.working_dtype, where);
+  m.working_dtype_name = r.string(j, "working_dtype");
+  const int64_t welem = working_dtype_size(m.working_dtype_name, where);
 
   const json& mj = r.at(j, "model", "");
   ModelConfig& mc = m.model;

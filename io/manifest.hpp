@@ -53,7 +53,7 @@ struct Manifest {
   double loss = 0;
   int world_size = 0;
   int nodes = 1;
-  std::string working_dtype;  // "Float" | "BFloat16" | "Half"
+  std::string working_dtype_name;  // "Float" | "BFloat16" | "Half"
   ModelConfig model;          // shape fields only
   std::vector<ManifestUnit> units;
   std::vector<ManifestFile> files;  // sorted by rank, files[r].rank == r
