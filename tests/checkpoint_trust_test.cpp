@@ -5,6 +5,7 @@
 // outside the checkpoint, never a crash; files are owner-only and temporaries do not follow links.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -23,8 +24,10 @@ using json = nlohmann::json;
 
 namespace {
 
+// Per process: CTest runs each test case in a process of its own, two at a time, and the cases
+// that share the good checkpoint below each make it.
 fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("xy_ckpt_trust_" + name);
+  fs::path d = fs::temp_directory_path() / ("xy_ckpt_trust_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
