@@ -78,15 +78,10 @@ struct Fd {
 };
 
 void write_all(int fd, const void* p, size_t n, const std::string& path) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw PreprocessError("cannot write '" + path + "': " + errno_text(errno));
-    }
-    c += w;
-    n -= static_cast<size_t>(w);
+  try {
+    write_all_fd(fd, p, n, "'" + path + "'");  // io/atomic_file.hpp: retries EINTR and short writes
+  } catch (const std::exception& e) {
+    throw PreprocessError(e.what());
   }
 }
 

@@ -43,6 +43,16 @@ class PreprocessTest : public ::testing::Test {
     return base_options(*tok_path_, dir_ + "/" + out, std::move(inputs));
   }
 
+  // A training configuration that reads the shards in `shards` (sequences of 64 tokens).
+  Config shards_config(const std::string& shards) const {
+    Config cfg;
+    cfg.source = "test.toml";
+    cfg.data.shards = shards;
+    cfg.data.seq_len = 64;
+    cfg.data.work_dir = dir_ + "/work";
+    return cfg;
+  }
+
   // The whole token stream of a shard directory.
   static std::vector<int32_t> stream(const std::string& dir) {
     auto s = ShardSamples::open(dir, 1, /*verify=*/true);
@@ -458,11 +468,7 @@ TEST_F(PreprocessTest, TrainingVerifiesShardsCrcIdsAndSizes) {
   auto o = opts("out", {kSampleCorpus});
   o.shard_tokens = 100000;
   run_quiet(o);
-  Config cfg;
-  cfg.source = "test.toml";
-  cfg.data.shards = o.output;
-  cfg.data.seq_len = 64;
-  cfg.data.work_dir = dir_ + "/work";
+  Config cfg = shards_config(o.output);
   std::ostringstream log;
   ASSERT_NO_THROW(prepare_data(cfg, log));
   const std::string f = o.output + "/shard-00001.bin";
@@ -583,11 +589,7 @@ TEST_F(PreprocessTest, TrainingDataComesFromDataShards) {
   o.packing = "llm-code";
   o.seq_len = 64;
   run_quiet(o);
-  Config cfg;
-  cfg.source = "test.toml";
-  cfg.data.shards = o.output;
-  cfg.data.seq_len = 64;
-  cfg.data.work_dir = dir_ + "/work";
+  Config cfg = shards_config(o.output);
   std::ostringstream log;
   const PreparedData d = prepare_data(cfg, log);
   auto s = ShardSamples::open(o.output, 64);
