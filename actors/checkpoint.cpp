@@ -39,8 +39,6 @@ struct CheckpointState {
   static inline const char* name = "checkpoint";
 };
 
-std::string step_name(int64_t step) { return checkpoint_step_name(step); }
-
 // Writes `tensors` back to back into `path` and fsyncs it; returns {bytes, sha256}.
 std::pair<int64_t, std::string> write_tensors(const fs::path& path, const std::vector<at::Tensor>& ts) {
   // A new file (exclusive, no link followed), mode 0666 & ~umask: owner-only by default.
@@ -95,47 +93,13 @@ at::Tensor snapshot_copy(NodeContext& ctx, const at::Tensor& t) {
   return dst;
 }
 
-}  // namespace
-
-void apply_retention(const fs::path& root, int64_t published_step, int keep_last, int64_t keep_every) {
-  // By step number, not by name (step-100000000 sorts before step-99999999 as text).
-  std::vector<std::pair<int64_t, std::string>> steps;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root, ec)) {
-    const std::string n = e.path().filename().string();
-    const int64_t step = parse_checkpoint_step_name(n);
-    if (step >= 0 && e.symlink_status(ec).type() == fs::file_type::directory) steps.emplace_back(step, n);
-  }
-  std::sort(steps.begin(), steps.end());
-  // Never deleted: the checkpoint just published and the one `latest` names (the same one when
-  // publication went as planned; they differ only if `latest` was changed by hand).
-  std::string latest_name;
-  try {
-    latest_name = fs::path(read_latest_checkpoint(root.string())).filename().string();
-  } catch (const std::exception&) {
-  }
-  const std::string published = checkpoint_step_name(published_step);
-  const size_t keep = static_cast<size_t>(std::max(1, keep_last));
-  for (size_t i = 0; i + keep < steps.size(); ++i) {
-    const auto& [step, n] = steps[i];
-    if (n == published || n == latest_name) continue;
-    // Every keep_every-th step's checkpoint is kept for good.
-    if (keep_every > 0 && step % keep_every == 0) continue;
-    // Rename first (atomic), then delete: a crash mid-way never leaves a half-deleted step-N.
-    const fs::path doomed = root / (".del-" + n);
-    fs::rename(root / n, doomed);
-    fs::remove_all(doomed);
-  }
-}
-
-namespace {
 
 // Every node writes its ranks' files into <dir>/.tmp-step-N/ and reports them through the store;
 // node 0 waits for every node's report, writes the manifest and publishes (rename, then `latest`).
 std::string publish(NodeContext& ctx, const Snapshot& snap) {
   const fs::path root = ctx.cfg.checkpoint.dir;
   fs::create_directories(root);
-  const std::string name = step_name(snap.info.step);
+  const std::string name = checkpoint_step_name(snap.info.step);
   const fs::path tmp = root / (".tmp-" + name), final_dir = root / name;
   // On a shared file system every node writes into the same one, so it is never emptied here
   // (what a crash left is removed when node 0's checkpoint actor starts); a link there is refused.
@@ -193,12 +157,7 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   // A checkpoint of the same step from before (a resumed run re-saving it) is replaced; a link in
   // its place is removed as a link.
   std::error_code ec;
-  if (fs::symlink_status(final_dir, ec).type() != fs::file_type::not_found) {
-    const fs::path old = root / (".del-" + name);
-    fs::remove_all(old, ec);
-    fs::rename(final_dir, old);
-    fs::remove_all(old);
-  }
+  if (fs::symlink_status(final_dir, ec).type() != fs::file_type::not_found) remove_checkpoint_dir(root, name);
   fs::rename(tmp, final_dir);
   // `latest` names the newest published checkpoint; replaced atomically.
   write_file_atomic((root / "latest").string(), name + "\n");
@@ -237,7 +196,7 @@ checkpoint_actor::behavior_type checkpoint_fn(
               ts.push_back(snapshot_copy(*s.ctx, *t));
           snap.ranks.push_back(std::move(ts));
         }
-        const std::string name = step_name(info.step);
+        const std::string name = checkpoint_step_name(info.step);
         const std::string dir = (fs::path(s.ctx->cfg.checkpoint.dir) / name).string();
         rp.deliver(dir);  // training continues; the write below runs on this actor's own thread
         const double pause_s = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -127,6 +127,35 @@ std::vector<std::string> list_checkpoints(const std::string& root) {
   return out;
 }
 
+void remove_checkpoint_dir(const fs::path& root, const std::string& name) {
+  // Rename first (atomic), then delete: a crash mid-way never leaves a half-deleted step-N (what
+  // is left is a .del-step-N, removed at the next start).
+  const fs::path doomed = root / (".del-" + name);
+  std::error_code ec;
+  fs::remove_all(doomed, ec);
+  fs::rename(root / name, doomed);
+  fs::remove_all(doomed);
+}
+
+void apply_retention(const fs::path& root, int64_t published_step, int keep_last, int64_t keep_every) {
+  // Never deleted: the checkpoint just published and the one `latest` names (the same one when
+  // publication went as planned; they differ only if `latest` was changed by hand).
+  std::string latest_name;
+  try {
+    latest_name = fs::path(read_latest_checkpoint(root.string())).filename().string();
+  } catch (const std::exception&) {
+  }
+  const std::string published = checkpoint_step_name(published_step);
+  const std::vector<std::string> found = list_checkpoints(root.string());  // newest step first
+  for (size_t i = static_cast<size_t>(std::max(1, keep_last)); i < found.size(); ++i) {
+    const std::string n = fs::path(found[i]).filename().string();
+    if (n == published || n == latest_name) continue;
+    // Every keep_every-th step's checkpoint is kept for good.
+    if (keep_every > 0 && parse_checkpoint_step_name(n) % keep_every == 0) continue;
+    remove_checkpoint_dir(root, n);
+  }
+}
+
 void prepare_checkpoint_dir_for_fresh_run(const std::string& root, bool overwrite) {
   std::error_code ec;
   const std::vector<std::string> found = list_checkpoints(root);
@@ -143,12 +172,7 @@ void prepare_checkpoint_dir_for_fresh_run(const std::string& root, bool overwrit
         "); a fresh run there would replace 'latest' and its retention would delete them. Continue "
         "that run with --resume latest, choose another checkpoint.dir or --work-dir, or pass "
         "--overwrite-checkpoints to delete them and start over");
-  for (const auto& d : found) {
-    const fs::path doomed = fs::path(root) / (".del-" + fs::path(d).filename().string());
-    fs::remove_all(doomed, ec);
-    fs::rename(d, doomed);
-    fs::remove_all(doomed);
-  }
+  for (const auto& d : found) remove_checkpoint_dir(root, fs::path(d).filename().string());
   fs::remove(fs::path(root) / "latest", ec);
   std::printf("xy: --overwrite-checkpoints: removed %s from %s\n", what.c_str(), root.c_str());
 }

@@ -42,6 +42,9 @@ CheckpointManifest read_checkpoint(const std::string& dir, bool verify);
 // back to an older good one).
 std::vector<std::string> list_checkpoints(const std::string& root);
 
+// Removes the checkpoint directory root/name (rename to .del-name, then delete).
+void remove_checkpoint_dir(const std::filesystem::path& root, const std::string& name);
+
 // Retention after publishing `published_step` under `root`: keeps the newest `keep_last` step-N
 // directories by step number (and every `keep_every`-th step's for good); never deletes the one
 // just published nor the one `latest` names.
