@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "actors/engine.hpp"
-#include "actors/faults.hpp"
+#include "health/faults.hpp"
 #include "actors/protocol.hpp"
 
 namespace xy {
@@ -25,7 +25,7 @@ param_shard_actor spawn_param_shard(caf::actor_system& sys, std::shared_ptr<Node
 // Rank (detached): CPU AdamW on the rank's shards (actors/optimizer_offload.cpp).
 optimizer_actor spawn_optimizer(caf::actor_system& sys, std::shared_ptr<NodeContext> ctx,
                                 int local_rank, param_shard_actor shard);
-// Node (detached): snapshots and writes checkpoints (actors/checkpoint.cpp).
+// Node (detached): snapshots and writes checkpoints (ckpt/checkpoint.cpp).
 checkpoint_actor spawn_checkpoint(caf::actor_system& sys, std::shared_ptr<NodeContext> ctx);
 // Node: polls the registry; on a missed deadline writes the stall report and ends the process.
 // Several nodes: also runs the control plane (heartbeats, job-wide stall reports; control.hpp).

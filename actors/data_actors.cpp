@@ -42,7 +42,7 @@ dataloader_actor::behavior_type dataloader_fn(
         const int rank = s.ctx->first_rank + local;
         const int64_t step = b.first_sample / (mb * s.ctx->cfg.train.grad_accum) + 1;
         OpScope read(&s.ctx->registry, "batch-read", rank, -1, 0, step, s.ctx->cfg.deadlines.batch_s);
-        fault::maybe("batch", rank, step);  // fault injection (actors/faults.hpp)
+        fault::maybe("batch", rank, step);  // fault injection (health/faults.hpp)
         for (int64_t i = 0; i < mb; ++i)
           s.ctx->data->copy_sample(s.order->at(rank, s.position[local] + i), out + i * (len + 1));
         s.position[local] += mb;

@@ -13,8 +13,8 @@
 
 #include "actors/exit_codes.hpp"
 #include "actors/protocol.hpp"
-#include "actors/registry.hpp"
-#include "actors/thread_pool.hpp"
+#include "health/registry.hpp"
+#include "optim/thread_pool.hpp"
 #include "comm/comm.hpp"
 #include "comm/device.hpp"
 #include "io/config.hpp"

@@ -18,12 +18,12 @@
 #include <ATen/Parallel.h>
 
 #include "actors/actors.hpp"
-#include "actors/checkpoint_io.hpp"
+#include "ckpt/checkpoint_io.hpp"
 #include "io/error_text.hpp"
 #include "io/hf_config.hpp"
 #include "io/threads.hpp"
 #include "model/hf_io.hpp"
-#include "actors/control.hpp"
+#include "health/control.hpp"
 #include "comm/store_auth.hpp"
 
 namespace xy {

@@ -3,7 +3,7 @@
 // each unit it writes the working copy and tells the parameter-shard the unit's new version, so the
 // next step's forward of unit u can start as soon as u is updated.
 #include "actors/actors.hpp"
-#include "actors/adam.hpp"
+#include "optim/adam.hpp"
 
 #include <algorithm>
 
@@ -99,7 +99,7 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
           try {
             OpScope scope(&s.ctx->registry, "adam", s.rank, u, 0, order.step,
                           s.ctx->cfg.deadlines.optimizer_s);
-            fault::maybe("adam", s.rank, order.step, u);  // fault injection (actors/faults.hpp)
+            fault::maybe("adam", s.rank, order.step, u);  // fault injection (health/faults.hpp)
             // The upload that last read this staging buffer must be done before it is rewritten.
             const int k = s.next_staging;
             if (s.staged[k]) s.staged[k]->synchronize();

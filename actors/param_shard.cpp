@@ -168,7 +168,7 @@ struct ParamShardState {
   void pump() {
     while (!queue.empty()) {
       Queued& q = queue.front();
-      // Fault injection (actors/faults.hpp): never issue #seq, or issue the next one in its place.
+      // Fault injection (health/faults.hpp): never issue #seq, or issue the next one in its place.
       fault::maybe("collective", rank, step_of(version[0]), q.unit, comm->seq() + 1);
       if (queue.size() > 1 && fault::reorder(rank, comm->seq() + 1)) {
         const Queued& o = queue[1];

@@ -22,7 +22,7 @@
 #include <ATen/Parallel.h>
 
 #include "actors/actors.hpp"
-#include "actors/faults.hpp"
+#include "health/faults.hpp"
 
 namespace xy {
 namespace {
@@ -211,7 +211,7 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
       const auto t0 = Clock::now();
       {
         OpScope scope(&ctx_->registry, "forward", rank_, u, 0, step, deadline_c);
-        fault::maybe("compute", rank_, step, u);  // fault injection (actors/faults.hpp)
+        fault::maybe("compute", rank_, step, u);  // fault injection (health/faults.hpp)
         if (u == 0) {
           x = model.embed_forward(p, inputs);
         } else {

@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <iostream>
 
-#include "actors/checkpoint_io.hpp"
+#include "ckpt/checkpoint_io.hpp"
 #include "actors/engine.hpp"
 #include "apps/commands.hpp"
 #include "io/error_text.hpp"

@@ -28,7 +28,7 @@ struct Target {
   int port;
 };
 
-// What is wrong with a /status document (actors/status_server.cpp writes it), or "" when every
+// What is wrong with a /status document (health/status_server.cpp writes it), or "" when every
 // field render() reads is there with its type. A node's answer is checked before use: a malformed
 // one is a one-line error naming the node's address, never an exception or an assertion.
 std::string status_problem(const json& s) {

@@ -11,9 +11,9 @@
 #include <sstream>
 #include <string>
 
-#include "actors/checkpoint_io.hpp"
+#include "ckpt/checkpoint_io.hpp"
 #include "actors/engine.hpp"
-#include "actors/faults.hpp"
+#include "health/faults.hpp"
 #include "apps/commands.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"

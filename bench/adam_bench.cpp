@@ -20,8 +20,8 @@
 #include <thread>
 #include <vector>
 
-#include "actors/adam.hpp"
-#include "actors/thread_pool.hpp"
+#include "optim/adam.hpp"
+#include "optim/thread_pool.hpp"
 
 using namespace xy;
 using Clock = std::chrono::steady_clock;

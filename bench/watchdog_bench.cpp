@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "actors/registry.hpp"
+#include "health/registry.hpp"
 
 using xy::Clock;
 using xy::OpRegistry;

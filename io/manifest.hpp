@@ -2,7 +2,7 @@
 // sanitizers): a checkpoint directory is never trusted. Every field is type- and range-checked,
 // the files may only be the names xy writes (rank-00000.bin ... for ranks 0..world-1, each once),
 // sizes are computed with checked arithmetic, and `latest` may only name a sibling step-N
-// directory. Written by actors/checkpoint.cpp; read by actors/checkpoint_io.cpp.
+// directory. Written by ckpt/checkpoint.cpp; read by ckpt/checkpoint_io.cpp.
 #pragma once
 
 #include <cstdint>

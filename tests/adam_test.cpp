@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/optim/adamw.h>
 
-#include "actors/adam.hpp"
-#include "actors/thread_pool.hpp"
+#include "optim/adam.hpp"
+#include "optim/thread_pool.hpp"
 #include "test_util.hpp"
 
 #include <limits>

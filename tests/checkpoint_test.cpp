@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "actors/checkpoint_io.hpp"
+#include "ckpt/checkpoint_io.hpp"
 #include "actors/engine.hpp"
 #include "model/hf_io.hpp"
 #include "test_util.hpp"

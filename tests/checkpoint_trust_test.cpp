@@ -12,7 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "actors/checkpoint_io.hpp"
+#include "ckpt/checkpoint_io.hpp"
 #include "actors/engine.hpp"
 #include "io/atomic_file.hpp"
 #include "io/manifest.hpp"

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "actors/engine.hpp"
-#include "actors/faults.hpp"
+#include "health/faults.hpp"
 #include "test_util.hpp"
 
 #include <filesystem>

@@ -1,4 +1,4 @@
-// The stall report's culprit (actors/registry.cpp) from synthetic registries: the cases that timing
+// The stall report's culprit (health/registry.cpp) from synthetic registries: the cases that timing
 // makes flaky in the end-to-end fault tests, pinned down here.
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <string>
 #include <thread>
 
-#include "actors/registry.hpp"
+#include "health/registry.hpp"
 
 using namespace xy;
 

@@ -1,5 +1,5 @@
 // Fault injection (see faults.hpp): parsing of XY_FAULT and the slow path of fault::maybe().
-#include "actors/faults.hpp"
+#include "health/faults.hpp"
 
 #include <signal.h>
 #include <unistd.h>

@@ -23,7 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/registry.hpp"
+#include "health/registry.hpp"
 #include "comm/comm.hpp"
 #include "io/config.hpp"
 

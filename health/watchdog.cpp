@@ -1,7 +1,7 @@
 // The watchdog actor: polls the operation registry every deadlines.poll_ms. When an operation is
 // past its deadline it writes the stall report (stderr and <work_dir>/stall-report.txt) and ends
 // the process with kExitStall, so that nothing hangs and a supervisor can restart from the last
-// checkpoint. With several nodes it hands the stall to the control plane (actors/control.hpp),
+// checkpoint. With several nodes it hands the stall to the control plane (health/control.hpp),
 // which gathers every node's registry into one report, and it ends the process with
 // kExitPeerLost when a peer stops sending heartbeats. A watcher thread ends the process with
 // kExitWatchdogStuck if the watchdog itself stops ticking. It also owns the status server.
@@ -13,8 +13,8 @@
 
 #include "actors/actors.hpp"
 #include "io/threads.hpp"
-#include "actors/control.hpp"
-#include "actors/status_server.hpp"
+#include "health/control.hpp"
+#include "health/status_server.hpp"
 
 namespace xy {
 namespace {

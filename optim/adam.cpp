@@ -1,6 +1,6 @@
 // Fused CPU AdamW (see adam.hpp) and the thread pool it runs on: a scalar path, and AVX2 and
 // AVX-512 paths chosen at run time (compiled with target attributes, so one binary serves all).
-#include "actors/adam.hpp"
+#include "optim/adam.hpp"
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -13,7 +13,7 @@
 #include <immintrin.h>
 #endif
 
-#include "actors/thread_pool.hpp"
+#include "optim/thread_pool.hpp"
 #include "io/threads.hpp"
 
 namespace xy {

@@ -1,5 +1,5 @@
 // Reading and verifying checkpoints (see checkpoint_io.hpp).
-#include "actors/checkpoint_io.hpp"
+#include "ckpt/checkpoint_io.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

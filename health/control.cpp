@@ -2,7 +2,7 @@
 // (see control.hpp).
 #include "io/atomic_file.hpp"
 #include "io/threads.hpp"
-#include "actors/control.hpp"
+#include "health/control.hpp"
 #include "comm/comm.hpp"
 
 #include <netdb.h>
@@ -20,7 +20,7 @@
 #include <sstream>
 #include <thread>
 
-#include "actors/faults.hpp"
+#include "health/faults.hpp"
 #include "comm/store_auth.hpp"
 
 namespace xy {

@@ -1,6 +1,6 @@
 // Reading checkpoints: the manifest, verification of every file (size and SHA-256), and the full
 // state of each unit assembled from all ranks' shards, whatever the world size they were saved with
-// (resume on another world size reshards from these). Written by actors/checkpoint.cpp.
+// (resume on another world size reshards from these). Written by ckpt/checkpoint.cpp.
 //
 // Layout of <dir>/rank-R.bin: for each unit in order, four arrays of shard_numel elements each:
 // working copy (working_dtype), fp32 master, fp32 m, fp32 v (raw, little-endian).

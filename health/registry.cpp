@@ -1,5 +1,5 @@
 // The in-flight operation registry and the stall report (see registry.hpp).
-#include "actors/registry.hpp"
+#include "health/registry.hpp"
 
 #include <algorithm>
 #include <set>

@@ -1,5 +1,5 @@
 // The node's status server over HTTP (cpp-httplib): /status (JSON), /metrics (Prometheus), / (page).
-#include "actors/status_server.hpp"
+#include "health/status_server.hpp"
 #include "io/threads.hpp"
 
 #include <httplib.h>

@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/actors.hpp"
-#include "actors/checkpoint_io.hpp"
+#include "ckpt/checkpoint_io.hpp"
 #include "io/atomic_file.hpp"
 #include "io/manifest.hpp"
 #include "io/sha256.hpp"
@@ -203,7 +203,7 @@ checkpoint_actor::behavior_type checkpoint_fn(
         try {
           OpScope scope(&s.ctx->registry, "checkpoint", -1, -1, 0, info.step,
                         s.ctx->cfg.deadlines.checkpoint_s);
-          fault::maybe("checkpoint", -1, info.step);  // fault injection (actors/faults.hpp)
+          fault::maybe("checkpoint", -1, info.step);  // fault injection (health/faults.hpp)
           s.last_published = publish(*s.ctx, snap);
           const double write_s = std::chrono::duration<double>(Clock::now() - t0).count() - pause_s;
           int64_t bytes = 0;
