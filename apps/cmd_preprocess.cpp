@@ -1,4 +1,4 @@
-// `xy-node preprocess`: the command line over xy::preprocess (io/preprocess.hpp; docs/DATA.md).
+// `xy-node preprocess`: the command line over xy::preprocess (preprocess/preprocess.hpp; docs/DATA.md).
 #include <unistd.h>
 
 #include <cxxopts.hpp>
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "apps/commands.hpp"
-#include "io/preprocess.hpp"
+#include "preprocess/preprocess.hpp"
 
 namespace {
 constexpr int kOk = 0, kError = 1, kUsage = 2;  // as xy-node's other commands

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "io/corpus.hpp"
-#include "io/preprocess.hpp"
+#include "preprocess/preprocess.hpp"
 #include "io/shards.hpp"
 #include "io/tokenizer.hpp"
 

@@ -1,4 +1,4 @@
-// Tests `xy-node preprocess` (io/preprocess) and the shard loader (io/shards): exact packing
+// Tests `xy-node preprocess` (preprocess/) and the shard loader (io/shards): exact packing
 // against the in-memory tokenizer path, determinism across thread counts, every bad-input kind,
 // resume after a stop at several points, bounded fds over 1000 inputs, and the loader's order,
 // partition across ranks and resume.

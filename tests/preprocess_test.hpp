@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "io/corpus.hpp"
-#include "io/preprocess.hpp"
+#include "preprocess/preprocess.hpp"
 #include "io/tokenizer.hpp"
 
 namespace xy::test {

@@ -1,7 +1,7 @@
 // `xy-node preprocess`: reader thread -> encoding workers -> in-order packer and shard writer
 // (see preprocess.hpp; the format is in shard_format.hpp and docs/DATA.md).
 #include "io/atomic_file.hpp"
-#include "io/preprocess.hpp"
+#include "preprocess/preprocess.hpp"
 #include "io/sha256.hpp"
 
 #include <fcntl.h>
