@@ -14,6 +14,7 @@
 #include "actors/exit_codes.hpp"
 #include "actors/protocol.hpp"
 #include "health/registry.hpp"
+#include "optim/schedule.hpp"
 #include "optim/thread_pool.hpp"
 #include "comm/comm.hpp"
 #include "comm/device.hpp"
@@ -65,7 +66,7 @@ struct RankShards {
     }
     if (e) e->synchronize();
   }
-  // The host state of DESIGN.md: fp32 master, m, v and the gradient landing buffer (14 bytes a
+  // The host state of docs/ARCHITECTURE.md: fp32 master, m, v and the gradient landing buffer (14 bytes a
   // parameter with 16-bit gradients, 16 with fp32 ones).
   int64_t host_bytes() const;
   // The working copies (device memory; on CPU ranks they live in host memory too).
@@ -167,15 +168,12 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts);
 // CUDA_VISIBLE_DEVICES. run_training checks it; `xy-node train` also checks it first.
 void check_devices(const Config& cfg);
 
-// bf16 where every device of the job has it, else fp16 everywhere (DESIGN.md, "Precision"). Each
+// bf16 where every device of the job has it, else fp16 everywhere (docs/ARCHITECTURE.md, "Precision"). Each
 // node publishes on the job's store whether its devices have bf16 (`no_bf16` empty) or why not,
 // and reads every node's answer: with `requested` = "bf16" and any node without it, the answer is
 // "fp16" and `message` (if given) says which node and device forced it. Other precisions pass
 // through. Every node gets the same answer.
 std::string agree_precision(KeyValueStore& store, int node, int nodes, const std::string& requested,
                             const std::string& no_bf16, std::string* message);
-
-// The learning rate of 1-based `step` under the configured warm-up and schedule.
-double learning_rate(const OptimizerConfig& o, int64_t step, int64_t total_steps);
 
 }  // namespace xy

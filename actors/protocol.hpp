@@ -16,6 +16,7 @@
 #include <caf/all.hpp>
 
 #include "comm/device.hpp"
+#include "optim/loss_scale.hpp"
 
 #include <cstdint>
 #include <string>
@@ -93,11 +94,7 @@ typename Inspector::result_type inspect(Inspector& f, StepOrder& x) {
   return f(caf::meta::type_name("StepOrder"), x.step, x.adam_step, x.lr, x.grad_scale, x.skip);
 }
 
-// The dynamic loss scaler's state (trainer.cpp), saved in checkpoints.
-struct LossScalerState {
-  double scale = 1;
-  int64_t iter = 0, last_overflow = -1, cur_hysteresis = 0;
-};
+// LossScalerState (optim/loss_scale.hpp) is saved in checkpoints.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, LossScalerState& x) {
   return f(caf::meta::type_name("LossScalerState"), x.scale, x.iter, x.last_overflow, x.cur_hysteresis);

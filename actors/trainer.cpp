@@ -1,4 +1,4 @@
-// The trainer actor (one per rank, its own thread): runs the step schedule of DESIGN.md.
+// The trainer actor (one per rank, its own thread): runs the step schedule of docs/ARCHITECTURE.md.
 //
 //   for each micro-batch:
 //     forward, unit by unit: gather(u) -> compute (no autograd; keep only the block's input) -> release(u)
@@ -14,7 +14,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <deque>
 #include <cstdio>
 #include <optional>
 #include <thread>
@@ -23,66 +22,13 @@
 
 #include "actors/actors.hpp"
 #include "health/faults.hpp"
+#include "optim/loss_scale.hpp"
+#include "optim/schedule.hpp"
 
 namespace xy {
 namespace {
 
 using Seconds = std::chrono::duration<double>;
-
-// Dynamic loss scaling, DeepSpeed's DynamicLossScaler (delayed shift = hysteresis, consecutive
-// hysteresis off): an overflow halves the scale once `hysteresis` overflows have been seen; a
-// window of good steps after the last overflow doubles it; an overflow at the minimum is fatal.
-struct LossScaler {
-  bool on = false;
-  double scale = 1, min_scale = 1;
-  int64_t window = 1000, hysteresis = 2, cur_hysteresis = 2;
-  int64_t iter = 0, last_overflow = -1;
-  std::deque<std::string> history;  // the most recent events, for the fatal error
-
-  // Records the outcome of a step; throws std::runtime_error when an overflow hits the minimum.
-  void update(bool overflow, int64_t step, const std::string& where) {
-    if (overflow) {
-      if (hysteresis == 1 || cur_hysteresis == 1) {
-        if (scale <= min_scale) {
-          std::string h;
-          for (const auto& e : history) h += "\n  " + e;
-          throw std::runtime_error(
-              "step " + std::to_string(step) + ": gradient overflow in " + where +
-              " with the loss scale already at its minimum " + fmt(min_scale) +
-              ": it cannot be lowered further. Recent loss-scale history:" + h +
-              "\nLook for bad data or a too high learning rate, or train in bf16.");
-        }
-        const double before = scale;
-        scale = std::max(scale / 2, min_scale);
-        remember("step " + std::to_string(step) + ": overflow in " + where + "; scale " +
-                 fmt(before) + " -> " + fmt(scale));
-      } else {
-        --cur_hysteresis;
-        remember("step " + std::to_string(step) + ": overflow in " + where + "; scale " +
-                 fmt(scale) + " kept (hysteresis " + std::to_string(cur_hysteresis) + " left)");
-      }
-      last_overflow = iter;
-    } else if ((iter - last_overflow) % window == 0) {
-      cur_hysteresis = hysteresis;
-      scale *= 2;
-      remember("step " + std::to_string(step) + ": " + std::to_string(window) +
-               " good steps; scale -> " + fmt(scale));
-    }
-    ++iter;
-  }
-  static std::string fmt(double x) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%g", x);
-    return b;
-  }
-  LossScalerState state() const {
-    return on ? LossScalerState{scale, iter, last_overflow, cur_hysteresis} : LossScalerState{};
-  }
-  void remember(std::string e) {
-    history.push_back(std::move(e));
-    while (history.size() > 12) history.pop_front();
-  }
-};
 
 class Trainer {
  public:
@@ -92,22 +38,8 @@ class Trainer {
       : self_(self), ctx_(std::move(ctx)), local_(local), rank_(ctx_->first_rank + local),
         prefetcher_(std::move(prefetcher)), shard_(std::move(shard)),
         optimizer_(std::move(optimizer)), checkpoint_(std::move(checkpoint)),
-        node_optimizers_(std::move(node_optimizers)), streams_(ctx_->streams[local]) {
-    const TrainConfig& t = ctx_->cfg.train;
-    scaler_.on = t.loss_scaling == "dynamic" || (t.loss_scaling == "auto" && t.precision == "fp16");
-    if (scaler_.on) {
-      scaler_.scale = t.initial_loss_scale;
-      scaler_.min_scale = t.min_loss_scale;
-      scaler_.window = t.loss_scale_window;
-      scaler_.hysteresis = scaler_.cur_hysteresis = t.loss_scale_hysteresis;
-      if (ctx_->start_scaler && ctx_->start_scaler->iter > 0) {  // resumed: continue its state
-        scaler_.scale = ctx_->start_scaler->scale;
-        scaler_.iter = ctx_->start_scaler->iter;
-        scaler_.last_overflow = ctx_->start_scaler->last_overflow;
-        scaler_.cur_hysteresis = ctx_->start_scaler->cur_hysteresis;
-      }
-    }
-  }
+        node_optimizers_(std::move(node_optimizers)), streams_(ctx_->streams[local]),
+        scaler_(ctx_->cfg.train, ctx_->start_scaler) {}
 
   void run();
 
@@ -155,6 +87,23 @@ class Trainer {
   double deadline(int64_t step, double base) const {
     return step <= 1 ? base * ctx_->cfg.deadlines.first_step_factor : base;
   }
+  // The parameters a micro-batch of `step` computes with: after step - 1 optimizer steps; with
+  // the delayed update, after step - 2 (the optimizer applies step - 1 meanwhile).
+  int64_t version_for(int64_t step) const {
+    return ctx_->cfg.optimizer.delayed_update ? std::max(ctx_->start_step, step - 2) : step - 1;
+  }
+  // The batch's tokens, ready on the compute stream.
+  at::Tensor ready_tokens(const Batch& b);
+  // Forward over the units before the head (embedding, blocks), each gathered in turn without
+  // autograd: the head's input. With `saved`, each block's input is kept for the backward
+  // (activation checkpointing); without, nothing is kept (an evaluation's forward).
+  at::Tensor forward_units(int64_t step, int64_t version, const at::Tensor& inputs,
+                           std::vector<at::Tensor>* saved);
+  // The head's loss and backward, then the backward over the blocks from their saved inputs
+  // (recomputed) and the embedding; each unit's gradient goes to the parameter-shard as it is
+  // made. Returns the loss (a 0-d fp32 tensor on the device).
+  at::Tensor backward_units(int64_t step, int64_t version, const at::Tensor& inputs,
+                            const at::Tensor& labels, at::Tensor x, std::vector<at::Tensor>& saved);
   at::Tensor micro_batch(int64_t step, const Batch& b);
   void log(const StepRecord& r) const;
 
@@ -167,62 +116,62 @@ class Trainer {
   checkpoint_actor checkpoint_;
   std::vector<optimizer_actor> node_optimizers_;
   StepRecord rec_;
-  LossScaler scaler_;
   Clock::time_point last_checkpoint_ = Clock::now();
   RankStreams streams_;
+  LossScaler scaler_;
   int64_t current_step_ = 0;
   int64_t samples_done_ = 0;
 };
 
-// One micro-batch's forward and backward. Returns its loss (a 0-d fp32 tensor on the device:
-// reading it would synchronise, so it is summed there and read once per step).
-at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
-  const Llama& model = *ctx_->model;
-  const int units = static_cast<int>(ctx_->layout.units.size());
-  const int head = units - 1;
-  // Parameters after step - 1 optimizer steps; with the delayed update, after step - 2 (the
-  // optimizer applies step - 1 meanwhile).
-  const int64_t version = ctx_->cfg.optimizer.delayed_update
-                              ? std::max(ctx_->start_step, step - 2) : step - 1;
-  current_step_ = step;
-  const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
-  // The loss scale (1 without loss scaling) and the mean over the global batch, at the loss.
-  const double grad_scale = scaler_.scale / (ctx_->world * ctx_->cfg.train.grad_accum);
+at::Tensor Trainer::ready_tokens(const Batch& b) {
   // On a device the prefetcher has copied the batch up on the host-to-device stream: compute waits
   // for that copy, and the tensors are marked as used on the compute stream so that the caching
   // allocator does not reuse their memory before this step's kernels have read them.
-  const at::Tensor tokens = b.tokens, labels = b.labels;
-  TORCH_CHECK(tokens.device() == streams_.device && labels.device() == streams_.device,
-              "the batch is on ", tokens.device(), ", not on the rank's ", streams_.device);
+  TORCH_CHECK(b.tokens.device() == streams_.device && b.labels.device() == streams_.device,
+              "the batch is on ", b.tokens.device(), ", not on the rank's ", streams_.device);
   wait_for(b.ready, streams_.compute);
   if (streams_.on_device()) {
-    tokens.record_stream(streams_.compute);
-    labels.record_stream(streams_.compute);
+    b.tokens.record_stream(streams_.compute);
+    b.labels.record_stream(streams_.compute);
   }
-  const at::Tensor inputs = tokens.narrow(1, 0, tokens.size(1) - 1);
+  return b.tokens.narrow(1, 0, b.tokens.size(1) - 1);
+}
 
-  std::vector<at::Tensor> saved(units);  // each block's input (activation checkpoint)
+at::Tensor Trainer::forward_units(int64_t step, int64_t version, const at::Tensor& inputs,
+                                  std::vector<at::Tensor>* saved) {
+  const Llama& model = *ctx_->model;
+  const int head = static_cast<int>(ctx_->layout.units.size()) - 1;
+  const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
+  at::NoGradGuard no_grad;
   at::Tensor x;
-  {
-    at::NoGradGuard no_grad;
-    for (int u = 0; u < head; ++u) {
-      at::Tensor p = gather(u, +1, version, step);
-      status(step, "forward", u);
-      const auto t0 = Clock::now();
-      {
-        OpScope scope(&ctx_->registry, "forward", rank_, u, 0, step, deadline_c);
-        fault::maybe("compute", rank_, step, u);  // fault injection (health/faults.hpp)
-        if (u == 0) {
-          x = model.embed_forward(p, inputs);
-        } else {
-          saved[u] = x;
-          x = model.block_forward(u, p, x);
-        }
+  for (int u = 0; u < head; ++u) {
+    at::Tensor p = gather(u, +1, version, step);
+    status(step, "forward", u);
+    const auto t0 = Clock::now();
+    {
+      OpScope scope(&ctx_->registry, "forward", rank_, u, 0, step, deadline_c);
+      fault::maybe("compute", rank_, step, u);  // fault injection (health/faults.hpp)
+      if (u == 0) {
+        x = model.embed_forward(p, inputs);
+      } else {
+        if (saved) (*saved)[u] = x;
+        x = model.block_forward(u, p, x);
       }
-      rec_.compute_s += Seconds(Clock::now() - t0).count();
-      release(u, p);
     }
+    rec_.compute_s += Seconds(Clock::now() - t0).count();
+    release(u, p);
   }
+  return x;
+}
+
+at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tensor& inputs,
+                                   const at::Tensor& labels, at::Tensor x,
+                                   std::vector<at::Tensor>& saved) {
+  const Llama& model = *ctx_->model;
+  const int head = static_cast<int>(ctx_->layout.units.size()) - 1;
+  const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
+  // The loss scale (1 without loss scaling) and the mean over the global batch, at the loss.
+  const double grad_scale = scaler_.scale() / (ctx_->world * ctx_->cfg.train.grad_accum);
   at::Tensor p = gather(head, -1, version, step);
   status(step, "backward", head);
   auto t0 = Clock::now();
@@ -231,6 +180,7 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
     OpScope scope(&ctx_->registry, "backward", rank_, head, 0, step, deadline_c);
     hr = model.head_backward(p, x, labels, grad_scale);
   }
+  x = at::Tensor();
   rec_.compute_s += Seconds(Clock::now() - t0).count();
   reduce(head, hr.grad_flat);
   release(head, p);
@@ -265,6 +215,17 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
   return hr.loss;
 }
 
+// One micro-batch's forward and backward. Returns its loss (a 0-d fp32 tensor on the device:
+// reading it would synchronise, so it is summed there and read once per step).
+at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
+  const int64_t version = version_for(step);
+  current_step_ = step;
+  const at::Tensor inputs = ready_tokens(b);
+  std::vector<at::Tensor> saved(ctx_->layout.units.size());  // each block's input
+  at::Tensor x = forward_units(step, version, inputs, &saved);
+  return backward_units(step, version, inputs, b.labels, std::move(x), saved);
+}
+
 void Trainer::log(const StepRecord& r) const {
   // compute | waiting for the optimizer's update of a unit | exposed communication (gathers not
   // hidden by prefetch, and the end-of-step reduction) | waiting for data.
@@ -274,7 +235,7 @@ void Trainer::log(const StepRecord& r) const {
               r.step_s * 1e3, r.compute_s * 1e3, r.wait_optimizer_s * 1e3,
               r.exposed_gather_s() * 1e3, r.wait_finish_s * 1e3,
               r.wait_batch_s * 1e3);
-  if (scaler_.on) std::printf("             loss scale %g\n", r.loss_scale);
+  if (scaler_.on()) std::printf("             loss scale %g\n", r.loss_scale);
   std::fflush(stdout);
 }
 
@@ -315,7 +276,7 @@ void Trainer::run() {
     order.adam_step = order.skip ? adam_step : ++adam_step;
     order.lr = learning_rate(cfg.optimizer, order.adam_step > 0 ? order.adam_step : 1, steps);
     const double clip = cfg.optimizer.grad_clip;
-    const double used_scale = scaler_.scale;
+    const double used_scale = scaler_.scale();
     const double norm = facts.grad_norm / used_scale;  // of the unscaled gradient
     // As torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when that is below 1; the
     // optimizer also divides by the loss scale.
@@ -333,7 +294,7 @@ void Trainer::run() {
         std::printf("step %lld: gradient overflow in %s; loss scale %g; step skipped\n",
                     static_cast<long long>(step), where.c_str(), used_scale);
     }
-    if (scaler_.on) scaler_.update(!facts.finite, step, where);  // throws at the minimum
+    if (scaler_.on()) scaler_.update(!facts.finite, step, where);  // throws at the minimum
 
     rec_.loss = facts.loss;
     rec_.grad_norm = norm;

@@ -164,7 +164,7 @@ TEST(Engine, GradAccum4World2) { expect_engine_matches_reference(2, 10, 4, 1e-5)
 TEST(Engine, DelayedUpdateIsExactlyOneStepStale) { expect_engine_matches_reference(1, 12, 1, 1e-5, true); }
 TEST(Engine, DelayedUpdateWorld3GradAccum2) { expect_engine_matches_reference(3, 10, 2, 1e-5, true); }
 
-// The host state of DESIGN.md (fp32 master, m, v, gradient landing) is 14 bytes a parameter with
+// The host state of docs/ARCHITECTURE.md (fp32 master, m, v, gradient landing) is 14 bytes a parameter with
 // 16-bit gradients and 16 with fp32 ones, plus the padding of each unit to the world size; the
 // working copies (device memory on GPUs) are reported apart.
 TEST(Engine, HostBytesPerParameterReported) {
@@ -214,7 +214,7 @@ TEST(Engine, BadSetupIsAnErrorNotACrash) {
   std::printf("error: %s\n", r.error.c_str());
 }
 
-// DESIGN.md, "Precision": one node without bf16 (a V100) makes the whole job fp16, and every node
+// docs/ARCHITECTURE.md, "Precision": one node without bf16 (a V100) makes the whole job fp16, and every node
 // is told which node forced it; with bf16 everywhere nothing changes.
 TEST(Precision, OneNodeWithoutBf16MakesTheWholeJobFp16) {
   auto store = xy::open_job_store(1, 1, "", 0, false, 20);

@@ -1,0 +1,427 @@
+// Building a node's context: everything its actors share — identity in the job, communicators
+// and the agreed precision, the model, and each local rank's shards of every unit, from a fresh
+// initialisation, a Hugging Face folder or a checkpoint (any saved world size). Where each piece
+// of a unit's state lives (device, pinned host, host) is decided in place_unit(); run_training
+// (node.cpp) then spawns and supervises the actors over it.
+#include "actors/context.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <tuple>
+#include <unistd.h>
+#ifdef XY_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include <ATen/Parallel.h>
+
+#include "ckpt/checkpoint_io.hpp"
+#include "comm/store_auth.hpp"
+#include "health/control.hpp"
+#include "io/hf_config.hpp"
+#include "model/hf_io.hpp"
+
+namespace xy {
+
+int64_t RankShards::host_bytes() const {
+  int64_t b = 0;
+  for (const auto* list : {&grad, &master, &m, &v})
+    for (const auto& t : *list) b += t.numel() * t.element_size();
+  return b;
+}
+
+int64_t RankShards::working_bytes() const {
+  int64_t b = 0;
+  for (const auto* list : {&working, &working_alt})
+    for (const auto& t : *list) b += t.numel() * t.element_size();
+  return b;
+}
+
+int64_t RankShards::device_bytes() const {
+  int64_t b = 0;
+  for (const auto* list : {&working, &grad_dev, &working_alt})
+    for (const auto& t : *list)
+      if (!t.is_cpu()) b += t.numel() * t.element_size();
+  return b;
+}
+
+
+namespace {
+
+
+// Zeroed page-locked host memory of exactly n elements, for memory the device copies into
+// asynchronously. (LibTorch's pinned allocator rounds each block up to a power of two: up to 2x
+// the memory for large shards.)
+at::Tensor pinned_zeros(int64_t n, at::ScalarType t) {
+#ifdef XY_WITH_CUDA
+  const size_t bytes = std::max<size_t>(1, static_cast<size_t>(n) * c10::elementSize(t));
+  void* p = nullptr;
+  if (posix_memalign(&p, 4096, bytes) != 0) throw std::bad_alloc();
+  std::memset(p, 0, bytes);
+  if (cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+    std::free(p);
+    throw std::runtime_error("cannot page-lock " + std::to_string(bytes) +
+                             " bytes of host memory (ulimit -l?)");
+  }
+  return at::from_blob(p, {n}, [](void* q) { cudaHostUnregister(q); std::free(q); },
+                       at::TensorOptions(t));
+#else
+  return at::zeros({n}, at::TensorOptions(t).pinned_memory(true));
+#endif
+}
+
+// A page-locked copy of a host tensor.
+at::Tensor pinned_copy(const at::Tensor& t) { return pinned_zeros(t.numel(), t.scalar_type()).copy_(t); }
+
+
+at::ScalarType working_dtype(const std::string& precision, bool on_device) {
+  if (precision == "fp32") return at::kFloat;
+  if (precision == "bf16") return at::kBFloat16;
+  if (precision == "fp16" && on_device) return at::kHalf;
+  throw std::invalid_argument("train.precision = \"" + precision +
+                              "\" needs a GPU (LibTorch's CPU kernels lack fp16 matrix products); "
+                              "on CPU use fp32 or bf16 (loss_scaling = \"dynamic\" drills the "
+                              "scaler in any precision)");
+}
+
+// Why this node's devices cannot compute in bf16 (empty if they can). XY_SIMULATE_NO_BF16=1 plays
+// a device without bf16 (a V100) for drills and tests.
+std::string local_no_bf16(const NodeContext& ctx) {
+  const char* sim = std::getenv("XY_SIMULATE_NO_BF16");
+  if (sim && std::string(sim) == "1") return "device 0 has no bf16 (simulated: XY_SIMULATE_NO_BF16=1)";
+#ifdef XY_WITH_CUDA
+  if (ctx.on_device)
+    for (int l = 0; l < ctx.local_ranks; ++l) {
+      cudaDeviceProp p{};
+      if (cudaGetDeviceProperties(&p, l) == cudaSuccess && p.major < 8)
+        return "device " + std::to_string(l) + " (" + p.name + ", compute capability " +
+               std::to_string(p.major) + "." + std::to_string(p.minor) + ") has no bf16";
+    }
+#endif
+  (void)ctx;
+  return "";
+}
+
+// Finds, verifies and checks the checkpoint to resume from; with resume_fallback, a corrupt one is
+// reported and the newest older good one is used instead.
+CheckpointManifest open_resume_checkpoint(const Config& cfg, const RunOptions& opts) {
+  const std::string first = resolve_checkpoint(opts.resume, cfg.checkpoint.dir);
+  std::vector<std::string> candidates{first};
+  // Older = a smaller step (by number: names do not sort by step past 8 digits).
+  const int64_t first_step = parse_checkpoint_step_name(std::filesystem::path(first).filename().string());
+  if (opts.resume_fallback)
+    for (const auto& d : list_checkpoints(cfg.checkpoint.dir))
+      if (parse_checkpoint_step_name(std::filesystem::path(d).filename().string()) < first_step)
+        candidates.push_back(d);
+  std::string errors;
+  for (const auto& dir : candidates) {
+    try {
+      CheckpointManifest man = read_checkpoint(dir, opts.verify);
+      check_model_matches(man, cfg.model);
+      if (!errors.empty() && !opts.quiet)
+        std::printf("xy: falling back to checkpoint %s\n", dir.c_str());
+      return man;
+    } catch (const CheckpointError& e) {
+      if (!opts.resume_fallback) throw;
+      std::fprintf(stderr, "xy: cannot resume from %s: %s\n", dir.c_str(), e.what());
+      errors += std::string("\n  ") + e.what();
+    }
+  }
+  throw CheckpointError("no good checkpoint to resume from:" + errors);
+}
+
+// The memory of this machine, RAM and swap (/proc/meminfo), in bytes; 0 if unknown.
+double machine_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char key[64];
+  long long kb = 0;
+  double total = 0;
+  while (std::fscanf(f, "%63s %lld kB", key, &kb) == 2)
+    if (std::strcmp(key, "MemTotal:") == 0 || std::strcmp(key, "SwapTotal:") == 0) total += kb * 1024.0;
+  std::fclose(f);
+  return total;
+}
+
+std::string gib_text(double bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / 1073741824.0);
+  return buf;
+}
+
+// Refuses, before anything is allocated, a model whose host state cannot fit in this machine:
+// the fp32 master, Adam's m and v and the gradient landing (16 bytes a parameter) of this node's
+// share of every unit, and the working copies of CPU ranks. (A lower bound of what training
+// needs; `xy-node doctor` compares it with the memory available now.)
+void check_host_memory(const NodeContext& ctx, const Config& cfg) {
+  double share = 0;  // elements of this node's shards
+  for (const UnitLayout& u : ctx.layout.units) share += static_cast<double>(u.shard_numel) * ctx.local_ranks;
+  const double working = ctx.on_device ? 0.0 : (cfg.train.precision == "fp32" ? 4.0 : 2.0);
+  const double need = (16.0 + working) * share;
+  const double have = machine_memory_bytes();
+  if (have <= 0 || need <= have) return;
+  char params[32];
+  std::snprintf(params, sizeof params, "%.3g", static_cast<double>(ctx.layout.total_numel()));
+  throw std::invalid_argument(
+      "the model is too large for this machine: " + std::string(params) + " parameters; node " +
+      std::to_string(ctx.node_index) + "'s share of its state (" + std::to_string(ctx.local_ranks) +
+      " of " + std::to_string(ctx.world) + " ranks, " + std::to_string(static_cast<int>(16 + working)) +
+      " bytes a parameter) needs " + gib_text(need) + ", but this machine has " + gib_text(have) +
+      " of memory and swap; choose a smaller model (model.*), or add nodes or ranks");
+}
+
+// A unit's full padded state before it is sharded: the fp32 master, the working copy, and the
+// Adam moments (undefined = zeros).
+struct UnitStart {
+  at::Tensor master, working, m, v;
+};
+
+// Continued pretraining: the full units from a Hugging Face folder, after checking its shape.
+std::vector<at::Tensor> load_init_from(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
+  ModelConfig shape = cfg.model;
+  apply_init_from_shape(shape);
+  for (auto [name, a, b] : {std::tuple{"vocab_size", shape.vocab_size, cfg.model.vocab_size},
+                            std::tuple{"hidden", shape.hidden, cfg.model.hidden},
+                            std::tuple{"intermediate", shape.intermediate, cfg.model.intermediate},
+                            std::tuple{"layers", shape.layers, cfg.model.layers},
+                            std::tuple{"heads", shape.heads, cfg.model.heads}})
+    if (a != b)
+      throw std::invalid_argument(cfg.model.init_from + "/config.json has " + name + " = " +
+                                  std::to_string(a) + " but model." + name + " is " +
+                                  std::to_string(b));
+  std::vector<at::Tensor> hf_units = load_hf_units(cfg.model.init_from, ctx.layout, at::kFloat);
+  if (!opts.quiet) std::printf("xy: initialised from %s\n", cfg.model.init_from.c_str());
+  return hf_units;
+}
+
+// Unit u's full state: fresh, from the Hugging Face units, or assembled from the checkpoint.
+UnitStart unit_start(const NodeContext& ctx, const Config& cfg, int u,
+                     const std::optional<CheckpointManifest>& ckpt,
+                     std::vector<at::Tensor>* hf_units) {
+  const UnitLayout& unit = ctx.layout.units[u];
+  UnitStart s;
+  if (ckpt) {
+    UnitState st = read_unit_state(*ckpt, u);
+    auto pad = [&](const at::Tensor& t) {
+      return at::constant_pad_nd(t, {0, unit.padded_numel - unit.numel}, 0);
+    };
+    s.master = pad(st.master);
+    s.m = pad(st.m);
+    s.v = pad(st.v);
+    // The same working precision resumes bit for bit; another one is recast from the master.
+    s.working = ckpt->working_dtype == ctx.working_dtype ? pad(st.working) : s.master.to(ctx.working_dtype);
+  } else if (hf_units && !hf_units->empty()) {
+    s.master = std::move((*hf_units)[u]);
+    s.working = s.master.to(ctx.working_dtype);
+  } else {
+    s.master = init_unit(unit, cfg.model.init_std, cfg.model.init_seed, at::kFloat);
+    s.working = s.master.to(ctx.working_dtype);
+  }
+  return s;
+}
+
+// Where a unit's pieces live, per local rank: its slice of the full state `s`, placed.
+void place_unit(NodeContext& ctx, const Config& cfg, const UnitLayout& unit, const UnitStart& s) {
+  for (size_t l = 0; l < ctx.shards.size(); ++l) {
+    auto& sh = ctx.shards[l];
+    const int64_t b = unit.shard_begin(sh->rank), n = unit.shard_numel;
+    sh->master.push_back(s.master.narrow(0, b, n).clone());
+    const at::Tensor w = s.working.narrow(0, b, n);
+    if (ctx.on_device) {
+      // The working copy lives on the device; gradients land in pinned host memory in the
+      // working precision.
+      const c10::Device dev = ctx.streams[l].device;
+      if (cfg.actors.offload_params)  // parameter offload: pinned host memory instead
+        sh->working.push_back(pinned_copy(w));
+      else
+        sh->working.push_back(w.to(dev));
+      sh->grad.push_back(pinned_zeros(n, ctx.working_dtype));
+      if (cfg.train.grad_accum > 1)
+        sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
+    } else {
+      sh->working.push_back(w.clone());
+      // Gradients land in 2 bytes when they need no accumulation over micro-batches in a
+      // 16-bit run (as on a device); else in fp32.
+      const bool narrow = ctx.working_dtype != at::kFloat && cfg.train.grad_accum == 1;
+      sh->grad.push_back(at::zeros({n}, narrow ? ctx.working_dtype : at::kFloat));
+    }
+    sh->m.push_back(s.m.defined() ? s.m.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
+    sh->v.push_back(s.v.defined() ? s.v.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
+  }
+}
+
+// Identity in the job, the layout and the model; refuses set-ups that cannot run.
+void set_identity(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
+  ctx.cfg = cfg;
+  ctx.quiet = opts.quiet;
+  const auto& topo = cfg.topology;
+  ctx.on_device = topo.device == "cuda";
+  check_devices(cfg);
+  if (!opts.data) throw std::invalid_argument("no training data");
+  if (cfg.model.vocab_size <= 0) throw std::invalid_argument("model.vocab_size is not set");
+  if (opts.data->vocab() > cfg.model.vocab_size)
+    throw std::invalid_argument("the tokenizer has " + std::to_string(opts.data->vocab()) +
+                                " pieces but model.vocab_size is " +
+                                std::to_string(cfg.model.vocab_size));
+  ctx.world = topo.world_size();
+  ctx.first_rank = 0;
+  for (int i = 0; i < topo.node_index; ++i) ctx.first_rank += topo.nodes[i].devices;
+  ctx.local_ranks = topo.nodes[topo.node_index].devices;
+  ctx.working_dtype = working_dtype(cfg.train.precision, ctx.on_device);
+  ctx.layout = build_layout(cfg.model, ctx.world, cfg.optimizer.no_decay);
+  ctx.node_index = topo.node_index;
+  check_host_memory(ctx, cfg);
+  ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
+  ctx.data = opts.data;
+  if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
+  ctx.adam_pool = std::make_unique<ThreadPool>(cfg.actors.adam_threads);
+  ctx.node_index = topo.node_index;
+  ctx.nodes = static_cast<int>(topo.nodes.size());
+}
+
+// Communicators, the job's store, and the precision every node agrees on.
+void connect(NodeContext& ctx, const Config& cfg) {
+  const auto& topo = cfg.topology;
+  // Rendezvous: in memory for one node; else a TCP store that node 0 serves on its port + 1.
+  const NodeSpec& me = topo.nodes[topo.node_index];
+  const bool multi = ctx.nodes > 1;
+  // Local rank l drives device l (CUDA), with its own streams.
+  for (int l = 0; l < ctx.local_ranks; ++l)
+    ctx.streams.push_back(RankStreams::for_device(
+        ctx.on_device ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(l)) : c10::Device(c10::kCPU)));
+  const double comm_timeout = 2 * cfg.deadlines.collective_s * cfg.deadlines.first_step_factor;
+  CommGroup group;
+  // Several nodes: every store connection proves the job's secret (comm/net_store.hpp), and the
+  // job's node-level secret handshake runs on the store before any rank connects.
+  if (multi) {
+    set_store_credentials({cfg.control.secret, "node " + std::to_string(topo.node_index)});
+    set_rendezvous_guard([&cfg, &topo](KeyValueStore& s) { secret_handshake(s, cfg, topo.node_index, 60); });
+  }
+#ifdef XY_WITH_CUDA
+  if (ctx.on_device)
+    group = make_nccl_comms(ctx.world, ctx.first_rank, ctx.local_ranks,
+                            multi ? topo.nodes[0].host : "", multi ? topo.nodes[0].port + 1 : 0,
+                            topo.node_index == 0, comm_timeout);
+  else
+#endif
+    group = make_gloo_comms(ctx.world, ctx.first_rank, ctx.local_ranks, me.host,
+                            multi ? topo.nodes[0].host : "", multi ? topo.nodes[0].port + 1 : 0,
+                            topo.node_index == 0, comm_timeout);
+  ctx.comms = std::move(group.comms);
+  ctx.store = std::move(group.store);
+  // bf16 only if every device of the job has it; else fp16 everywhere, said once per node.
+  std::string note;
+  const std::string precision = agree_precision(*ctx.store, ctx.node_index, ctx.nodes, cfg.train.precision,
+                                                local_no_bf16(ctx), &note);
+  if (precision != cfg.train.precision) {
+    ctx.cfg.train.precision = precision;
+    // fp16 needs the loss scaler even where bf16 was meant to run without one.
+    if (ctx.cfg.train.loss_scaling == "none") ctx.cfg.train.loss_scaling = "dynamic";
+    ctx.working_dtype = working_dtype(precision, ctx.on_device);
+    std::printf("xy: %s\n", note.c_str());
+  }
+}
+
+// Where a resumed run starts: step, Adam step, loss scaler, data position.
+void set_start(NodeContext& ctx, const Config& cfg, const CheckpointManifest& ckpt) {
+  ctx.start_step = ckpt.step;
+  ctx.start_adam_step = ckpt.adam_step;
+  ctx.start_scaler = LossScalerState{ckpt.loss_scale, ckpt.scaler_iter, ckpt.scaler_last_overflow,
+                                     ckpt.scaler_hysteresis};
+  ctx.resumed_from = ckpt.dir;
+  // The data position: the global sample stream is consumed in order, so the same number of
+  // consumed samples continues it exactly on another world size when it divides evenly.
+  const int64_t consumed = ckpt.samples_per_rank * ckpt.world_size;
+  if (consumed % ctx.world != 0)
+    throw std::invalid_argument("checkpoint " + ckpt.dir + " consumed " + std::to_string(consumed) +
+                                " samples, which " + std::to_string(ctx.world) +
+                                " ranks cannot split evenly; resume with a world size dividing it");
+  ctx.start_positions.assign(ctx.local_ranks, consumed / ctx.world);
+  if (ctx.start_step >= cfg.train.steps)
+    throw std::invalid_argument("checkpoint " + ckpt.dir + " is at step " +
+                                std::to_string(ctx.start_step) + ", not before train.steps = " +
+                                std::to_string(cfg.train.steps) + "; raise train.steps to go on");
+}
+
+}  // namespace
+
+double rss_gib() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (f) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024 * 1024);
+}
+
+void check_devices(const Config& cfg) {
+  const auto& topo = cfg.topology;
+  if (topo.device != "cuda") return;
+#ifndef XY_WITH_CUDA
+  throw std::invalid_argument("topology.device = \"cuda\" in " + cfg.source +
+                              ", but this build of xy has only the CPU engine; build with "
+                              "-DXY_CUDA=ON against a CUDA LibTorch (README: Building with CUDA)");
+#else
+  // Local rank l drives GPU l: without this check a missing GPU ends in c10's "Device index ...
+  // out of range" with a backtrace (the doctor checks the same, unless it is skipped).
+  const int node = topo.node_index;
+  const int want = topo.nodes.at(node).devices;
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e == cudaSuccess && count >= want) return;
+  const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES");
+  throw std::invalid_argument(
+      "node " + std::to_string(node) + ": topology.nodes[" + std::to_string(node) + "].devices = " +
+      std::to_string(want) + " in " + cfg.source + " needs " + std::to_string(want) + " GPUs, but " +
+      (e == cudaSuccess ? std::to_string(count) + " visible"
+                        : std::string("none usable (cudaGetDeviceCount: ") + cudaGetErrorString(e) + ")") +
+      " (CUDA_VISIBLE_DEVICES " + (cvd ? std::string("= \"") + cvd + "\"" : std::string("unset")) +
+      "); lower its devices, or make the GPUs visible");
+#endif
+}
+
+void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
+  set_identity(ctx, cfg, opts);
+  connect(ctx, cfg);
+  // Every rank initialises each full unit identically (explicit seeded generator) and keeps its
+  // slice: the result does not depend on the world size.
+  for (int local = 0; local < ctx.local_ranks; ++local) {
+    auto sh = std::make_shared<RankShards>();
+    sh->rank = ctx.first_rank + local;
+    ctx.shards.push_back(sh);
+  }
+  std::optional<CheckpointManifest> ckpt;
+  if (!opts.resume.empty()) ckpt = open_resume_checkpoint(cfg, opts);
+  std::vector<at::Tensor> hf_units;
+  if (!ckpt && !cfg.model.init_from.empty()) hf_units = load_init_from(ctx, cfg, opts);
+  for (size_t u = 0; u < ctx.layout.units.size(); ++u)
+    place_unit(ctx, cfg, ctx.layout.units[u], unit_start(ctx, cfg, static_cast<int>(u), ckpt, &hf_units));
+  if (cfg.optimizer.delayed_update)
+    for (auto& sh : ctx.shards)
+      for (const auto& w : sh->working)
+        sh->working_alt.push_back(w.is_cpu() && ctx.on_device ? pinned_copy(w) : w.clone());
+  ctx.start_positions.assign(ctx.local_ranks, 0);
+  if (ckpt) set_start(ctx, cfg, *ckpt);
+}
+
+std::string agree_precision(KeyValueStore& store, int node, int nodes, const std::string& requested,
+                            const std::string& no_bf16, std::string* message) {
+  if (requested != "bf16") return requested;
+  store.set("xy/precision/no_bf16/" + std::to_string(node), no_bf16.empty() ? "-" : no_bf16);
+  for (int n = 0; n < nodes; ++n) {
+    const std::string why = store.get("xy/precision/no_bf16/" + std::to_string(n));
+    if (why == "-") continue;
+    if (message)
+      *message = "node " + std::to_string(n) + ": " + why +
+                 ": the whole job trains in fp16 with dynamic loss scaling instead of the "
+                 "requested bf16 (train.precision)";
+    return "fp16";
+  }
+  return requested;
+}
+
+}  // namespace xy
