@@ -69,6 +69,11 @@ bool doctor_probe_hung();
 // `xy-node doctor`: preflight checks (apps/cmd_doctor.cpp, docs/OPERATIONS.md).
 int cmd_doctor(int argc, char** argv);
 
+// `xy-node train --restarts N [--restart-backoff S]` (apps/supervise.cpp): runs `engine` with the
+// other arguments as a child and restarts it from `latest` after a stall, a lost node or a kill, up
+// to N times; returns the last exit code.
+int supervise_train(const std::string& engine, int argc, char** argv);
+
 // `xy-node status`: the live state of a running job (apps/cmd_status.cpp, docs/OPERATIONS.md).
 int cmd_status(int argc, char** argv);
 

@@ -39,6 +39,11 @@ int cmd_train(int argc, char** argv) {
        "or the environment's XY_NODE_INDEX, NODE_RANK (torchrun) or SLURM_NODEID)",
        cxxopts::value<int>())
       ("no-doctor", "skip the preflight checks (xy-node doctor) before training")
+      ("restarts", "after a stall (exit 3), a lost node (4), a stuck watchdog (5) or a kill, start "
+       "again from 'latest', up to N times (xy-node stays as the supervisor; docs/OPERATIONS.md)",
+       cxxopts::value<int>())
+      ("restart-backoff", "seconds before the first restart, doubled for each next one (at most "
+       "300; default 10)", cxxopts::value<double>())
       ("h,help", "show this help");
   cxxopts::ParseResult args;
   if (const int rc = parse_options(opts, argc, argv, "train", args); rc >= 0) return rc;
@@ -76,8 +81,15 @@ int cmd_train(int argc, char** argv) {
   // The job's secret: the environment overrides the config; never printed.
   if (const char* s = std::getenv("XY_SECRET")) cfg.control.secret = s;
   std::string from = "XY_FAULT";
+  // Fault drills fire in a job's first attempt only: a restarted one (--restarts) must not meet
+  // the same fault at the same step again.
+  const char* attempt = std::getenv("XY_RESTART_ATTEMPT");
+  const bool restarted = attempt && std::string(attempt) != "0";
   try {
-    std::string faults = xy::fault::configure_from_env();
+    std::string faults = restarted ? std::string() : xy::fault::configure_from_env();
+    if (restarted && (std::getenv("XY_FAULT") || !cfg.faults.inject.empty()))
+      std::fprintf(stderr, "xy: fault injection off in restart %s\n", attempt);
+    if (restarted) cfg.faults.inject.clear();
     if (faults.empty() && !cfg.faults.inject.empty()) {
       from = cfg.source + ": faults.inject";
       xy::fault::configure(cfg.faults.inject);

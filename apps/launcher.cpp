@@ -34,6 +34,11 @@ int launch(int argc, char** argv) {
   if (cmd != "train" && cmd != "verify" && cmd != "export" && cmd != "doctor")
     return unknown_command(cmd);
   const std::string engine = self_dir() + "/xy-node-engine";
+  // `train --restarts N`: this process stays, as the engine's supervisor (apps/supervise.cpp).
+  if (cmd == "train")
+    for (int i = 2; i < argc; ++i)
+      if (std::string(argv[i]) == "--restarts" || std::string(argv[i]).rfind("--restarts=", 0) == 0)
+        return supervise_train(engine, argc, argv);
   ::execv(engine.c_str(), argv);
   const int e = errno;
   std::cerr << "xy-node " << cmd << ": cannot run the engine '" << engine << "': " << std::strerror(e)
