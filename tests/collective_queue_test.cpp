@@ -1,0 +1,324 @@
+// The parameter-shard's ordering rules (actors/collective_queue.hpp) against a fake communicator
+// that records the collectives issued: a gather waits for its unit's update and nothing overtakes
+// it; a reduced gradient lands only once the optimizer is done with the previous step's gradient;
+// and two ranks fed the same trainer messages, with the optimizer's `updated` messages arriving at
+// different points, issue the same collective sequence (the deadlock-freedom invariant). Message
+// orders are pinned explicitly (no threads, no timing), the way CAF's own tests pin them.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "actors/collective_queue.hpp"
+
+using namespace xy;
+
+namespace {
+
+// Records what the queue asks for and checks each call against what the test has fed it so far
+// (`published`: the versions the optimizer has announced).
+struct FakeComm : CollectiveRunner {
+  std::vector<int64_t> published;                      // per unit
+  std::vector<std::string> issued;                     // the collectives, in issue order
+  std::vector<std::string> landed;                     // "unit/step" in landing order
+  std::map<uint64_t, std::pair<int, int64_t>> grads;   // id -> unit, step
+  std::map<uint64_t, std::pair<int, int64_t>> requests;  // id -> unit, version
+  std::set<uint64_t> open;                             // reduce-scatters issued, not landed
+  std::set<int> in_flight;                             // gathers issued, not waited
+  std::map<int, int64_t> gathered;                     // unit -> version of its last all-gather
+  std::set<uint64_t> answered;                         // gather and finish requests answered
+
+  void all_gather(int unit, int64_t version) override {
+    EXPECT_GE(published.at(unit), version) << "all-gather of unit " << unit << " at version "
+                                           << version << " before the unit's update";
+    issued.push_back("all-gather " + std::to_string(unit) + "@" + std::to_string(version));
+    in_flight.insert(unit);
+    gathered[unit] = version;
+  }
+  void wait_gather(int unit) override { EXPECT_EQ(in_flight.erase(unit), 1u) << "unit " << unit; }
+  void drop_gather(int unit) override {
+    EXPECT_EQ(in_flight.count(unit), 0u) << "dropped unit " << unit << " while in flight";
+  }
+  void reduce_scatter(uint64_t id) override {
+    const auto [unit, step] = grads.at(id);
+    issued.push_back("reduce-scatter " + std::to_string(unit) + " (step " + std::to_string(step) + ")");
+    open.insert(id);
+  }
+  void land(uint64_t id) override {
+    EXPECT_EQ(open.erase(id), 1u) << "landed a gradient never reduce-scattered";
+    const auto [unit, step] = grads.at(id);
+    EXPECT_GE(published.at(unit), step - 1)
+        << "a step-" << step << " gradient of unit " << unit << " landed before the optimizer"
+        << " published version " << step - 1;
+    landed.push_back(std::to_string(unit) + "/" + std::to_string(step));
+  }
+  void all_reduce(uint64_t id) override {
+    EXPECT_TRUE(open.empty()) << "all-reduce with gradients not landed";
+    issued.push_back("all-reduce");
+    answered.insert(id);
+  }
+  void deliver(uint64_t request, int unit) override {
+    const auto [want_unit, version] = requests.at(request);
+    EXPECT_EQ(unit, want_unit);
+    EXPECT_EQ(in_flight.count(unit), 0u) << "answered before the gather was waited for";
+    EXPECT_TRUE(gathered.count(unit) && gathered[unit] >= version)
+        << "answered request for unit " << unit << "@" << version << " with an older gather";
+    answered.insert(request);
+  }
+};
+
+// One rank: the queue and its fake communicator, fed through the message entry points.
+struct Rank {
+  FakeComm comm;
+  CollectiveQueue queue;
+  uint64_t next_id = 0;
+
+  Rank(int units, int64_t unit_bytes, int64_t budget, int prefetch, int64_t start = 0)
+      : queue(std::vector<int64_t>(units, unit_bytes), budget, prefetch, start, &comm) {
+    comm.published.assign(units, start);
+  }
+  uint64_t gather(int unit, int dir, int64_t version) {
+    const uint64_t id = ++next_id;
+    comm.requests[id] = {unit, version};
+    queue.gather(id, unit, dir, version);
+    return id;
+  }
+  uint64_t reduce(int unit, int64_t step) {
+    const uint64_t id = ++next_id;
+    comm.grads[id] = {unit, step};
+    queue.reduce(id, unit, step);
+    return id;
+  }
+  uint64_t finish() {
+    const uint64_t id = ++next_id;
+    queue.finish(id);
+    return id;
+  }
+  void updated(int unit, int64_t version) {
+    comm.published.at(unit) = version;
+    queue.updated(unit, version);
+  }
+  bool answered(uint64_t id) const { return comm.answered.count(id) > 0; }
+};
+
+using Seq = std::vector<std::string>;
+constexpr int64_t kLarge = int64_t{1} << 40;
+
+TEST(CollectiveQueue, AGatherWaitsForItsUnitsUpdate) {
+  Rank r(3, 1, kLarge, /*prefetch=*/1);
+  const uint64_t g = r.gather(0, +1, 1);  // step 2 reads version 1; the optimizer has not run yet
+  EXPECT_EQ(r.comm.issued, Seq{});
+  EXPECT_FALSE(r.answered(g));
+  r.updated(1, 1);  // the prefetch of unit 1 is ready, but it is queued behind unit 0's gather
+  EXPECT_EQ(r.comm.issued, Seq{});
+  r.updated(0, 1);
+  EXPECT_EQ(r.comm.issued, (Seq{"all-gather 0@1", "all-gather 1@1"}));
+  EXPECT_TRUE(r.answered(g));
+  // A request for a unit already gathered at that version issues nothing new.
+  r.queue.release(0);
+  const uint64_t g1 = r.gather(1, +1, 1);  // prefetches unit 2, which is still at version 0
+  EXPECT_TRUE(r.answered(g1));
+  EXPECT_EQ(r.comm.issued.size(), 2u);
+  r.updated(2, 1);
+  EXPECT_EQ(r.comm.issued.back(), "all-gather 2@1");
+}
+
+TEST(CollectiveQueue, NothingOvertakesAGatherThatWaits) {
+  Rank r(3, 1, kLarge, /*prefetch=*/0);
+  const uint64_t g = r.gather(0, +1, 1);
+  r.reduce(2, 1);  // (a gradient of the previous step, sent late)
+  const uint64_t f = r.finish();
+  EXPECT_EQ(r.comm.issued, Seq{});
+  EXPECT_EQ(r.queue.queued(), 3u);
+  r.updated(0, 1);
+  EXPECT_EQ(r.comm.issued, (Seq{"all-gather 0@1", "reduce-scatter 2 (step 1)", "all-reduce"}));
+  EXPECT_TRUE(r.answered(g));
+  EXPECT_TRUE(r.answered(f));
+}
+
+// The delayed update: step 2's gradients may land only after the optimizer has applied step 1 to
+// their unit (it still reads step 1's gradient shard until then); the end-of-step all-reduce waits
+// for every one of them.
+TEST(CollectiveQueue, AGradientLandsOnlyAfterThePreviousStepsUpdate) {
+  Rank r(2, 1, kLarge, /*prefetch=*/1);
+  r.reduce(1, 2);
+  r.reduce(0, 2);
+  const uint64_t f = r.finish();
+  EXPECT_EQ(r.comm.issued, (Seq{"reduce-scatter 1 (step 2)", "reduce-scatter 0 (step 2)"}));
+  EXPECT_EQ(r.comm.landed, Seq{});
+  r.updated(1, 1);  // unit 0's gradient still may not land, so neither may the all-reduce
+  EXPECT_EQ(r.comm.landed, Seq{});
+  EXPECT_FALSE(r.answered(f));
+  r.updated(0, 1);
+  EXPECT_EQ(r.comm.landed, (Seq{"1/2", "0/2"}));
+  EXPECT_EQ(r.comm.issued.back(), "all-reduce");
+  EXPECT_TRUE(r.answered(f));
+  EXPECT_EQ(r.queue.open_reductions(), 0u);
+}
+
+// In-flight gradients are bounded: past two open reductions the oldest lands, when it may.
+TEST(CollectiveQueue, AtMostTwoReductionsStayOpenWhenTheyMayLand) {
+  Rank r(4, 1, kLarge, 1);
+  for (int u = 3; u >= 1; --u) r.reduce(u, 1);  // step 1 reads version 0: lands at once
+  EXPECT_EQ(r.queue.open_reductions(), 2u);
+  EXPECT_EQ(r.comm.landed, Seq{"3/1"});
+
+  Rank d(4, 1, kLarge, 1);
+  for (int u = 3; u >= 1; --u) d.reduce(u, 2);  // delayed update: version 1 not published yet
+  EXPECT_EQ(d.queue.open_reductions(), 3u);
+  EXPECT_EQ(d.comm.landed, Seq{});
+}
+
+TEST(CollectiveQueue, PrefetchesStayWithinTheBudgetAndTheRequestedUnitIsAlwaysGathered) {
+  Rank r(5, 10, /*budget=*/25, /*prefetch=*/3);
+  r.gather(0, +1, 0);  // 0 and 1 held (20 bytes); 2 would make 30
+  EXPECT_EQ(r.comm.issued, (Seq{"all-gather 0@0", "all-gather 1@0"}));
+  r.queue.release(0);
+  r.gather(1, +1, 0);  // 1 is held; 2 fits (20), 3 would not
+  EXPECT_EQ(r.comm.issued.back(), "all-gather 2@0");
+  EXPECT_EQ(r.comm.issued.size(), 3u);
+
+  Rank tiny(2, 10, /*budget=*/5, /*prefetch=*/1);
+  const uint64_t g = tiny.gather(0, +1, 0);
+  EXPECT_EQ(tiny.comm.issued, Seq{"all-gather 0@0"});
+  EXPECT_TRUE(tiny.answered(g));
+}
+
+// ---- the same collective order on every rank ---------------------------------------------------
+
+// A trainer message, as trainer.cpp sends them per micro-batch: forward gather/release unit by
+// unit, the head, the backward last block first (gather, reduce, release), the embedding; finish.
+struct Msg {
+  enum Kind { kGather, kRelease, kReduce, kFinish } kind;
+  int unit = -1, dir = 0;
+  int64_t version = 0, step = 0;
+};
+
+std::vector<Msg> trainer_program(int units, int64_t steps, int accum, bool delayed) {
+  const int head = units - 1;
+  std::vector<Msg> p;
+  for (int64_t step = 1; step <= steps; ++step) {
+    const int64_t v = delayed ? std::max<int64_t>(0, step - 2) : step - 1;
+    for (int k = 0; k < accum; ++k) {
+      for (int u = 0; u < head; ++u) {
+        p.push_back({Msg::kGather, u, +1, v, step});
+        p.push_back({Msg::kRelease, u});
+      }
+      p.push_back({Msg::kGather, head, -1, v, step});
+      p.push_back({Msg::kReduce, head, 0, 0, step});
+      p.push_back({Msg::kRelease, head});
+      for (int u = head - 1; u >= 1; --u) {
+        p.push_back({Msg::kGather, u, -1, v, step});
+        p.push_back({Msg::kReduce, u, 0, 0, step});
+        p.push_back({Msg::kRelease, u});
+      }
+      p.push_back({Msg::kGather, 0, +1, v, step});
+      p.push_back({Msg::kReduce, 0, 0, 0, step});
+      p.push_back({Msg::kRelease, 0});
+    }
+    p.push_back({Msg::kFinish, -1, 0, 0, step});
+  }
+  return p;
+}
+
+// Runs the program on one rank. The arrival order is pinned by `optimizer_next`: whenever both a
+// trainer message and an optimizer `updated` could arrive next, it says which does. Causality is
+// kept as in the engine: the trainer waits for the answer to each gather and finish before sending
+// more, and the optimizer's updates of step s (unit 0 first) follow the answer to step s's finish.
+template <class Choice>
+Seq run_rank(const std::vector<Msg>& program, int units, int64_t unit_bytes, int64_t budget,
+             int prefetch, Choice optimizer_next, std::string* trace) {
+  Rank r(units, unit_bytes, budget, prefetch);
+  size_t pc = 0;
+  uint64_t awaiting = 0;                    // the trainer's unanswered request (0: none)
+  int64_t awaiting_finish_step = 0;         // its step, when it is a finish
+  std::deque<std::pair<int, int64_t>> optimizer;  // updates not yet delivered
+  for (;;) {
+    if (awaiting && r.answered(awaiting)) {
+      if (awaiting_finish_step)  // the step order: the optimizer updates every unit in turn
+        for (int u = 0; u < units; ++u) optimizer.push_back({u, awaiting_finish_step});
+      awaiting = 0;
+      awaiting_finish_step = 0;
+    }
+    const bool trainer_can = pc < program.size() && !awaiting;
+    const bool optimizer_can = !optimizer.empty();
+    if (!trainer_can && !optimizer_can) break;
+    if (optimizer_can && (!trainer_can || optimizer_next())) {
+      *trace += "U";
+      r.updated(optimizer.front().first, optimizer.front().second);
+      optimizer.pop_front();
+      continue;
+    }
+    *trace += "T";
+    const Msg& m = program[pc++];
+    switch (m.kind) {
+      case Msg::kGather: awaiting = r.gather(m.unit, m.dir, m.version); break;
+      case Msg::kRelease: r.queue.release(m.unit); break;
+      case Msg::kReduce: r.reduce(m.unit, m.step); break;
+      case Msg::kFinish:
+        awaiting = r.finish();
+        awaiting_finish_step = m.step;
+        break;
+    }
+  }
+  EXPECT_EQ(pc, program.size()) << "the trainer never got an answer (deadlock) in order " << *trace;
+  EXPECT_EQ(awaiting, 0u) << "order " << *trace;
+  EXPECT_EQ(r.queue.queued(), 0u) << "order " << *trace;
+  return r.comm.issued;
+}
+
+struct OrderCase {
+  bool delayed;
+  int accum;
+};
+void PrintTo(const OrderCase& c, std::ostream* os) {
+  *os << (c.delayed ? "delayed update" : "exact update") << ", grad_accum " << c.accum;
+}
+
+class SameOrderOnEveryRank : public ::testing::TestWithParam<OrderCase> {};
+
+TEST_P(SameOrderOnEveryRank, WhateverWhenTheUpdatesArrive) {
+  const auto [delayed, accum] = GetParam();
+  const int units = 5, prefetch = 2;
+  const int64_t steps = 4, bytes = 10, budget = 35;  // the budget skips some prefetches
+  const auto program = trainer_program(units, steps, accum, delayed);
+
+  // Rank 0: every update arrives as soon as it can; rank 1: only when the trainer waits for one.
+  std::string eager_trace, lazy_trace;
+  const Seq eager = run_rank(program, units, bytes, budget, prefetch, [] { return true; }, &eager_trace);
+  const Seq lazy = run_rank(program, units, bytes, budget, prefetch, [] { return false; }, &lazy_trace);
+  ASSERT_NE(eager_trace, lazy_trace) << "the two pinned orders must differ";
+  EXPECT_EQ(eager, lazy);
+
+  // The sequence is the whole step: every gradient reduce-scattered, one all-reduce a step.
+  EXPECT_EQ(std::count(eager.begin(), eager.end(), "all-reduce"), steps);
+  EXPECT_EQ(std::count_if(eager.begin(), eager.end(),
+                          [](const std::string& s) { return s.rfind("reduce-scatter", 0) == 0; }),
+            steps * accum * units);
+
+  // More ranks: pseudo-random but fixed interleavings (seeded; the same on every run).
+  for (uint32_t seed = 1; seed <= 200; ++seed) {
+    std::mt19937 rng(seed);
+    const uint32_t odds = 1 + seed % 4;  // an update comes first with probability 1/odds
+    std::string trace;
+    const Seq other = run_rank(program, units, bytes, budget, prefetch,
+                               [&] { return rng() % odds == 0; }, &trace);
+    ASSERT_EQ(other, eager) << "rank with seed " << seed << " (order " << trace
+                            << ") issued another sequence than the rank with order " << eager_trace;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(CollectiveQueue, SameOrderOnEveryRank,
+                         ::testing::Values(OrderCase{false, 1}, OrderCase{false, 2},
+                                           OrderCase{true, 1}, OrderCase{true, 2}),
+                         [](const ::testing::TestParamInfo<OrderCase>& i) {
+                           return std::string(i.param.delayed ? "Delayed" : "Exact") + "Accum" +
+                                  std::to_string(i.param.accum);
+                         });
+
+}  // namespace
