@@ -1,8 +1,11 @@
 // The job configuration: one struct per concern, loaded from TOML and validated once at start-up.
 //
-// Every field states its default and meaning; docs/CONFIG.md documents the same keys for users.
-// load_config() rejects unknown keys, wrong types and inconsistent values with a ConfigError whose
-// message names the file, line and column, the dotted key, and what would be valid, e.g.
+// Each field's default is its initializer here. Its key, rule (type, range or allowed values) and
+// user documentation are its row in the field tables of io/config_fields.cpp, from which the
+// reader, the "valid:" key lists and the key tables of docs/CONFIG.md are made; the comments here
+// say what a field is, for the code that uses it. load_config() rejects unknown keys, wrong types
+// and inconsistent values with a ConfigError whose message names the file, line and column, the
+// dotted key, and what would be valid, e.g.
 //   config/tiny.toml:15:9: model.heads: 7 does not divide model.hidden = 256 (from preset 'tiny'):
 //   head_dim would be 36.57, not an integer; valid: a divisor of 256 that leaves an even head_dim,
 //   such as 2, 4, 8, 16
@@ -25,7 +28,7 @@ class ConfigError : public std::runtime_error {
 struct NodeSpec {
   std::string host = "127.0.0.1";  // address the node's control plane binds to and peers dial
   int port = 0;                     // control-plane TCP port; 0 = pick a free one (single node only)
-  int devices = 1;                  // devices (GPUs, or CPU ranks) this node drives; >= 1
+  int devices = 1;                  // devices (GPUs, or CPU ranks) this node drives
 };
 
 // [topology]: who takes part. Global rank = devices on earlier nodes + local device index.
@@ -38,16 +41,16 @@ struct TopologyConfig {
 
 // [model]: a LLaMA-style decoder. `preset` fills every shape field; explicit keys override it.
 struct ModelConfig {
-  std::string preset = "tiny";  // tiny | 1b | 3b | 7b | xuanyuan-6b | custom (all shapes given)
+  std::string preset = "tiny";  // model_preset(): the shape fields below; "custom" = none
   int64_t vocab_size = 0;       // tokens; 0 = take the tokenizer's vocabulary size
   int64_t hidden = 0;           // model width
   int64_t intermediate = 0;     // SwiGLU inner width
   int64_t layers = 0;           // transformer blocks
-  int64_t heads = 0;            // attention heads; must divide hidden, head_dim must be even
-  int64_t kv_heads = 0;         // key/value heads (grouped-query attention); must divide heads; 0 = heads
+  int64_t heads = 0;            // attention heads (head_dim = hidden / heads)
+  int64_t kv_heads = 0;         // key/value heads (grouped-query attention); 0 = heads
   double rms_eps = 1e-5;        // RMSNorm epsilon
   double rope_theta = 10000.0;  // rotary embedding base
-  int64_t max_seq_len = 4096;   // longest sequence the model is meant for (>= data.seq_len)
+  int64_t max_seq_len = 4096;   // longest sequence the model is meant for
   double init_std = 0.02;       // std of the normal init of linear and embedding weights
   uint64_t init_seed = 1234;    // seed of the parameter initialisation (identical on every rank)
   // A Hugging Face LlamaForCausalLM folder (config.json + safetensors) to start from instead of a
@@ -74,7 +77,7 @@ struct TrainConfig {
   int64_t steps = 200;         // optimizer steps
   int64_t micro_batch = 8;     // samples per micro-batch per rank
   int64_t grad_accum = 1;      // micro-batches per step per rank
-  std::string precision = "fp32";  // fp32 | bf16 | fp16 (working precision of parameters)
+  std::string precision = "fp32";  // working precision of parameters (fp32, bf16, fp16)
   int64_t log_every = 10;      // print a step line every N steps (and the first and last)
   int threads = 0;             // intra-op threads for compute per rank; 0 = cores / ranks
   // Dynamic loss scaling (DeepSpeed's DynamicLossScaler): "auto" = on for fp16 only; "dynamic" =
@@ -113,9 +116,11 @@ struct OptimizerConfig {
 
 // [actors]: runtime settings of the actors.
 struct ActorsConfig {
-  int prefetch_batches = 2;          // micro-batches the prefetcher keeps ready per rank (>= 1)
-  int prefetch_layers = 1;           // layers the parameter-shard gathers ahead of use (>= 0)
-  int64_t gather_budget_mb = 4096;   // max MiB of gathered (full) layer parameters held per rank
+  int prefetch_batches = 2;          // micro-batches the prefetcher keeps ready per rank
+  // Units (model/layout.hpp: the embedding, one block, the head) the parameter-shard gathers ahead
+  // of the one in use; the key keeps its older name.
+  int prefetch_layers = 1;
+  int64_t gather_budget_mb = 4096;   // max MiB of gathered (full) unit parameters held per rank
   int adam_threads = 0;              // CPU Adam threads per node; 0 = all cores
   // Parameter offload (GPU ranks): the working-precision shards live in pinned host memory and are
   // copied to the device just ahead of their all-gather, instead of staying on the device.
@@ -125,8 +130,8 @@ struct ActorsConfig {
 // [deadlines]: seconds before an in-flight operation is declared stuck (watchdog).
 struct DeadlinesConfig {
   double collective_s = 120;   // one all-gather / reduce-scatter / all-reduce
-  double compute_s = 300;      // one layer's forward or backward
-  double optimizer_s = 300;    // CPU Adam on one layer's shard
+  double compute_s = 300;      // one unit's forward or backward
+  double optimizer_s = 300;    // CPU Adam on one unit's shard
   double batch_s = 120;        // waiting for a micro-batch
   double checkpoint_s = 1800;  // writing one checkpoint
   double first_step_factor = 5;  // deadlines of step 1 are multiplied by this (warm-up, allocation)
@@ -155,7 +160,7 @@ struct CheckpointConfig {
   std::string dir;             // default: <data.work_dir>/checkpoints
   int64_t every_steps = 0;     // 0 = only at the end
   double every_minutes = 0;    // also when this many minutes passed since the last one; 0 = off
-  int keep_last = 2;           // the newest checkpoints kept; >= 1
+  int keep_last = 2;           // the newest checkpoints kept
   int64_t keep_every = 0;      // also keep every checkpoint whose step is a multiple; 0 = none
 };
 

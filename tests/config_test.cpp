@@ -2,14 +2,19 @@
 // mistake, each asserting the file:line:col, the dotted key and the hint of the message (and
 // printing the message, so that the test log shows what users will read).
 #include "io/config.hpp"
+#include "io/config_fields.hpp"
 #include "io/error_text.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <set>
+#include <sstream>
 #include <string>
 
 namespace xy {
@@ -792,6 +797,160 @@ TEST(ConfigRanges, ShapeTooLargeNamesTheKey) {
   EXPECT_TRUE(Has(msg, "model.max_seq_len: 9007199254740992 makes the rotary tables"));
   // The largest preset is well inside.
   EXPECT_NO_THROW(parse_config("[model]\npreset = \"7b\"\n"));
+}
+
+// ---- each key stated once: the field tables make the schema, the reader and the docs --------------
+
+// Every key of every table is read by its rule, and its message's "valid:" is its docs' column: a
+// value no rule accepts (a date) names the key and what its row in docs/CONFIG.md says is valid.
+TEST(ConfigFields, EveryKeyIsReadByItsRule) {
+  using namespace config_fields;
+  auto check = [](const std::string& text, const std::string& dotted, const std::string& valid) {
+    SCOPED_TRACE(text);
+    std::string msg = error_of(text);
+    EXPECT_TRUE(Has(msg, "test.toml:2:"));
+    EXPECT_TRUE(Has(msg, dotted + ": expected "));
+    EXPECT_TRUE(Has(msg, "; valid: " + valid));
+  };
+  size_t keys = 0;
+  Config cfg;
+  for_each_table(cfg, [&](const auto& table, auto&) {
+    for (const auto& f : table.fields) {
+      check("[" + table.name + "]\n" + f.key + " = 2024-01-01\n", table.name + "." + f.key,
+            f.rule.valid());
+      ++keys;
+    }
+  });
+  for (const auto& f : node_table().fields) {
+    check("[[topology.nodes]]\n" + f.key + " = 2024-01-01\n", "topology.nodes[0]." + f.key,
+          f.rule.valid());
+    ++keys;
+  }
+  EXPECT_GE(keys, 70u);  // the tables are all there
+}
+
+// The "unknown key; valid: ..." list of a table is its field table's keys, in their order.
+TEST(ConfigFields, UnknownKeyListsTheFieldTable) {
+  using namespace config_fields;
+  for (const TableKeys& t : schema()) {
+    SCOPED_TRACE(t.name);
+    std::string msg = error_of("[" + t.name + "]\nzzz_not_a_key = 1\n");
+    EXPECT_EQ(msg, "test.toml:2:1: " + t.name + ".zzz_not_a_key: unknown key; valid: " + join(t.keys));
+  }
+  EXPECT_EQ(join(keys_of("topology")), "device, nodes, node_index");
+  EXPECT_EQ(join(node_table().keys()), "host, port, devices");
+}
+
+// Every key has its documentation (a key added without docs fails here).
+TEST(ConfigDocs, EveryKeyHasADoc) {
+  using namespace config_fields;
+  for (const std::string& name : doc_table_names()) {
+    std::istringstream rows(doc_table(name));
+    std::string row;
+    std::getline(rows, row);  // the header
+    std::getline(rows, row);  // |---|
+    while (std::getline(rows, row)) {
+      SCOPED_TRACE(name + ": " + row);
+      // | `key` | default | valid | meaning |: five bars, no empty cell.
+      EXPECT_EQ(std::count(row.begin(), row.end(), '|'), 5);
+      EXPECT_EQ(row.find("|  |"), std::string::npos);
+      EXPECT_EQ(row.find("| |"), std::string::npos);
+    }
+  }
+}
+
+// docs/CONFIG.md holds exactly the key tables the field tables make, each between its markers.
+// XY_WRITE_CONFIG_DOCS=1 writes them there instead (the way to regenerate them).
+TEST(ConfigDocs, ConfigMdHasTheGeneratedKeyTables) {
+  using namespace config_fields;
+  const std::string path = "docs/CONFIG.md";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path << " not found; run the test from the repository root";
+  std::stringstream buf;
+  buf << in.rdbuf();
+  std::string doc = buf.str();
+  const bool write = std::getenv("XY_WRITE_CONFIG_DOCS") != nullptr;
+  const std::string regenerate =
+      "regenerate the tables from the field tables in io/config_fields.cpp with\n"
+      "  XY_WRITE_CONFIG_DOCS=1 build/bin/config_test --gtest_filter='ConfigDocs.*'\n"
+      "(from the repository root), then review `git diff docs/CONFIG.md`";
+  size_t tables = 0;
+  for (const std::string& name : doc_table_names()) {
+    const std::string begin = "<!-- keys of [" + name + "]: generated from io/config_fields.cpp -->\n";
+    const std::string end = "<!-- end of keys of [" + name + "] -->\n";
+    size_t b = doc.find(begin), e = b == std::string::npos ? b : doc.find(end, b);
+    if (b == std::string::npos || e == std::string::npos) {
+      ADD_FAILURE() << path << " lacks the markers of the key table of [" << name << "]: put\n  "
+                    << begin << "  " << end << "where it goes, and " << regenerate;
+      continue;
+    }
+    b += begin.size();
+    const std::string want = doc_table(name);
+    if (write) {
+      doc.replace(b, e - b, want);
+    } else {
+      EXPECT_EQ(doc.substr(b, e - b), want)
+          << path << ": the key table of [" << name << "] differs from its field table; " << regenerate;
+    }
+    ++tables;
+  }
+  EXPECT_EQ(tables, doc_table_names().size());
+  // No table of a key that is gone.
+  size_t markers = 0;
+  for (size_t at = doc.find("<!-- keys of ["); at != std::string::npos; at = doc.find("<!-- keys of [", at + 1))
+    ++markers;
+  EXPECT_EQ(markers, doc_table_names().size()) << path << " has key tables of unknown tables";
+  if (write) {
+    std::ofstream(path) << doc;
+    std::cout << "    wrote the key tables of " << path << "\n";
+  }
+}
+
+// config/tiny.toml shows every key (its header says so, and README points users to it): a key
+// added to the field tables must be added there too, with its default and a comment (commented
+// out where writing it would change the run: the preset's shape keys, data.shards).
+TEST(ConfigFiles, TinyTomlNamesEveryKey) {
+  using namespace config_fields;
+  std::ifstream in("config/tiny.toml");
+  ASSERT_TRUE(in) << "config/tiny.toml not found; run the test from the repository root";
+  std::set<std::string> written;  // dotted keys, and "topology.nodes" for [[topology.nodes]]
+  std::string section, line;
+  auto trim = [](const std::string& s) {
+    size_t first = s.find_first_not_of(" \t");
+    return first == std::string::npos ? std::string() : s.substr(first);
+  };
+  while (std::getline(in, line)) {
+    line = trim(line);
+    // A key shown commented out ("# hidden = 256  # ...") names it too.
+    if (line.rfind("#", 0) == 0) {
+      std::string rest = trim(line.substr(1));
+      size_t name_end = rest.find_first_not_of("abcdefghijklmnopqrstuvwxyz_0123456789");
+      if (name_end == 0 || name_end == std::string::npos || trim(rest.substr(name_end)).rfind("=", 0) != 0)
+        continue;
+      line = rest;
+    }
+    line = trim(line.substr(0, line.find('#')));
+    if (line.empty()) continue;
+    if (line[0] == '[') {
+      size_t open = line.find_first_not_of('['), close = line.find(']');
+      section = line.substr(open, close - open);
+      if (line.rfind("[[", 0) == 0) written.insert(section);
+      continue;
+    }
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = line.substr(0, eq);
+    key = key.substr(0, key.find_last_not_of(" \t") + 1);
+    written.insert(section + "." + key);
+  }
+  std::vector<std::string> missing;
+  for (const TableKeys& t : schema())
+    for (const std::string& key : t.keys)
+      if (!written.count(t.name + "." + key)) missing.push_back(t.name + "." + key);
+  for (const std::string& key : node_table().keys())
+    if (!written.count("topology.nodes." + key)) missing.push_back("topology.nodes." + key);
+  EXPECT_TRUE(missing.empty()) << "config/tiny.toml lacks " << join(missing)
+                               << ": add each with its default and a comment";
 }
 
 }  // namespace
