@@ -66,16 +66,12 @@ void fsync_path(const std::string& path, bool is_dir) {
   if (rc != 0) throw std::runtime_error("fsync of " + path + " failed: " + std::strerror(err));
 }
 
-void write_file_atomic(const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp";
-  const int fd = open_exclusive(tmp);
-  try {
-    write_all_fd(fd, data.data(), data.size(), tmp);
-    if (::fsync(fd) != 0) throw std::runtime_error("fsync of " + tmp + " failed: " + std::strerror(errno));
-  } catch (...) {
+void publish_file_atomic(int fd, const std::string& tmp, const std::string& path) {
+  if (::fsync(fd) != 0) {
+    const int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
-    throw;
+    throw std::runtime_error("fsync of " + tmp + " failed: " + std::strerror(err));
   }
   if (::close(fd) != 0) {
     const int err = errno;
@@ -89,6 +85,19 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   }
   const fs::path parent = fs::path(path).parent_path();
   fsync_path(parent.empty() ? "." : parent.string(), true);
+}
+
+void write_file_atomic(const std::string& path, const std::string& data) {
+  const std::string tmp = path + ".tmp";
+  const int fd = open_exclusive(tmp);
+  try {
+    write_all_fd(fd, data.data(), data.size(), tmp);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  publish_file_atomic(fd, tmp, path);
 }
 
 void make_dir_no_link(const std::string& path) {

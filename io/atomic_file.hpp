@@ -1,6 +1,7 @@
 // Files that xy creates: owner-only by default, temporaries opened exclusively without following
 // links, and publication by write + fsync + rename (the reader sees the old file or the new one,
-// never half of one). Used by checkpoints, the stall report, the token cache and exports.
+// never half of one). Used by checkpoints, the stall report, the token cache, exports and
+// preprocess (its shards, state file and manifest).
 //
 // File modes: every xy process adds 077 to the umask it was started with (files 0600,
 // directories 0700), unless XY_UMASK (octal, e.g. 027 to let the group read) says otherwise; see
@@ -27,8 +28,14 @@ void write_all_fd(int fd, const void* data, size_t n, const std::string& path);
 // fsyncs a file or directory; throws std::runtime_error naming it.
 void fsync_path(const std::string& path, bool is_dir);
 
-// Writes `data` to `path` atomically: `path`.tmp (exclusive, see open_exclusive), fsync, rename,
-// fsync of the directory. Throws std::runtime_error naming the file.
+// Publishes `tmp`, written through `fd` (from open_exclusive(tmp)), as `path`: fsync, close,
+// rename, fsync of the directory. For files written piece by piece (token shards); the one
+// implementation of the sequence, which write_file_atomic uses too. Closes fd in every case and
+// removes tmp on failure. Throws std::runtime_error naming the file.
+void publish_file_atomic(int fd, const std::string& tmp, const std::string& path);
+
+// Writes `data` to `path` atomically: `path`.tmp (exclusive, see open_exclusive), then
+// publish_file_atomic. Throws std::runtime_error naming the file.
 void write_file_atomic(const std::string& path, const std::string& data);
 
 // Creates directory `path` if it does not exist; an existing one is kept, but it must be a real

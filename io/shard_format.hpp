@@ -1,5 +1,5 @@
 // The on-disk format of `xy-node preprocess` output: token shards, their header, and file names.
-// Shared by the writer (io/preprocess.cpp) and the memory-mapped reader (io/shards.cpp); the
+// Shared by the writer (preprocess/packer.cpp) and the memory-mapped reader (io/shards.cpp); the
 // format is described for users in docs/DATA.md.
 //
 // A shard file (little-endian):

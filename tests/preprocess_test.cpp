@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "io/atomic_file.hpp"
 #include "io/dataset.hpp"
 #include "io/shard_format.hpp"
 #include "io/shards.hpp"
@@ -616,6 +617,34 @@ TEST_F(PreprocessTest, TrainingDataComesFromDataShards) {
   cfg.data.tokenizer.clear();
   cfg.data.seq_len = 100;
   EXPECT_THROW(prepare_data(cfg, log), std::runtime_error);
+}
+
+// Shards are written piece by piece and published with io/atomic_file.hpp's publish_file_atomic,
+// the sequence write_file_atomic (checkpoints, state, manifest) uses too: the whole file appears
+// under its name and the temporary is gone; a failed publication names the file and removes
+// the temporary instead of leaving it behind.
+TEST_F(PreprocessTest, PublishFileAtomicPublishesWholeFilesAndCleansUpOnFailure) {
+  const std::string tmp = dir_ + "/piece.bin.tmp", path = dir_ + "/piece.bin";
+  int fd = open_exclusive(tmp);
+  write_all_fd(fd, "head", 4, tmp);
+  write_all_fd(fd, "tail", 4, tmp);
+  publish_file_atomic(fd, tmp, path);
+  EXPECT_EQ(read_all(path), "headtail");
+  EXPECT_FALSE(fs::exists(tmp));
+
+  // The name is taken by a non-empty directory: the rename fails.
+  fs::create_directories(dir_ + "/busy/inside");
+  const std::string busy_tmp = dir_ + "/busy.tmp";
+  fd = open_exclusive(busy_tmp);
+  write_all_fd(fd, "x", 1, busy_tmp);
+  try {
+    publish_file_atomic(fd, busy_tmp, dir_ + "/busy");
+    ADD_FAILURE() << "publishing over a non-empty directory succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("busy.tmp"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(busy_tmp));
+  EXPECT_TRUE(fs::is_directory(dir_ + "/busy/inside"));
 }
 
 }  // namespace
