@@ -26,6 +26,7 @@ const char* xy_usage() {
          "  export   write a checkpoint as a Hugging Face folder (config.json + safetensors)\n"
          "  doctor   preflight checks of this node and its peers (xy-node doctor --config FILE)\n"
          "  status   live state of a running job (xy-node status --config FILE | --address HOST:PORT)\n"
+         "  report   a run's metrics as one HTML file of charts (xy-node report RUN_DIR [--out FILE])\n"
          "\n"
          "Run 'xy-node <command> --help' for the options of a command.\n"
          "Exit codes: 0 done, 1 error, 2 bad usage or configuration, 3 stalled (watchdog report),\n"
@@ -107,6 +108,7 @@ int run_light_command(int argc, char** argv) {
     return cmd_preprocess(argc - 1, argv + 1);
   }
   if (cmd == "status") return cmd_status(argc - 1, argv + 1);
+  if (cmd == "report") return cmd_report(argc - 1, argv + 1);
   return -1;
 }
 

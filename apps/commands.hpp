@@ -20,7 +20,7 @@ int cmd_verify(int argc, char** argv);
 const char* xy_usage();
 
 // What both mains do first: ignore SIGPIPE, set the file-mode policy (XY_UMASK), then `xy-node` alone or --help (the usage), and the
-// commands that need no LibTorch (preprocess, status). Returns their exit code, or -1 when argv[1]
+// commands that need no LibTorch (preprocess, status, report). Returns their exit code, or -1 when argv[1]
 // is another command.
 int run_light_command(int argc, char** argv);
 
@@ -76,6 +76,9 @@ int supervise_train(const std::string& engine, int argc, char** argv);
 
 // `xy-node status`: the live state of a running job (apps/cmd_status.cpp, docs/OPERATIONS.md).
 int cmd_status(int argc, char** argv);
+
+// `xy-node report`: a run's metrics log as one HTML file (apps/cmd_report.cpp, docs/OPERATIONS.md).
+int cmd_report(int argc, char** argv);
 
 // `xy-node export`: a checkpoint as a Hugging Face folder (apps/cmd_checkpoint.cpp).
 int cmd_export(int argc, char** argv);
