@@ -1,8 +1,14 @@
 // The node's status server over HTTP (cpp-httplib): /status (JSON), /metrics (Prometheus), / (page).
 #include "health/status_server.hpp"
+#include "health/charts_js.hpp"
 #include "io/threads.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <httplib.h>
+
+#include <cerrno>
 
 #include <fstream>
 #include <sstream>
@@ -20,6 +26,19 @@ int64_t resident_bytes() {
   return rss * 4096;
 }
 
+// The file's bytes (opened without following a link, as xy opens its own files); false when it
+// cannot be read (not there yet).
+bool read_metrics_log(const std::string& path, std::string& out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[1 << 16];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+    if (n > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return n == 0;
+}
+
 class HttpStatusServer : public StatusServer {
  public:
   HttpStatusServer(std::shared_ptr<NodeContext> ctx, const std::string& host, int port)
@@ -29,6 +48,16 @@ class HttpStatusServer : public StatusServer {
     });
     server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(status_metrics_text(node_status_json(*ctx_)), "text/plain; version=0.0.4");
+    });
+    // Node 0's metrics log as it is on disk, for the page's charts (other nodes write none: 404).
+    server_.Get("/metrics.jsonl", [this](const httplib::Request&, httplib::Response& res) {
+      std::string body;
+      if (!read_metrics_log(ctx_->cfg.data.work_dir + "/metrics.jsonl", body)) {
+        res.status = 404;
+        res.set_content("no metrics log on this node (node 0 writes it)\n", "text/plain");
+        return;
+      }
+      res.set_content(body, "application/x-ndjson");
     });
     server_.Get("/", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(status_page_html(), "text/html; charset=utf-8");
@@ -137,15 +166,20 @@ std::string status_metrics_text(const nlohmann::json& s) {
 }
 
 const char* status_page_html() {
-  return R"HTML(<!doctype html>
+  // The charts under the table are the report's (health/charts_js.hpp), drawn from /metrics.jsonl.
+  static const std::string page = std::string(R"HTML(<!doctype html>
 <html><head><meta charset="utf-8"><title>xy status</title>
-<style>body{font:14px sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style>
+<style>body{font:14px sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left})HTML") +
+      charts_css() + R"HTML(</style>
 </head><body>
 <h1>xy <span id="title"></span></h1>
 <p id="summary">loading...</p>
 <table id="ranks"><thead><tr><th>rank</th><th>step</th><th>phase</th><th>unit</th><th>in-flight operations (age)</th><th>shard memory</th></tr></thead><tbody></tbody></table>
 <h2>loss</h2>
 <canvas id="loss" width="640" height="240" style="border:1px solid #ccc"></canvas>
+<h2>the run (metrics.jsonl)</h2>
+<div id="xy-charts"><p>loading...</p></div>
+<script>)HTML" + charts_js() + R"HTML(</script>
 <script>
 function fmtOp(o){return o.kind+(o.seq?' #'+o.seq:'')+(o.unit>=0?' u'+o.unit:'')+' ('+o.age_s.toFixed(1)+' s)';}
 function draw(c,pts){const g=c.getContext('2d');g.clearRect(0,0,c.width,c.height);if(pts.length<1)return;
@@ -163,8 +197,14 @@ async function tick(){try{const s=await (await fetch('/status')).json();
  draw(document.getElementById('loss'),s.loss_curve);document.body.dataset.points=s.loss_curve.length;
 }catch(e){document.getElementById('summary').textContent='no answer: '+e;}}
 tick();setInterval(tick,1000);
+async function charts(){const el=document.getElementById('xy-charts');try{const r=await fetch('/metrics.jsonl');
+ if(!r.ok){el.textContent=(await r.text()).trim();return;}
+ const m=xyCharts.render(el,xyCharts.parse(await r.text()));document.body.dataset.chartSteps=m.charts[0].series.train.length;
+}catch(e){el.textContent='no answer: '+e;}}
+charts();setInterval(charts,5000);
 </script></body></html>
 )HTML";
+  return page.c_str();
 }
 
 std::unique_ptr<StatusServer> start_status_server(std::shared_ptr<NodeContext> ctx) {

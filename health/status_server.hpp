@@ -1,5 +1,6 @@
 // The node's status server (docs/OPERATIONS.md, "Live diagnostics"): JSON at /status, Prometheus
-// text at /metrics and a page at / (per-rank table and a live loss curve), over HTTP on
+// text at /metrics, node 0's metrics log at /metrics.jsonl (health/metrics.hpp) and a page at /
+// (per-rank table, a live loss curve, and the report's charts of the log), over HTTP on
 // control.http_host (default: the node's topology host, loopback unless configured) and
 // control.http_port + node index (so that several nodes may share a machine). Read-only; it reads the registry and the step records under their locks.
 #pragma once
