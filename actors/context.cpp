@@ -13,6 +13,7 @@
 #include <tuple>
 #include <unistd.h>
 #ifdef XY_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -280,6 +281,7 @@ void set_identity(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
   ctx.adam_pool = std::make_unique<ThreadPool>(cfg.actors.adam_threads);
   ctx.node_index = topo.node_index;
   ctx.nodes = static_cast<int>(topo.nodes.size());
+  if (ctx.on_device) ctx.peak_flops = device_peak_flops(0, cfg.train.precision);
 }
 
 // Communicators, the job's store, and the precision every node agrees on.
@@ -356,6 +358,29 @@ double rss_gib() {
     std::fclose(f);
   }
   return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024 * 1024);
+}
+
+double device_reserved_gib(const c10::Device& device) {
+#ifdef XY_WITH_CUDA
+  if (device.is_cuda())
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).reserved_bytes[0].current /
+           1073741824.0;
+#endif
+  return 0;
+}
+
+double device_peak_flops(int index, const std::string& precision) {
+  if (precision == "fp32") return 0;
+#ifdef XY_WITH_CUDA
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, index) != cudaSuccess) return 0;
+  const std::string name = p.name;
+  for (const auto& [key, flops] : std::vector<std::pair<const char*, double>>{
+           {"H100", 989e12}, {"H200", 989e12}, {"H800", 989e12}, {"A100", 312e12}, {"A800", 312e12},
+           {"V100", 125e12}, {"L40S", 362e12}, {"A10", 125e12}, {"L4", 121e12}})
+    if (name.find(key) != std::string::npos) return flops;
+#endif
+  return 0;
 }
 
 void check_devices(const Config& cfg) {

@@ -14,4 +14,12 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts);
 // This process's resident memory, GiB.
 double rss_gib();
 
+// Memory the caching allocator holds on `device` now, GiB (0 on the CPU).
+double device_reserved_gib(const c10::Device& device);
+
+// Dense 16-bit tensor-core peak FLOP/s of local GPU `index` from its name (H100/H200 989e12,
+// A100 312e12, V100 125e12 (fp16), L40S 362e12, A10 125e12, L4 121e12); 0 when unknown or the
+// working precision is fp32 (MFU is then not reported).
+double device_peak_flops(int index, const std::string& precision);
+
 }  // namespace xy

@@ -25,6 +25,8 @@
 
 namespace xy {
 
+class MetricsLog;  // health/metrics.hpp
+
 
 // One rank's memory, allocated once at start-up. Ownership: `working` and `grad` are written by the
 // rank's parameter-shard actor (grad: during backward; working: never), `master`, `m`, `v` and
@@ -140,6 +142,11 @@ struct NodeContext {
   std::vector<int64_t> start_positions;
   std::string resumed_from;
 
+  // <work_dir>/metrics.jsonl and TensorBoard (node 0, with RunOptions::metrics): global rank 0
+  // appends a line per step (health/metrics.hpp).
+  std::shared_ptr<MetricsLog> metrics;
+  double peak_flops = 0;  // per device, for MFU (0: unknown, e.g. CPU ranks)
+
   std::atomic<bool> failed{false};  // set by fail(): trainers stop at their next step
   double last_checkpoint_pause_s = 0, last_checkpoint_write_s = 0;  // for the benchmark
 
@@ -156,6 +163,7 @@ struct RunOptions {
   bool resume_fallback = false;  // if that checkpoint is corrupt, use the newest good older one
   bool verify = true;            // check every file's SHA-256 before resuming
   bool keep_params = false;      // return the full fp32 parameters (tests; costs 4 bytes/parameter)
+  bool metrics = false;          // write <work_dir>/metrics.jsonl and tb/ (xy-node train does)
 };
 
 // Runs the training job of this node as configured: builds the context, spawns the actors, trains,

@@ -8,6 +8,7 @@
 #include "actors/context.hpp"
 #include "ckpt/checkpoint_io.hpp"
 #include "health/control.hpp"
+#include "health/metrics.hpp"
 #include "io/error_text.hpp"
 #include "io/threads.hpp"
 
@@ -66,6 +67,20 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
                                                 : "device memory",
                 rss_gib());
 
+  // The run's record: node 0 writes it (global rank 0's view of each step, after the all-reduce).
+  if (opts.metrics && ctx->node_index == 0) {
+    try {
+      ctx->metrics = std::make_shared<MetricsLog>(cfg.data.work_dir, ctx->start_step, true);
+      ctx->metrics->event({{"event", "start"}, {"step", ctx->start_step},
+                           {"resumed_from", ctx->resumed_from}, {"world", ctx->world},
+                           {"steps", cfg.train.steps}});
+    } catch (const std::exception& e) {
+      TrainResult r;
+      r.exit_code = kExitError;
+      r.error = e.what();
+      return r;
+    }
+  }
   if (!ctx->resumed_from.empty() && !opts.quiet)
     std::printf("xy: resumed from %s (step %lld)\n", ctx->resumed_from.c_str(),
                 static_cast<long long>(ctx->start_step));
@@ -154,6 +169,11 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
       for (const auto& sh : ctx->shards) parts.push_back(sh->master[u]);
       ctx->result.final_params.push_back(at::cat(parts).narrow(0, 0, ctx->layout.units[u].numel));
     }
+  }
+  if (ctx->metrics) {
+    std::lock_guard<std::mutex> lock(ctx->result_mu);
+    ctx->metrics->event({{"event", "end"}, {"exit_code", ctx->result.exit_code},
+                         {"step", ctx->result.steps.empty() ? ctx->start_step : ctx->result.steps.back().step}});
   }
   ctx->result.host_bytes = host_bytes;
   ctx->result.working_bytes = working_bytes;

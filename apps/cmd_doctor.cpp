@@ -313,28 +313,3 @@ int cmd_doctor(int argc, char** argv) {
   return failed == 0 ? 0 : 1;
 }
 
-
-int node_index_from(const xy::Config& cfg, std::optional<int> flag) {
-  const int nodes = static_cast<int>(cfg.topology.nodes.size());
-  const std::string valid = "; valid: 0.." + std::to_string(nodes - 1) + " (" + cfg.source + " has " +
-                            std::to_string(nodes) + " [[topology.nodes]])";
-  long long index = cfg.topology.node_index;
-  std::string from = "topology.node_index";
-  if (flag) {
-    index = *flag;
-    from = "--node-index";
-  } else {
-    for (const char* var : {"XY_NODE_INDEX", "NODE_RANK", "SLURM_NODEID"})
-      if (const char* v = std::getenv(var)) {
-        const std::optional<long long> parsed = parse_integer(v);
-        if (!parsed)
-          throw xy::ConfigError(std::string(var) + " = '" + v + "' (environment) is not an integer" + valid);
-        index = *parsed;
-        from = std::string(var) + " (environment)";
-        break;
-      }
-  }
-  if (index < 0 || index >= nodes)
-    throw xy::ConfigError(from + " = " + std::to_string(index) + " is not a node index" + valid);
-  return static_cast<int>(index);
-}

@@ -159,6 +159,7 @@ int cmd_train(int argc, char** argv) {
 
   xy::RunOptions ro;
   ro.data = data.samples;
+  ro.metrics = true;
   if (args.count("resume")) ro.resume = args["resume"].as<std::string>();
   ro.resume_fallback = args.count("resume-fallback") > 0;
   ro.verify = args.count("no-verify") == 0;

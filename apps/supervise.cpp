@@ -76,6 +76,7 @@ struct JobFacts {
   std::string checkpoint_dir, work_dir;
   double heartbeat_s = 10;
   int node_index = 0;
+  int nodes = 1;
 };
 
 JobFacts job_facts(const std::vector<std::string>& args) {
@@ -92,6 +93,7 @@ JobFacts job_facts(const std::vector<std::string>& args) {
   f.checkpoint_dir = cfg.checkpoint.dir;
   f.work_dir = cfg.data.work_dir;
   f.heartbeat_s = cfg.control.heartbeat_s;
+  f.nodes = static_cast<int>(cfg.topology.nodes.size());
   const std::string ni = option_value(args, "--node-index");
   f.node_index = node_index_from(cfg, ni.empty() ? std::nullopt
                                                  : std::optional<int>(static_cast<int>(
@@ -220,7 +222,11 @@ int supervise_train(const std::string& engine, int argc, char** argv) {
       run.push_back("--resume");
       run.push_back("latest");
     }
-    const double wait_s = std::min(300.0, *backoff * static_cast<double>(1 << std::min(attempt, 8)));
+    // With several nodes, every node's previous engine must have ended before any new one joins
+    // the rendezvous on node 0's port: the peers notice within heartbeat_s, and a node whose
+    // ranks do not stop is ended 10 s after its error (node.cpp). So never sooner than that.
+    const double settle_s = facts.nodes > 1 ? facts.heartbeat_s + 12 : 0;
+    const double wait_s = std::max(settle_s, std::min(300.0, *backoff * static_cast<double>(1 << std::min(attempt, 8))));
     std::cerr << "xy-node train: the job ended (" << why << "); restart " << attempt + 1 << " of " << *n
               << " from " << (latest.empty() ? std::string("the start (no checkpoint yet)") : latest)
               << " in " << wait_s << " s\n";
