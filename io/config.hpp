@@ -164,6 +164,15 @@ struct CheckpointConfig {
   int64_t keep_every = 0;      // also keep every checkpoint whose step is a multiple; 0 = none
 };
 
+// [eval]: held-out losses during training (docs/CONFIG.md).
+struct EvalConfig {
+  std::vector<std::string> sets;  // "name=path": a JSONL(.gz/.zst) file or a preprocess shards dir
+  int64_t every_steps = 0;        // 0 = only at the end
+  int64_t samples = 64;           // samples per set (at most the set's size)
+  int64_t micro_batch = 0;        // samples per forward per rank; 0 = train.micro_batch
+  bool at_end = true;             // also after the last step
+};
+
 struct Config {
   TopologyConfig topology;
   ModelConfig model;
@@ -174,6 +183,7 @@ struct Config {
   DeadlinesConfig deadlines;
   CheckpointConfig checkpoint;
   ControlConfig control;
+  EvalConfig eval;
   // [faults]: fault injection for tests and drills (docs/OPERATIONS.md). `inject` uses the syntax
   // of the XY_FAULT environment variable, which overrides it; "" = none. Checked by xy-node train.
   struct FaultsConfig {

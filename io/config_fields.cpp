@@ -489,6 +489,46 @@ const Table<ControlConfig>& control_table() {
   return table;
 }
 
+// Each of eval.sets is "name=path" with a name of letters, digits, '_' and '-', each name once.
+void check_eval_sets(const Context& ctx, const std::string& prefix, EvalConfig& e) {
+  std::vector<std::string> names;
+  for (const std::string& s : e.sets) {
+    const size_t eq = s.find('=');
+    const std::string name = eq == std::string::npos ? "" : s.substr(0, eq);
+    const bool good_name = !name.empty() && name.size() <= 64 &&
+                           std::all_of(name.begin(), name.end(), [](char c) {
+                             return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+                           });
+    if (!good_name || eq + 1 >= s.size())
+      ctx.fail(ctx.first_given({prefix + ".sets"}), prefix + ".sets", quoted(s) + " is not name=path",
+               "\"name=path\" (name: letters, digits, _ and -; path: a JSONL file or a shards directory)");
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      ctx.fail(ctx.first_given({prefix + ".sets"}), prefix + ".sets", "the name " + quoted(name) + " is used twice",
+               "each set's name once");
+    names.push_back(name);
+  }
+}
+
+const Table<EvalConfig>& eval_table() {
+  using T = EvalConfig;
+  static const Table<T> table{"eval", {
+      {"sets", &T::sets, strings(false, "an array of \"name=path\" strings"),
+       "held-out sets, each `\"name=path\"`: a JSONL file (`.jsonl`, `.gz`, `.zst`; tokenized with "
+       "the job's tokenizer, `data.text_field`) or a directory made by `xy-node preprocess`; e.g. "
+       "`[\"fin=data/eval/fin.jsonl\", \"general=data/eval/wiki.jsonl\"]`. Empty = no evaluation",
+       "", check_eval_sets},
+      {"every_steps", &T::every_steps, integer(0),
+       "evaluate every N steps (after the step's update); `0` = only at the end"},
+      {"samples", &T::samples, integer(1, int64_t{1} << 40),
+       "samples of `data.seq_len` tokens per set, the first ones of the set in order (at most the "
+       "set's size); split over the ranks"},
+      {"micro_batch", &T::micro_batch, integer(0, int64_t{1} << 20),
+       "samples per forward per rank; `0` = `train.micro_batch`"},
+      {"at_end", &T::at_end, boolean(), "also evaluate after the last step"},
+  }};
+  return table;
+}
+
 const Table<Config::FaultsConfig>& faults_table() {
   using T = Config::FaultsConfig;
   static const Table<T> table{"faults", {

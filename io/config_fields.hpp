@@ -163,6 +163,7 @@ const Table<ActorsConfig>& actors_table();
 const Table<DeadlinesConfig>& deadlines_table();
 const Table<CheckpointConfig>& checkpoint_table();
 const Table<ControlConfig>& control_table();
+const Table<EvalConfig>& eval_table();
 const Table<Config::FaultsConfig>& faults_table();
 
 // Calls f(table, member of cfg) for each top-level table, in file order of the docs.
@@ -177,6 +178,7 @@ void for_each_table(Config& cfg, F&& f) {
   f(deadlines_table(), cfg.deadlines);
   f(checkpoint_table(), cfg.checkpoint);
   f(control_table(), cfg.control);
+  f(eval_table(), cfg.eval);
   f(faults_table(), cfg.faults);
 }
 

@@ -153,4 +153,44 @@ PreparedData prepare_data(const Config& cfg, std::ostream& log) {
   return out;
 }
 
+std::vector<EvalSet> prepare_eval_sets(const Config& cfg, const std::string& tokenizer_path,
+                                       std::ostream& log) {
+  std::vector<EvalSet> sets;
+  std::shared_ptr<Tokenizer> tok;
+  for (const std::string& spec : cfg.eval.sets) {
+    EvalSet set;
+    const size_t eq = spec.find('=');
+    set.name = spec.substr(0, eq);
+    set.path = spec.substr(eq + 1);
+    const std::string where = "eval set '" + set.name + "' (" + set.path + ", eval.sets in " + cfg.source + ")";
+    std::error_code ec;
+    if (!fs::exists(set.path, ec)) throw std::runtime_error(where + ": does not exist");
+    if (fs::is_directory(set.path, ec)) {
+      std::shared_ptr<ShardSamples> shards;
+      try {
+        shards = ShardSamples::open(set.path, cfg.data.seq_len, /*verify=*/true);
+      } catch (const ShardError& e) {
+        throw std::runtime_error(where + ": " + e.what());
+      }
+      if (shards->manifest().tokenizer_sha256 != sha256_file(tokenizer_path))
+        throw std::runtime_error(where + ": made with the tokenizer '" + shards->manifest().tokenizer_path +
+                                 "', not this job's '" + tokenizer_path + "'");
+      set.samples = shards;
+    } else {
+      if (!tok) tok = Tokenizer::load(tokenizer_path);
+      CorpusStats st;
+      std::vector<int32_t> ids = tokenize_corpus({set.path}, cfg.data.text_field, *tok, &st);
+      set.samples = std::make_shared<TokenSamples>(std::move(ids), cfg.data.seq_len, tok->vocab_size());
+    }
+    if (set.samples->size() == 0)
+      throw std::runtime_error(where + ": not one sample of data.seq_len = " + std::to_string(cfg.data.seq_len) +
+                               " tokens");
+    const int64_t used = std::min(cfg.eval.samples, set.samples->size());
+    log << "xy: eval set '" << set.name << "': " << set.samples->size() << " samples of "
+        << cfg.data.seq_len << " tokens in " << set.path << "; " << used << " used" << std::endl;
+    sets.push_back(std::move(set));
+  }
+  return sets;
+}
+
 }  // namespace xy

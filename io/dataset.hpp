@@ -5,6 +5,8 @@
 
 #include <memory>
 #include <ostream>
+#include <string>
+#include <vector>
 
 #include "io/config.hpp"
 #include "io/samples.hpp"
@@ -23,5 +25,18 @@ struct PreparedData {
 // tokenizer's training text), tokens.bin and tokens.json (the cache and what it was made from).
 // Progress and counts go to `log`. Throws std::runtime_error naming the file on failure.
 PreparedData prepare_data(const Config& cfg, std::ostream& log);
+
+// One held-out set of eval.sets ("name=path").
+struct EvalSet {
+  std::string name, path;
+  std::shared_ptr<const SampleSource> samples;
+};
+
+// The sets of eval.sets: a JSONL file is tokenized with `tokenizer_path` (BOS + ids + EOS per
+// document, as the training data); a directory is opened as preprocess shards (verified; they must
+// have been made with the same tokenizer). Every set must hold at least one sample of
+// data.seq_len tokens. Throws std::runtime_error naming the set, its path and eval.sets.
+std::vector<EvalSet> prepare_eval_sets(const Config& cfg, const std::string& tokenizer_path,
+                                       std::ostream& log);
 
 }  // namespace xy
