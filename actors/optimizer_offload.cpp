@@ -125,7 +125,7 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
             s.ctx->fail("rank " + std::to_string(s.rank) + ": CPU Adam on unit " +
                         std::to_string(u) + ": " + e.what());
           }
-          self->send(s.shard, updated_atom::value, static_cast<int32_t>(u), order.step, uploaded);
+          self->send(s.shard, UnitUpdated{static_cast<int32_t>(u), order.step, uploaded});
         }
         s.version = order.step;
       },

@@ -39,12 +39,12 @@ struct Reduction {
   uint64_t op_id;
 };
 
-struct GatherRequest {
+struct PendingGather {
   caf::typed_response_promise<GatheredUnit> rp;
   Clock::time_point requested = Clock::now();
 };
 
-struct FinishRequest {
+struct PendingFinish {
   at::Tensor loss_sum;
   int64_t loss_count = 0;
   bool want_checkpoint = false;
@@ -63,8 +63,8 @@ struct ParamShardState : CollectiveRunner {
   std::map<int, Gathered> gathered;        // per unit the queue holds a gather of
   std::map<uint64_t, UnitGrad> grads;      // received, reduce-scatter not issued yet
   std::map<uint64_t, Reduction> reductions;  // reduce-scatters issued, not landed
-  std::map<uint64_t, GatherRequest> gather_requests;
-  std::map<uint64_t, FinishRequest> finish_requests;
+  std::map<uint64_t, PendingGather> gather_requests;
+  std::map<uint64_t, PendingFinish> finish_requests;
   at::Tensor sumsq;                        // device, grad_accum = 1: squared norm per unit so far
   static inline const char* name = "parameter-shard";
 
@@ -181,7 +181,7 @@ struct ParamShardState : CollectiveRunner {
 
   // Every gradient of the step has landed: one all-reduce of the step's facts, then the answer.
   void all_reduce(uint64_t id) override {
-    FinishRequest& q = finish_requests.at(id);
+    PendingFinish& q = finish_requests.at(id);
     c10::StreamGuard guard(st.reduce);
     const auto dev = at::TensorOptions().dtype(at::kDouble).device(st.device);
     const int64_t units = static_cast<int64_t>(ctx->layout.units.size());
@@ -272,19 +272,20 @@ param_shard_actor::behavior_type param_shard_fn(
     s.sumsq = at::zeros({static_cast<int64_t>(ctx->layout.units.size())},
                         at::TensorOptions().dtype(at::kFloat).device(s.st.device));
   return {
-      [=](gather_atom, int32_t unit, int32_t dir, int64_t ver) -> caf::typed_response_promise<GatheredUnit> {
+      [=](const GatherRequest& r) -> caf::typed_response_promise<GatheredUnit> {
         auto& s = self->state;
         auto rp = self->make_response_promise<GatheredUnit>();
         const uint64_t id = ++s.next_id;
-        s.gather_requests[id] = GatherRequest{rp};
-        s.guarded("gather of unit " + std::to_string(unit), [&] { s.queue->gather(id, unit, dir, ver); }, rp);
+        s.gather_requests[id] = PendingGather{rp};
+        s.guarded("gather of unit " + std::to_string(r.unit),
+                  [&] { s.queue->gather(id, r.unit, r.dir, r.version); }, rp);
         return rp;
       },
-      [=](release_atom, int32_t unit) {
+      [=](const ReleaseRequest& r) {
         auto& s = self->state;
-        s.guarded("release of unit " + std::to_string(unit), [&] { s.queue->release(unit); });
+        s.guarded("release of unit " + std::to_string(r.unit), [&] { s.queue->release(r.unit); });
       },
-      [=](reduce_atom, UnitGrad grad) {
+      [=](UnitGrad grad) {
         auto& s = self->state;
         const int32_t unit = grad.unit;
         const int64_t step = grad.step;
@@ -292,19 +293,19 @@ param_shard_actor::behavior_type param_shard_fn(
         s.grads.emplace(id, std::move(grad));
         s.guarded("reduce-scatter of unit " + std::to_string(unit), [&] { s.queue->reduce(id, unit, step); });
       },
-      [=](finish_atom, at::Tensor loss_sum, int64_t count,
-          bool want_checkpoint) -> caf::typed_response_promise<StepFacts> {
+      [=](FinishRequest r) -> caf::typed_response_promise<StepFacts> {
         auto& s = self->state;
         auto rp = self->make_response_promise<StepFacts>();
         const uint64_t id = ++s.next_id;
-        s.finish_requests[id] = FinishRequest{std::move(loss_sum), count, want_checkpoint, rp};
+        s.finish_requests[id] = PendingFinish{std::move(r.loss_sum), r.micro_batches, r.want_checkpoint, rp};
         s.guarded("end of step", [&] { s.queue->finish(id); }, rp);
         return rp;
       },
-      [=](updated_atom, int32_t unit, int64_t ver, DeviceEventPtr uploaded) {
+      [=](UnitUpdated m) {
         auto& s = self->state;
-        s.uploaded[unit] = std::move(uploaded);
-        s.guarded("gather after the update of unit " + std::to_string(unit), [&] { s.queue->updated(unit, ver); });
+        s.uploaded.at(m.unit) = std::move(m.uploaded);
+        s.guarded("gather after the update of unit " + std::to_string(m.unit),
+                  [&] { s.queue->updated(m.unit, m.version); });
       },
   };
 }

@@ -25,11 +25,6 @@
 namespace xy {
 
 // ---- atoms -------------------------------------------------------------------------------------
-using gather_atom = caf::atom_constant<caf::atom("gather")>;
-using release_atom = caf::atom_constant<caf::atom("release")>;
-using reduce_atom = caf::atom_constant<caf::atom("reduce")>;
-using finish_atom = caf::atom_constant<caf::atom("finish")>;
-using updated_atom = caf::atom_constant<caf::atom("updated")>;
 using step_atom = caf::atom_constant<caf::atom("step")>;
 using sync_atom = caf::atom_constant<caf::atom("sync")>;
 using next_atom = caf::atom_constant<caf::atom("next")>;
@@ -65,6 +60,45 @@ struct UnitGrad {
   at::Tensor grad;
   DeviceEventPtr ready;
   int64_t step = 0;  // the training step it belongs to
+};
+
+// ---- the parameter-shard's messages: named fields rather than positional atom tuples ----------
+// (The gradient of `reduce` is a UnitGrad, above.)
+
+// The full parameters of `unit` at version >= `version`; then prefetch the next units in
+// direction `dir` (+1 forward, -1 backward).
+struct GatherRequest {
+  int32_t unit = -1;
+  int32_t dir = +1;
+  int64_t version = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, GatherRequest& x) {
+  return f(caf::meta::type_name("GatherRequest"), x.unit, x.dir, x.version);
+}
+
+// The caller no longer uses the gathered `unit`.
+struct ReleaseRequest {
+  int32_t unit = -1;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ReleaseRequest& x) {
+  return f(caf::meta::type_name("ReleaseRequest"), x.unit);
+}
+
+// The end of the step's backward. Local-only (a tensor).
+struct FinishRequest {
+  at::Tensor loss_sum;            // this rank's micro-batches' loss, summed (0-d, on the device)
+  int64_t micro_batches = 0;      // how many
+  bool want_checkpoint = false;   // ask for a checkpoint after this step (ORed over ranks)
+};
+
+// From the optimizer: `unit`'s shard now holds `version`, on the device after `uploaded` (null on
+// CPU). Local-only (a device event).
+struct UnitUpdated {
+  int32_t unit = -1;
+  int64_t version = 0;
+  DeviceEventPtr uploaded;
 };
 
 // The step's global facts, the same on every rank after finish.
@@ -131,20 +165,19 @@ using prefetcher_actor = caf::typed_actor<
 using param_shard_actor = caf::typed_actor<
     // The full parameters of `unit` at version >= `version` (waits for the optimizer if needed);
     // then prefetches the next units in direction `dir` (+1 forward, -1 backward).
-    caf::replies_to<gather_atom, int32_t, int32_t, int64_t>::with<GatheredUnit>,
+    caf::replies_to<GatherRequest>::with<GatheredUnit>,
     // The caller no longer uses the gathered `unit` (on a device it has recorded its stream's use
     // of the tensor with record_stream, so the memory is not reused too early).
-    caf::reacts_to<release_atom, int32_t>,
+    caf::reacts_to<ReleaseRequest>,
     // This rank's gradient of the full unit: reduce-scatter it and accumulate into the shard.
-    caf::reacts_to<reduce_atom, UnitGrad>,
+    caf::reacts_to<UnitGrad>,
     // End of the step's backward: wait for all reductions; all-reduce the squared norm and the
     // loss (sum over this rank's micro-batches as a 0-d tensor, count of micro-batches). Replies
-    // the global facts.
-    // The last argument asks for a checkpoint after this step (the answer is the OR over ranks).
-    caf::replies_to<finish_atom, at::Tensor, int64_t, bool>::with<StepFacts>,
+    // the global facts (with the OR over ranks of want_checkpoint).
+    caf::replies_to<FinishRequest>::with<StepFacts>,
     // From the optimizer: `unit`'s shard now holds version `version`, on the device after the
     // event (null on CPU).
-    caf::reacts_to<updated_atom, int32_t, int64_t, DeviceEventPtr>>;
+    caf::reacts_to<UnitUpdated>>;
 
 // Per rank: fp32 master, m and v of the rank's shards; CPU AdamW.
 using optimizer_actor = caf::typed_actor<
@@ -167,3 +200,5 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::Batch)   // local-only: holds a tensor
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::GatheredUnit)    // local-only: tensor and device event
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::UnitGrad)        // local-only: tensor and device event
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::DeviceEventPtr)  // local-only: a device event
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::FinishRequest)   // local-only: a tensor
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::UnitUpdated)     // local-only: a device event

@@ -60,8 +60,9 @@ class Trainer {
   // The full parameters of `unit`, usable on the compute stream.
   at::Tensor gather(int unit, int dir, int64_t version, int64_t step) {
     OpScope scope(&ctx_->registry, "wait-gather", rank_, unit, 0, step, deadline(step, ctx_->cfg.deadlines.collective_s));
-    GatheredUnit g = ask<GatheredUnit>(shard_, &rec_.wait_gather_s, gather_atom::value,
-                                       static_cast<int32_t>(unit), static_cast<int32_t>(dir), version);
+    GatheredUnit g = ask<GatheredUnit>(
+        shard_, &rec_.wait_gather_s,
+        GatherRequest{static_cast<int32_t>(unit), static_cast<int32_t>(dir), version});
     wait_for(g.ready, streams_.compute);
     rec_.wait_optimizer_s += g.waited_for_optimizer_s;
     return g.full;
@@ -69,12 +70,12 @@ class Trainer {
   // Done with `p` (gathered `unit`): its memory must outlive the work queued on the compute stream.
   void release(int unit, const at::Tensor& p) {
     if (streams_.on_device()) p.record_stream(streams_.compute);
-    self_->send(shard_, release_atom::value, static_cast<int32_t>(unit));
+    self_->send(shard_, ReleaseRequest{static_cast<int32_t>(unit)});
   }
   void reduce(int unit, at::Tensor grad) {
     UnitGrad g{static_cast<int32_t>(unit), std::move(grad), DeviceEvent::record(streams_.compute),
                current_step_};
-    self_->send(shard_, reduce_atom::value, std::move(g));
+    self_->send(shard_, std::move(g));
   }
   void status(int64_t step, const char* phase, int unit) {
     RankStatus s;
@@ -268,8 +269,8 @@ void Trainer::run() {
     const bool time_due = cfg.checkpoint.every_minutes > 0 && rank_ == 0 &&
                           Seconds(Clock::now() - last_checkpoint_).count() >=
                               cfg.checkpoint.every_minutes * 60;
-    const StepFacts facts = ask<StepFacts>(shard_, &rec_.wait_finish_s, finish_atom::value,
-                                           loss_sum, cfg.train.grad_accum, time_due);
+    const StepFacts facts = ask<StepFacts>(shard_, &rec_.wait_finish_s,
+                                           FinishRequest{loss_sum, cfg.train.grad_accum, time_due});
     StepOrder order;
     order.step = step;
     order.skip = !facts.finite;
