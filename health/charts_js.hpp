@@ -6,8 +6,9 @@
 // xyCharts.render(root, lines) fills `root` with a summary table (#xy-summary, a row per key with
 // data-key) and the charts: loss (train and each evaluation set), learning rate, gradient norm,
 // tokens/s and the time split of a step; restarts and resumes are vertical lines. Each chart is a
-// div.xy-chart#xy-chart-NAME whose data-series attribute holds the JSON it was drawn from
-// ({series name: [[step, value], ...]}) and data-markers its vertical lines; tests read them back
+// div.xy-chart#xy-chart-NAME whose data-series attribute holds the points it drew ({series name:
+// [[step, value], ...]}: all of them up to 2000 a series, else every k-th and the last), data-points
+// each series' full count and data-markers its vertical lines; tests read them back
 // (tests/report_test.sh, tests/status_page_test.sh). window.xyCharts.model is the last model.
 #pragma once
 
@@ -120,16 +121,25 @@ inline const char* charts_js() {
     const div = document.createElement('div');
     div.className = 'xy-chart';
     div.id = 'xy-chart-' + c.id;
-    div.dataset.series = JSON.stringify(c.series);
+    // What is drawn: every point up to 2000 per series, else every k-th and the last (a long run's
+    // page would otherwise carry megabytes of attributes and take a minute to lay out).
+    const drawn = {}, counts = {};
+    for (const n in c.series) {
+      const pts = c.series[n], k = Math.max(1, Math.ceil(pts.length / 2000));
+      drawn[n] = k === 1 ? pts : pts.filter((p, i) => i % k === 0 || i === pts.length - 1);
+      counts[n] = pts.length;
+    }
+    div.dataset.series = JSON.stringify(drawn);
+    div.dataset.points = JSON.stringify(counts);
     div.dataset.markers = JSON.stringify(markers);
     const h = document.createElement('h3');
     h.textContent = c.title;
     div.appendChild(h);
     const svg = el('svg', {width: W, height: H, viewBox: '0 0 ' + W + ' ' + H});
     div.appendChild(svg);
-    const names = Object.keys(c.series).filter(n => c.series[n].length);
+    const names = Object.keys(drawn).filter(n => drawn[n].length);
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-    for (const n of names) for (const p of c.series[n]) {
+    for (const n of names) for (const p of drawn[n]) {
       x0 = Math.min(x0, p[0]); x1 = Math.max(x1, p[0]); y0 = Math.min(y0, p[1]); y1 = Math.max(y1, p[1]);
     }
     if (!names.length) {
@@ -158,9 +168,7 @@ inline const char* charts_js() {
     }
     let legend = L + 6;
     names.forEach((n, i) => {
-      const pts = c.series[n], stride = Math.max(1, Math.ceil(pts.length / 2000)), d = [];
-      for (let k = 0; k < pts.length; k += stride) d.push(X(pts[k][0]).toFixed(1) + ',' + Y(pts[k][1]).toFixed(1));
-      if (stride > 1 && (pts.length - 1) % stride) d.push(X(pts[pts.length - 1][0]).toFixed(1) + ',' + Y(pts[pts.length - 1][1]).toFixed(1));
+      const pts = drawn[n], d = pts.map(p => X(p[0]).toFixed(1) + ',' + Y(p[1]).toFixed(1));
       const color = COLORS[i % COLORS.length];
       svg.appendChild(el(pts.length > 1 ? 'polyline' : 'circle', pts.length > 1
           ? {points: d.join(' '), fill: 'none', stroke: color, 'stroke-width': 1.4, 'data-name': n}
