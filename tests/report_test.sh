@@ -153,6 +153,31 @@ sys.exit(1 if fails else 0)
 PY
 check "the page shows the log's values" $?
 
+# A long run: the page carries every step's count but draws (and exposes) at most 2,000 points a
+# series, every k-th and the last, so that a 100,000-step report stays quick to open.
+mkdir -p "$W/long" && python3 -c "
+import json
+with open('$W/long/metrics.jsonl', 'w') as f:
+    for s in range(1, 5001): f.write(json.dumps({'step': s, 'loss': 3 + 1.0 / s, 'ppl': 1, 'mfu': 0.5, 'time': s}) + '\n')"
+"$XY" report "$W/long" > /dev/null 2>&1
+grep -q '"ppl"' "$W/long/report.html"; check "the page leaves out fields it does not draw" $([ $? -ne 0 ]; echo $?)
+timeout 90 "$BROWSER" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --user-data-dir="$W/profile" \
+  --virtual-time-budget=5000 --dump-dom "file://$W/long/report.html" > "$W/long/dom.html" 2>> "$W/browser.log"
+python3 - "$W/long/dom.html" <<'PY'
+import html.parser, json, sys
+class P(html.parser.HTMLParser):
+    got = None
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id") == "xy-chart-loss": self.got = (json.loads(a["data-series"])["train"], json.loads(a["data-points"]))
+p = P(); p.feed(open(sys.argv[1]).read())
+pts, counts = p.got
+want = [[s, 3 + 1.0 / s] for s in range(1, 5001)]
+print("5000 steps: %d points drawn, count %s" % (len(pts), counts))
+sys.exit(0 if counts["train"] == 5000 and pts == want[::3] + [want[-1]] else 1)
+PY
+check "5000 steps: every 3rd point and the last drawn, the full count kept" $?
+
 # Errors: one line each; no log is a usage error (2), a damaged log bad data (1).
 "$XY" report "$W/nothing" > "$W/err1" 2>&1; rc=$?
 check "no metrics.jsonl: exit 2 ($rc)" $([ $rc -eq 2 ]; echo $?)
