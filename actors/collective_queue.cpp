@@ -50,6 +50,15 @@ void CollectiveQueue::finish(uint64_t id) {
   serve();
 }
 
+void CollectiveQueue::sum(uint64_t id) {
+  Collective c;
+  c.kind = Collective::kSum;
+  c.id = id;
+  queue_.push_back(c);
+  pump();
+  serve();
+}
+
 void CollectiveQueue::updated(int unit, int64_t version) {
   version_.at(unit) = version;
   pump();
@@ -109,6 +118,8 @@ void CollectiveQueue::pump() {
         runner_->land(reductions_.front().grad);
         reductions_.pop_front();
       }
+    } else if (q.kind == Collective::kSum) {
+      runner_->sum(q.id);
     } else {
       for (const auto& r : reductions_)
         if (!can_land(r)) return;  // waits for the optimizer's `updated`

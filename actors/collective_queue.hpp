@@ -17,17 +17,18 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <stdexcept>
 #include <vector>
 
 namespace xy {
 
 // One queued collective.
 struct Collective {
-  enum Kind { kAllGather, kReduceScatter, kAllReduce } kind = kAllGather;
+  enum Kind { kAllGather, kReduceScatter, kAllReduce, kSum } kind = kAllGather;
   int unit = -1;         // all-gather, reduce-scatter; -1 for the all-reduce
   int64_t version = 0;   // all-gather: the unit version it must gather
   int64_t step = 0;      // reduce-scatter: the gradient's training step
-  uint64_t id = 0;       // reduce-scatter: the gradient; all-reduce: the end-of-step request
+  uint64_t id = 0;       // reduce-scatter: the gradient; all-reduce, sum: the request
 };
 
 // Carries out the queue's decisions (the parameter-shard: communicator, streams, tensors, the
@@ -49,6 +50,8 @@ class CollectiveRunner {
   virtual void land(uint64_t grad) = 0;
   // The end-of-step all-reduce of request `finish` (every gradient has landed); answers it.
   virtual void all_reduce(uint64_t finish) = 0;
+  // An evaluation's all-reduce of request `id` (issued in turn; no gradient is involved); answers it.
+  virtual void sum(uint64_t id) { throw std::logic_error("this runner has no sum"); }
   // Answer gather request `request` with the complete gather of `unit`.
   virtual void deliver(uint64_t request, int unit) = 0;
 };
@@ -71,6 +74,8 @@ class CollectiveQueue {
   void reduce(uint64_t grad, int unit, int64_t step);
   // The end of the trainer's step: once every gradient may land, land them and all-reduce.
   void finish(uint64_t id);
+  // An evaluation's sums (request `id`): all-reduced in turn with the other collectives.
+  void sum(uint64_t id);
   // The optimizer has published `version` of `unit`.
   void updated(int unit, int64_t version);
 

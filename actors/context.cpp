@@ -277,6 +277,19 @@ void set_identity(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
   check_host_memory(ctx, cfg);
   ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
   ctx.data = opts.data;
+  ctx.eval_sets = opts.eval_sets;
+  for (const EvalSet& e : ctx.eval_sets) {
+    if (std::min(cfg.eval.samples, e.samples->size()) < ctx.world)
+      throw std::invalid_argument("eval set '" + e.name + "' (" + e.path + "): " +
+                                  std::to_string(std::min(cfg.eval.samples, e.samples->size())) +
+                                  " samples cannot be split over " + std::to_string(ctx.world) +
+                                  " ranks; give it more (eval.samples, or a larger set)");
+    if (e.samples->seq_len() != cfg.data.seq_len || e.samples->vocab() > cfg.model.vocab_size)
+      throw std::invalid_argument("eval set '" + e.name + "' (" + e.path +
+                                  ") does not fit the model: its samples have " +
+                                  std::to_string(e.samples->seq_len()) + " tokens and ids below " +
+                                  std::to_string(e.samples->vocab()));
+  }
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   ctx.adam_pool = std::make_unique<ThreadPool>(cfg.actors.adam_threads);
   ctx.node_index = topo.node_index;

@@ -19,6 +19,7 @@
 #include "comm/comm.hpp"
 #include "comm/device.hpp"
 #include "io/config.hpp"
+#include "io/dataset.hpp"
 #include "io/samples.hpp"
 #include "model/layout.hpp"
 #include "model/llama.hpp"
@@ -95,10 +96,21 @@ struct StepRecord {
   std::vector<int> overflow_units;  // units whose gradients overflowed
 };
 
+// One evaluation of one held-out set ([eval]), the same on every rank.
+struct EvalRecord {
+  std::string name;
+  int64_t step = 0;
+  double loss = 0;        // mean token cross-entropy
+  double tokens = 0;      // tokens scored (all ranks)
+  int64_t samples = 0;    // samples evaluated (all ranks)
+  double seconds = 0;
+};
+
 struct TrainResult {
   int exit_code = kExitOk;
   std::string error;                 // first error, if any
   std::vector<StepRecord> steps;     // as seen by global rank 0 of this node
+  std::vector<EvalRecord> evals;     // every evaluation, in order
   std::vector<at::Tensor> final_params;  // per unit, full fp32 master (only when every rank is local)
   std::string checkpoint_dir;        // last published checkpoint, if any
   int64_t host_bytes = 0;            // host state: master, m, v, gradient landing (all ranks here)
@@ -141,6 +153,7 @@ struct NodeContext {
   std::optional<LossScalerState> start_scaler;  // from the checkpoint
   std::vector<int64_t> start_positions;
   std::string resumed_from;
+  std::vector<EvalSet> eval_sets;  // from RunOptions
 
   // <work_dir>/metrics.jsonl and TensorBoard (node 0, with RunOptions::metrics): global rank 0
   // appends a line per step (health/metrics.hpp).
@@ -164,6 +177,7 @@ struct RunOptions {
   bool verify = true;            // check every file's SHA-256 before resuming
   bool keep_params = false;      // return the full fp32 parameters (tests; costs 4 bytes/parameter)
   bool metrics = false;          // write <work_dir>/metrics.jsonl and tb/ (xy-node train does)
+  std::vector<EvalSet> eval_sets;  // [eval]'s held-out sets (prepare_eval_sets)
 };
 
 // Runs the training job of this node as configured: builds the context, spawns the actors, trains,

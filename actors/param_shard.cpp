@@ -51,6 +51,11 @@ struct PendingFinish {
   caf::typed_response_promise<StepFacts> rp;
 };
 
+struct PendingSum {
+  at::Tensor values;
+  caf::typed_response_promise<std::vector<double>> rp;
+};
+
 struct ParamShardState : CollectiveRunner {
   std::shared_ptr<NodeContext> ctx;
   int local = 0, rank = 0;
@@ -65,6 +70,7 @@ struct ParamShardState : CollectiveRunner {
   std::map<uint64_t, Reduction> reductions;  // reduce-scatters issued, not landed
   std::map<uint64_t, PendingGather> gather_requests;
   std::map<uint64_t, PendingFinish> finish_requests;
+  std::map<uint64_t, PendingSum> sum_requests;
   at::Tensor sumsq;                        // device, grad_accum = 1: squared norm per unit so far
   static inline const char* name = "parameter-shard";
 
@@ -234,6 +240,27 @@ struct ParamShardState : CollectiveRunner {
     finish_requests.erase(id);
   }
 
+  // An evaluation's sums over every rank.
+  void sum(uint64_t id) override {
+    auto it = sum_requests.find(id);
+    at::Tensor t = it->second.values.to(at::kDouble).contiguous();
+    const uint64_t seq = comm->seq() + 1;
+    const uint64_t op_id = ctx->registry.begin("all-reduce", rank, -1, seq, step_now(), deadline());
+    {
+      c10::StreamGuard guard(st.reduce);
+      if (st.on_device()) {  // the values were computed on the compute stream
+        auto ready = DeviceEvent::record(st.compute);
+        ready->block(st.reduce);
+      }
+      comm->all_reduce(t)->wait();
+    }
+    const at::Tensor h = t.to(at::kCPU);
+    ctx->registry.end(op_id);
+    std::vector<double> out(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
+    it->second.rp.deliver(out);
+    sum_requests.erase(it);
+  }
+
   // Parameter offload: copies a pinned host shard to the device on the host-to-device stream,
   // ahead of its all-gather on the gather stream (ordered by an event). The device copy is freed
   // when the gather stream is done with it.
@@ -299,6 +326,14 @@ param_shard_actor::behavior_type param_shard_fn(
         const uint64_t id = ++s.next_id;
         s.finish_requests[id] = PendingFinish{std::move(r.loss_sum), r.micro_batches, r.want_checkpoint, rp};
         s.guarded("end of step", [&] { s.queue->finish(id); }, rp);
+        return rp;
+      },
+      [=](SumRequest r) -> caf::typed_response_promise<std::vector<double>> {
+        auto& s = self->state;
+        auto rp = self->make_response_promise<std::vector<double>>();
+        const uint64_t id = ++s.next_id;
+        s.sum_requests.emplace(id, PendingSum{std::move(r.values), rp});
+        s.guarded("evaluation all-reduce", [&] { s.queue->sum(id); }, rp);
         return rp;
       },
       [=](UnitUpdated m) {

@@ -93,6 +93,12 @@ struct FinishRequest {
   bool want_checkpoint = false;   // ask for a checkpoint after this step (ORed over ranks)
 };
 
+// An evaluation's sums, all-reduced in the collective order (a 1-d double tensor on the rank's
+// device). Local-only (a tensor).
+struct SumRequest {
+  at::Tensor values;
+};
+
 // From the optimizer: `unit`'s shard now holds `version`, on the device after `uploaded` (null on
 // CPU). Local-only (a device event).
 struct UnitUpdated {
@@ -175,6 +181,8 @@ using param_shard_actor = caf::typed_actor<
     // loss (sum over this rank's micro-batches as a 0-d tensor, count of micro-batches). Replies
     // the global facts (with the OR over ranks of want_checkpoint).
     caf::replies_to<FinishRequest>::with<StepFacts>,
+    // An evaluation's values summed over every rank, in turn with the other collectives.
+    caf::replies_to<SumRequest>::with<std::vector<double>>,
     // From the optimizer: `unit`'s shard now holds version `version`, on the device after the
     // event (null on CPU).
     caf::reacts_to<UnitUpdated>>;
@@ -201,4 +209,5 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::GatheredUnit)    // local-only: tensor and dev
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::UnitGrad)        // local-only: tensor and device event
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::DeviceEventPtr)  // local-only: a device event
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::FinishRequest)   // local-only: a tensor
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::SumRequest)      // local-only: a tensor
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(xy::UnitUpdated)     // local-only: a device event

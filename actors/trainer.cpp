@@ -15,13 +15,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <deque>
+#include <numeric>
 #include <optional>
 #include <thread>
 
 #include <ATen/Parallel.h>
 
 #include "actors/actors.hpp"
+#include "actors/context.hpp"
 #include "health/faults.hpp"
+#include "health/metrics.hpp"
 #include "optim/loss_scale.hpp"
 #include "optim/schedule.hpp"
 
@@ -106,7 +110,16 @@ class Trainer {
   at::Tensor backward_units(int64_t step, int64_t version, const at::Tensor& inputs,
                             const at::Tensor& labels, at::Tensor x, std::vector<at::Tensor>& saved);
   at::Tensor micro_batch(int64_t step, const Batch& b);
+  // Every held-out set ([eval]) after step `step`: forward only, through the same gathers as
+  // training; its mean token loss over every rank's samples (one all-reduce in the collective
+  // order). Every rank evaluates the same number of micro-batches.
+  void evaluate(int64_t step);
   void log(const StepRecord& r) const;
+  // Seconds to the end, from the mean of the recent steps (the first step, with its warm-up, is
+  // left out once there are others).
+  double eta_s(int64_t step) const;
+  // The step's line in metrics.jsonl (global rank 0).
+  void record_metrics(const StepRecord& r, int64_t tokens_per_step) const;
 
   caf::blocking_actor* self_;
   std::shared_ptr<NodeContext> ctx_;
@@ -122,6 +135,7 @@ class Trainer {
   LossScaler scaler_;
   int64_t current_step_ = 0;
   int64_t samples_done_ = 0;
+  std::deque<double> recent_step_s_;  // the last steps' times, for the ETA
 };
 
 at::Tensor Trainer::ready_tokens(const Batch& b) {
@@ -227,15 +241,136 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
   return backward_units(step, version, inputs, b.labels, std::move(x), saved);
 }
 
+namespace {
+// 1234567 -> "1.23M"; seconds -> "1h02m" / "3m05s" / "12s".
+std::string si(double x) {
+  char b[32];
+  const char* units[] = {"", "k", "M", "G", "T"};
+  int u = 0;
+  while (x >= 1000 && u < 4) x /= 1000, ++u;
+  std::snprintf(b, sizeof b, u == 0 ? "%.0f%s" : "%.3g%s", x, units[u]);
+  return b;
+}
+std::string duration_text(double s) {
+  char b[32];
+  const long long t = static_cast<long long>(s + 0.5);
+  if (t >= 3600) std::snprintf(b, sizeof b, "%lldh%02lldm", t / 3600, t % 3600 / 60);
+  else if (t >= 60) std::snprintf(b, sizeof b, "%lldm%02llds", t / 60, t % 60);
+  else std::snprintf(b, sizeof b, "%llds", t);
+  return b;
+}
+}  // namespace
+
+double Trainer::eta_s(int64_t step) const {
+  if (recent_step_s_.empty()) return 0;
+  const double mean = std::accumulate(recent_step_s_.begin(), recent_step_s_.end(), 0.0) /
+                      static_cast<double>(recent_step_s_.size());
+  return mean * static_cast<double>(ctx_->cfg.train.steps - step);
+}
+
+void Trainer::record_metrics(const StepRecord& r, int64_t tokens_per_step) const {
+  const double rss = rss_gib();
+  double gpu = 0;
+  if (streams_.on_device()) gpu = device_reserved_gib(streams_.device);
+  const double params = static_cast<double>(ctx_->layout.total_numel());
+  nlohmann::json j = {
+      {"step", r.step}, {"loss", r.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr},
+      {"loss_scale", r.loss_scale}, {"skipped", r.skipped}, {"overflow_units", r.overflow_units},
+      {"tokens", r.step * tokens_per_step}, {"tokens_target", ctx_->cfg.train.steps * tokens_per_step},
+      {"tokens_per_s", r.tokens_per_s}, {"step_s", r.step_s}, {"compute_s", r.compute_s},
+      {"wait_optimizer_s", r.wait_optimizer_s}, {"exposed_comm_s", r.exposed_gather_s()},
+      {"end_of_step_s", r.wait_finish_s}, {"wait_batch_s", r.wait_batch_s},
+      {"host_rss_gib", rss}, {"gpu_mem_gib", gpu}, {"eta_s", eta_s(r.step)}};
+  // Model FLOPs utilisation as the benchmark counts it: 6 * parameters * tokens/s over the job's
+  // peak (attention and recompute not counted); unknown (null) where the device's peak is.
+  if (ctx_->peak_flops > 0)
+    j["mfu"] = 6.0 * params * r.tokens_per_s / (ctx_->world * ctx_->peak_flops);
+  else
+    j["mfu"] = nullptr;
+  ctx_->metrics->step(j);
+}
+
+void Trainer::evaluate(int64_t step) {
+  const Config& cfg = ctx_->cfg;
+  const Llama& model = *ctx_->model;
+  const int head = static_cast<int>(ctx_->layout.units.size()) - 1;
+  // The parameters the next step computes with (after `step` optimizer steps; with the delayed
+  // update, after step - 1), so that training goes on exactly as without the evaluation; after
+  // the last step, the final parameters.
+  const int64_t version = step >= cfg.train.steps ? step : version_for(step + 1);
+  const int64_t mb = cfg.eval.micro_batch > 0 ? cfg.eval.micro_batch : cfg.train.micro_batch;
+  const int64_t len = cfg.data.seq_len;
+  const double deadline_c = deadline(step, cfg.deadlines.compute_s);
+  for (const EvalSet& set : ctx_->eval_sets) {
+    const auto t0 = Clock::now();
+    // The set's first samples, as many as every rank can take alike; rank r takes r, r + world, ...
+    const int64_t per_rank = std::min(cfg.eval.samples, set.samples->size()) / ctx_->world;
+    const auto dev = at::TensorOptions().device(streams_.device);
+    at::Tensor sums = at::zeros({2}, dev.dtype(at::kDouble));  // [token loss sum, tokens]
+    for (int64_t first = 0; first < per_rank; first += mb) {
+      const int64_t n = std::min(mb, per_rank - first);
+      at::Tensor ids = at::empty({n, len + 1}, at::kLong);
+      for (int64_t i = 0; i < n; ++i)
+        set.samples->copy_sample(rank_ + (first + i) * ctx_->world, ids.data_ptr<int64_t>() + i * (len + 1));
+      ids = ids.to(streams_.device);
+      const at::Tensor inputs = ids.narrow(1, 0, len);
+      at::Tensor labels = ids.narrow(1, 1, len);
+      if (const int32_t masked = set.samples->masked_label(); masked >= 0)
+        labels = labels.masked_fill(labels == masked, -100);  // cross-entropy's ignore_index
+      at::Tensor x = forward_units(step, version, inputs, nullptr);
+      at::NoGradGuard no_grad;
+      at::Tensor p = gather(head, +1, version, step);
+      status(step, "eval", head);
+      {
+        OpScope scope(&ctx_->registry, "forward", rank_, head, 0, step, deadline_c);
+        const at::Tensor logits = model.head_forward(p, x);
+        const at::Tensor loss_sum = at::cross_entropy_loss(
+            logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels.reshape({-1}), {},
+            at::Reduction::Sum);
+        sums[0] += loss_sum.to(at::kDouble);
+        sums[1] += (labels != -100).sum().to(at::kDouble);
+      }
+      release(head, p);
+    }
+    const std::vector<double> total = ask<std::vector<double>>(shard_, nullptr, SumRequest{sums});
+    EvalRecord e;
+    e.name = set.name;
+    e.step = step;
+    e.tokens = total.at(1);
+    e.loss = total.at(1) > 0 ? total.at(0) / total.at(1) : 0.0;
+    e.samples = per_rank * ctx_->world;
+    e.seconds = Seconds(Clock::now() - t0).count();
+    if (rank_ == 0) {
+      if (!ctx_->quiet)
+        std::printf("eval %-10s | step %5lld | loss %.4f | ppl %.2f | %lld samples, %.0f tokens in %.1f s\n",
+                    e.name.c_str(), static_cast<long long>(step), e.loss, std::exp(e.loss),
+                    static_cast<long long>(e.samples), e.tokens, e.seconds);
+      std::fflush(stdout);
+      if (ctx_->metrics)
+        ctx_->metrics->eval({{"eval", e.name}, {"step", step}, {"loss", e.loss}, {"ppl", std::exp(e.loss)},
+                             {"tokens", e.tokens}, {"samples", e.samples}, {"seconds", e.seconds}});
+    }
+    if (local_ == 0) {
+      std::lock_guard<std::mutex> lock(ctx_->result_mu);
+      ctx_->result.evals.push_back(e);
+    }
+  }
+}
+
 void Trainer::log(const StepRecord& r) const {
   // compute | waiting for the optimizer's update of a unit | exposed communication (gathers not
   // hidden by prefetch, and the end-of-step reduction) | waiting for data.
+  const Config& cfg = ctx_->cfg;
+  const double tokens_per_step = static_cast<double>(ctx_->world) * cfg.train.grad_accum *
+                                 cfg.train.micro_batch * ctx_->data->seq_len();
   std::printf("step %5lld | loss %.4f | grad norm %.3f | lr %.2e | %8.0f tok/s | %6.0f ms"
-              " (compute %.0f, wait optimizer %.0f, exposed comm %.0f + end of step %.0f, batch %.0f)\n",
+              " (compute %.0f, wait optimizer %.0f, exposed comm %.0f + end of step %.0f, batch %.0f)"
+              " | tokens %s of %s, ETA %s\n",
               static_cast<long long>(r.step), r.loss, r.grad_norm, r.lr, r.tokens_per_s,
               r.step_s * 1e3, r.compute_s * 1e3, r.wait_optimizer_s * 1e3,
               r.exposed_gather_s() * 1e3, r.wait_finish_s * 1e3,
-              r.wait_batch_s * 1e3);
+              r.wait_batch_s * 1e3, si(tokens_per_step * r.step).c_str(),
+              si(tokens_per_step * cfg.train.steps).c_str(), duration_text(eta_s(r.step)).c_str());
   if (scaler_.on()) std::printf("             loss scale %g\n", r.loss_scale);
   std::fflush(stdout);
 }
@@ -304,6 +439,12 @@ void Trainer::run() {
     rec_.step_s = Seconds(Clock::now() - t_step).count();
     rec_.tokens_per_s = tokens_per_step / rec_.step_s;
     last_loss = facts.loss;
+    if (step > ctx_->start_step + 1 || recent_step_s_.empty()) {
+      if (recent_step_s_.size() == 1 && step == ctx_->start_step + 2) recent_step_s_.clear();
+      recent_step_s_.push_back(rec_.step_s);
+      if (recent_step_s_.size() > 20) recent_step_s_.pop_front();
+    }
+    if (ctx_->metrics && rank_ == 0) record_metrics(rec_, tokens_per_step);
     if (local_ == 0) {
       std::lock_guard<std::mutex> lock(ctx_->result_mu);
       ctx_->result.steps.push_back(rec_);
@@ -326,6 +467,9 @@ void Trainer::run() {
       CheckpointInfo info{step, adam_step, samples_done_, last_loss, scaler_.state()};
       ask<std::string>(checkpoint_, nullptr, save_atom::value, info);
     }
+    const bool eval_due = (cfg.eval.every_steps > 0 && step % cfg.eval.every_steps == 0) ||
+                          (cfg.eval.at_end && step == steps);
+    if (eval_due && !ctx_->eval_sets.empty()) evaluate(step);
   }
   ask<int64_t>(optimizer_, nullptr, sync_atom::value);
   status(steps, "done", -1);

@@ -160,6 +160,12 @@ int cmd_train(int argc, char** argv) {
   xy::RunOptions ro;
   ro.data = data.samples;
   ro.metrics = true;
+  try {
+    ro.eval_sets = xy::prepare_eval_sets(cfg, data.tokenizer_path, std::cout);
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node train: " << e.what() << "\n";
+    return xy::kExitError;
+  }
   if (args.count("resume")) ro.resume = args["resume"].as<std::string>();
   ro.resume_fallback = args.count("resume-fallback") > 0;
   ro.verify = args.count("no-verify") == 0;

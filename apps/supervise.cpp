@@ -6,7 +6,6 @@
 // see to that), so each node restarts and the rendezvous forms again. A child that is stopped
 // (SIGSTOP: a frozen node) for longer than control.heartbeat_s has been declared lost by its peers;
 // it is killed and restarted with them. See docs/OPERATIONS.md, "Automatic restart".
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,11 +19,9 @@
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "actors/exit_codes.hpp"
 #include "apps/commands.hpp"
-#include "io/atomic_file.hpp"
+#include "health/metrics.hpp"
 #include "io/manifest.hpp"
 
 namespace {
@@ -104,17 +101,12 @@ JobFacts job_facts(const std::vector<std::string>& args) {
 // One line in <work_dir>/metrics.jsonl (node 0 only): the restart, for the log and the pictures.
 void log_restart(const JobFacts& f, int attempt, int restarts, const std::string& why) {
   if (f.node_index != 0) return;
-  nlohmann::json j = {{"event", "restart"}, {"attempt", attempt}, {"of", restarts},
-                      {"reason", why}, {"time", static_cast<double>(std::time(nullptr))}};
-  const std::string path = f.work_dir + "/metrics.jsonl";
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return;  // the first attempt may have failed before making work_dir: nothing to add to
   try {
-    const std::string line = j.dump() + "\n";
-    xy::write_all_fd(fd, line.data(), line.size(), path);
-  } catch (const std::exception&) {
+    xy::append_metrics_event(f.work_dir, {{"event", "restart"}, {"attempt", attempt}, {"of", restarts},
+                                          {"reason", why}, {"time", static_cast<double>(std::time(nullptr))}});
+  } catch (const std::exception& e) {
+    std::cerr << "xy-node train: " << e.what() << " (the restart is not in the metrics log)\n";
   }
-  ::close(fd);
 }
 
 // Runs the engine once; returns its wait status.

@@ -955,3 +955,20 @@ TEST(ConfigFiles, TinyTomlNamesEveryKey) {
 
 }  // namespace
 }  // namespace xy
+
+namespace xy {
+TEST(ConfigErrors, EvalSetsAreNameEqualsPathOnceEach) {
+  const Config ok = parse_config("[eval]\nsets = [\"fin=a.jsonl\", \"general-2=dir\"]\nevery_steps = 5\n");
+  EXPECT_EQ(ok.eval.sets.size(), 2u);
+  EXPECT_EQ(ok.eval.every_steps, 5);
+  std::string msg = error_of("[eval]\nsets = [\"a.jsonl\"]\n");
+  EXPECT_NE(msg.find(":2:8: eval.sets: 'a.jsonl' is not name=path; valid: \"name=path\""), std::string::npos) << msg;
+  msg = error_of("[eval]\nsets = [\"fin=a\", \"fin=b\"]\n");
+  EXPECT_NE(msg.find("eval.sets: the name 'fin' is used twice"), std::string::npos) << msg;
+  msg = error_of("[eval]\nsets = [\"f i=a\"]\n");
+  EXPECT_NE(msg.find("is not name=path"), std::string::npos) << msg;
+  msg = error_of("[eval]\nsamples = 0\n");
+  EXPECT_NE(msg.find("eval.samples"), std::string::npos) << msg;
+  std::printf("%s\n", msg.c_str());
+}
+}  // namespace xy
