@@ -125,6 +125,15 @@ nlohmann::json node_status_json(NodeContext& ctx) {
       j["loss"] = steps.back().loss;
       j["tokens_per_s"] = steps.back().tokens_per_s;
       j["step_s"] = steps.back().step_s;
+      // Progress: tokens seen of the target, and the time left from the mean of the recent steps.
+      const double per_step = static_cast<double>(ctx.world) * ctx.cfg.train.grad_accum *
+                              ctx.cfg.train.micro_batch * ctx.cfg.data.seq_len;
+      double recent = 0;
+      const size_t n = std::min<size_t>(20, steps.size());
+      for (size_t i = steps.size() - n; i < steps.size(); ++i) recent += steps[i].step_s;
+      j["tokens"] = per_step * static_cast<double>(steps.back().step);
+      j["tokens_target"] = per_step * static_cast<double>(ctx.cfg.train.steps);
+      j["eta_s"] = recent / static_cast<double>(n) * static_cast<double>(ctx.cfg.train.steps - steps.back().step);
     } else {
       j["step"] = 0;
       j["loss"] = nullptr;
@@ -181,6 +190,8 @@ const char* status_page_html() {
 <div id="xy-charts"><p>loading...</p></div>
 <script>)HTML" + charts_js() + R"HTML(</script>
 <script>
+function fmtN(x){const u=['','k','M','G','T'];let i=0;while(x>=1000&&i<4){x/=1000;i++;}return (i?x.toPrecision(3):x.toFixed(0))+u[i];}
+function fmtT(t){t=Math.round(t);return t>=3600?Math.floor(t/3600)+'h'+String(Math.floor(t%3600/60)).padStart(2,'0')+'m':t>=60?Math.floor(t/60)+'m'+String(t%60).padStart(2,'0')+'s':t+'s';}
 function fmtOp(o){return o.kind+(o.seq?' #'+o.seq:'')+(o.unit>=0?' u'+o.unit:'')+' ('+o.age_s.toFixed(1)+' s)';}
 function draw(c,pts){const g=c.getContext('2d');g.clearRect(0,0,c.width,c.height);if(pts.length<1)return;
  let lo=Infinity,hi=-Infinity;for(const p of pts){lo=Math.min(lo,p[1]);hi=Math.max(hi,p[1]);}if(hi==lo)hi=lo+1;
@@ -189,7 +200,7 @@ function draw(c,pts){const g=c.getContext('2d');g.clearRect(0,0,c.width,c.height
  g.strokeStyle='#06c';g.stroke();g.fillText(hi.toFixed(3),2,10);g.fillText(lo.toFixed(3),2,c.height-2);}
 async function tick(){try{const s=await (await fetch('/status')).json();
  document.getElementById('title').textContent='node '+s.node+' ('+s.name+')';
- document.getElementById('summary').textContent='step '+s.step+' of '+s.steps_total+' | loss '+(s.loss===null?'-':s.loss.toFixed(4))+' | '+Math.round(s.tokens_per_s)+' tok/s | memory '+(s.resident_bytes/1048576).toFixed(0)+' MiB';
+ document.getElementById('summary').textContent='step '+s.step+' of '+s.steps_total+' | loss '+(s.loss===null?'-':s.loss.toFixed(4))+' | '+Math.round(s.tokens_per_s)+' tok/s | memory '+(s.resident_bytes/1048576).toFixed(0)+' MiB'+(s.tokens_target?' | tokens '+fmtN(s.tokens)+' of '+fmtN(s.tokens_target)+', ETA '+fmtT(s.eta_s):'');
  const tb=document.querySelector('#ranks tbody');tb.innerHTML='';
  for(const r of s.ranks){const tr=document.createElement('tr');tr.className='rank';
   for(const v of [r.rank,r.step,r.phase,r.unit>=0?r.unit:'',r.ops.map(fmtOp).join(', '),(r.shard_bytes/1048576).toFixed(1)+' MiB']){const td=document.createElement('td');td.textContent=v;tr.appendChild(td);}

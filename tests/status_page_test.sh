@@ -73,6 +73,7 @@ grep -o '<p id="summary">[^<]*' "$W/dom.html"
 rows=$(grep -o '<tr class="rank">' "$W/dom.html" | wc -l)
 check "the table has one row per rank (2, got $rows)" $([ "$rows" -eq 2 ]; echo $?)
 grep -q '<p id="summary">step [0-9]* of 3000 | loss [0-9.]* | [0-9]* tok/s' "$W/dom.html"; check "the summary shows step, loss, tokens/s" $?
+grep -q '<p id="summary">step [0-9]* of 3000 .* | tokens [0-9.]*k\? of 192k, ETA [0-9hms]*' "$W/dom.html"; check "the summary shows the tokens seen of the target and an ETA" $?
 points=$(sed -n 's/.*data-points="\([0-9]*\)".*/\1/p' "$W/dom.html")
 check "the loss curve was drawn from ${points:-0} points" $([ "${points:-0}" -ge 20 ]; echo $?)
 grep -q '<h1>xy <span id="title">node 0 (127.0.0.1:0)</span>' "$W/dom.html"; check "the title names the node" $?
