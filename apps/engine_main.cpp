@@ -4,6 +4,7 @@
 #include <cxxopts.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -160,8 +161,31 @@ int cmd_train(int argc, char** argv) {
   xy::RunOptions ro;
   ro.data = data.samples;
   ro.metrics = true;
+  if (cfg.eval.holdout > 0) {
+    if (data.eos_id < 0) {
+      std::cerr << "xy-node train: eval.holdout needs documents that end with an EOS token; the "
+                   "tokenizer '" << data.tokenizer_path << "' has none\n";
+      return xy::kExitUsage;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    xy::DocumentSplit split = xy::split_by_document(data.samples, data.eos_id, cfg.eval.holdout, cfg.data.seed);
+    std::printf("xy: eval.holdout: %lld of %lld documents held out as '%s' (%lld samples), %lld samples "
+                "train, %lld straddling both dropped (%.1f s)\n",
+                static_cast<long long>(split.held_documents), static_cast<long long>(split.documents),
+                cfg.eval.holdout_name.c_str(), static_cast<long long>(split.heldout->size()),
+                static_cast<long long>(split.train->size()), static_cast<long long>(split.dropped_samples),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (split.heldout->size() == 0 || split.train->size() == 0) {
+      std::cerr << "xy-node train: eval.holdout = " << cfg.eval.holdout << " leaves "
+                << split.heldout->size() << " held-out and " << split.train->size()
+                << " training samples; both need some (change eval.holdout or data.seq_len)\n";
+      return xy::kExitUsage;
+    }
+    ro.data = split.train;
+    ro.eval_sets.push_back({cfg.eval.holdout_name, "eval.holdout", split.heldout});
+  }
   try {
-    ro.eval_sets = xy::prepare_eval_sets(cfg, data.tokenizer_path, std::cout);
+    for (auto& set : xy::prepare_eval_sets(cfg, data.tokenizer_path, std::cout)) ro.eval_sets.push_back(set);
   } catch (const std::exception& e) {
     std::cerr << "xy-node train: " << e.what() << "\n";
     return xy::kExitError;

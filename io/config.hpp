@@ -171,6 +171,8 @@ struct EvalConfig {
   int64_t samples = 64;           // samples per set (at most the set's size)
   int64_t micro_batch = 0;        // samples per forward per rank; 0 = train.micro_batch
   bool at_end = true;             // also after the last step
+  double holdout = 0;             // fraction of the training documents held out as a set; 0 = none
+  std::string holdout_name = "heldout";
 };
 
 struct Config {

@@ -509,6 +509,20 @@ void check_eval_sets(const Context& ctx, const std::string& prefix, EvalConfig& 
   }
 }
 
+void check_holdout_name(const Context& ctx, const std::string& prefix, EvalConfig& e) {
+  const std::string& n = e.holdout_name;
+  const bool good = !n.empty() && n.size() <= 64 && std::all_of(n.begin(), n.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+  if (!good)
+    ctx.fail(ctx.first_given({prefix + ".holdout_name"}), prefix + ".holdout_name",
+             quoted(n) + " is not a set name", "letters, digits, _ and -");
+  for (const std::string& s : e.sets)
+    if (s.substr(0, s.find('=')) == n)
+      ctx.fail(ctx.first_given({prefix + ".holdout_name"}), prefix + ".holdout_name",
+               "the name " + quoted(n) + " is also in eval.sets", "a name of its own");
+}
+
 const Table<EvalConfig>& eval_table() {
   using T = EvalConfig;
   static const Table<T> table{"eval", {
@@ -525,6 +539,13 @@ const Table<EvalConfig>& eval_table() {
       {"micro_batch", &T::micro_batch, integer(0, int64_t{1} << 20),
        "samples per forward per rank; `0` = `train.micro_batch`"},
       {"at_end", &T::at_end, boolean(), "also evaluate after the last step"},
+      {"holdout", &T::holdout, number([](double v) { return v >= 0 && v <= 0.5; }, ">= 0 and <= 0.5"),
+       "a fixed split of the training data by document: this fraction of the documents (chosen by a "
+       "hash of `data.seed` and the document's index) is kept out of training and evaluated as the "
+       "set `holdout_name`; samples that straddle a held-out and a trained document are dropped. "
+       "`0` = none"},
+      {"holdout_name", &T::holdout_name, string(), "the name of the held-out set", "",
+       check_holdout_name},
   }};
   return table;
 }

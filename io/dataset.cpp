@@ -62,6 +62,7 @@ PreparedData prepare_shards(const Config& cfg, std::ostream& log) {
                              " is smaller than the vocabulary of the shards' tokenizer (" +
                              std::to_string(m.vocab) + ", " + cfg.data.shards + "/manifest.json)");
   out.vocab = m.vocab;
+  out.eos_id = m.eos_id;
   out.documents = m.documents;
   out.tokens = m.tokens;
   out.samples = shards;
@@ -118,6 +119,7 @@ PreparedData prepare_data(const Config& cfg, std::ostream& log) {
   }
   auto tok = Tokenizer::load(out.tokenizer_path);
   out.vocab = tok->vocab_size();
+  out.eos_id = tok->eos_id();
 
   const fs::path cache = work / "tokens.bin", meta = work / "tokens.json";
   const nlohmann::json key = cache_key(cfg, out.tokenizer_path);

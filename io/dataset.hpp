@@ -19,6 +19,7 @@ struct PreparedData {
   int64_t vocab = 0;        // tokenizer's vocabulary size
   int64_t documents = 0;
   int64_t tokens = 0;
+  int32_t eos_id = -1;      // the token that ends every document (for eval.holdout)
 };
 
 // Files written under cfg.data.work_dir: tokenizer.model/.vocab (when trained), corpus.txt (the

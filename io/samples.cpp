@@ -19,6 +19,50 @@ void TokenSamples::copy_sample(int64_t i, int64_t* out) const {
   for (int64_t k = 0; k <= seq_len_; ++k) out[k] = src[k];
 }
 
+void IndexedSamples::copy_sample(int64_t i, int64_t* out) const {
+  if (i < 0 || i >= size()) throw std::out_of_range("sample " + std::to_string(i) + " of " +
+                                                    std::to_string(size()));
+  base_->copy_sample(indices_[i], out);
+}
+
+namespace {
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+DocumentSplit split_by_document(const std::shared_ptr<const SampleSource>& all, int32_t eos,
+                                double fraction, uint64_t seed) {
+  const int64_t len = all->seq_len();
+  const uint64_t threshold = static_cast<uint64_t>(fraction * 1e9);
+  auto held = [&](int64_t d) { return splitmix64(seed ^ (static_cast<uint64_t>(d) * 0x2545F4914F6CDD1DULL)) % 1000000000 < threshold; };
+  std::vector<int64_t> train, heldout;
+  std::vector<int64_t> buf(len + 1);
+  int64_t doc = 0;  // the document of the sample's first token
+  DocumentSplit out;
+  for (int64_t i = 0; i < all->size(); ++i) {
+    all->copy_sample(i, buf.data());
+    int64_t d = doc, next = doc;
+    bool any_held = false, any_kept = false;
+    for (int64_t k = 0; k <= len; ++k) {  // token i*len + k belongs to document d
+      if (k == len) next = d;             // where sample i + 1 starts
+      (held(d) ? any_held : any_kept) = true;
+      if (k < len && buf[k] == eos) ++d;  // the next token starts a new document
+    }
+    doc = next;
+    if (any_held && any_kept) ++out.dropped_samples;
+    else (any_held ? heldout : train).push_back(i);
+  }
+  out.documents = doc + 1;
+  for (int64_t d = 0; d < out.documents; ++d) out.held_documents += held(d) ? 1 : 0;
+  out.train = std::make_shared<IndexedSamples>(all, std::move(train));
+  out.heldout = std::make_shared<IndexedSamples>(all, std::move(heldout));
+  return out;
+}
+
 SampleOrder::SampleOrder(int64_t samples, int world, uint64_t seed)
     : samples_(samples), world_(world), seed_(seed) {
   if (world < 1) throw std::invalid_argument("world size must be >= 1");

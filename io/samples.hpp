@@ -43,6 +43,34 @@ class TokenSamples : public SampleSource {
   int64_t seq_len_, vocab_, count_;
 };
 
+// The samples of `base` listed in `indices` (in that order).
+class IndexedSamples : public SampleSource {
+ public:
+  IndexedSamples(std::shared_ptr<const SampleSource> base, std::vector<int64_t> indices)
+      : base_(std::move(base)), indices_(std::move(indices)) {}
+  int64_t size() const override { return static_cast<int64_t>(indices_.size()); }
+  int64_t seq_len() const override { return base_->seq_len(); }
+  int64_t vocab() const override { return base_->vocab(); }
+  void copy_sample(int64_t i, int64_t* out) const override;
+  int32_t masked_label() const override { return base_->masked_label(); }
+
+ private:
+  std::shared_ptr<const SampleSource> base_;
+  std::vector<int64_t> indices_;
+};
+
+// A fixed split of a packed token stream by document (eval.holdout): the documents end with
+// `eos`; document d is held out when a hash of (seed, d) falls below `fraction`. A sample whose
+// tokens (inputs and labels) all lie in held-out documents is held out, one whose tokens all lie
+// in kept documents trains, and one that straddles both is dropped, so no held-out text is
+// trained on. Reads the whole stream once.
+struct DocumentSplit {
+  std::shared_ptr<const SampleSource> train, heldout;
+  int64_t documents = 0, held_documents = 0, dropped_samples = 0;
+};
+DocumentSplit split_by_document(const std::shared_ptr<const SampleSource>& all, int32_t eos,
+                                double fraction, uint64_t seed);
+
 class SampleOrder {
  public:
   // Throws std::invalid_argument if there are fewer samples than ranks.

@@ -52,3 +52,52 @@ TEST(SampleSource, OverlappingWindows) {
   EXPECT_EQ(out[0], 6);
   EXPECT_EQ(out[3], 9);
 }
+
+// eval.holdout: documents (tokens 3 + d, each ending with EOS = 2, lengths 1..40) split so that no
+// document has tokens in both a training and a held-out sample; straddlers are dropped; about the
+// asked fraction of documents is held out; the split is the same every time.
+TEST(DocumentSplit, NoDocumentIsInBothSides) {
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> doc_of;  // per position; the EOS belongs to its document
+  const int64_t docs = 2000;
+  for (int64_t d = 0; d < docs; ++d) {
+    const int64_t n = 1 + (d * 7919) % 40;
+    for (int64_t k = 0; k < n; ++k) tokens.push_back(static_cast<int32_t>(3 + d)), doc_of.push_back(d);
+    tokens.push_back(2), doc_of.push_back(d);
+  }
+  const int64_t len = 8;
+  auto all = std::make_shared<TokenSamples>(tokens, len, 3 + docs);
+  const DocumentSplit s = split_by_document(all, 2, 0.1, 42);
+  // The documents the samples cover (the stream's tail after the last whole sample is not one).
+  EXPECT_GT(s.documents, docs - 10);
+  EXPECT_LE(s.documents, docs + 1);
+  EXPECT_EQ(s.train->size() + s.heldout->size() + s.dropped_samples, all->size());
+  std::vector<int> side(docs + 1, 0);  // 1 train, 2 held out
+  std::vector<int64_t> buf(len + 1);
+  auto mark = [&](const SampleSource& src, int which) {
+    for (int64_t i = 0; i < src.size(); ++i) {
+      src.copy_sample(i, buf.data());
+      for (int64_t k = 0; k <= len; ++k) {
+        if (buf[k] == 2) continue;  // an EOS: its document is named by its neighbours
+        const int64_t d = buf[k] - 3;
+        EXPECT_NE(side[d], 3 - which) << "document " << d << " is on both sides";
+        side[d] = which;
+      }
+    }
+  };
+  mark(*s.train, 1);
+  mark(*s.heldout, 2);
+  const double frac = static_cast<double>(s.held_documents) / static_cast<double>(s.documents);
+  std::printf("held out %lld of %lld documents (%.3f), %lld/%lld samples train/held out, %lld dropped\n",
+              static_cast<long long>(s.held_documents), static_cast<long long>(s.documents), frac,
+              static_cast<long long>(s.train->size()), static_cast<long long>(s.heldout->size()),
+              static_cast<long long>(s.dropped_samples));
+  EXPECT_GT(frac, 0.07);
+  EXPECT_LT(frac, 0.13);
+  EXPECT_GT(s.heldout->size(), 0);
+  const DocumentSplit again = split_by_document(all, 2, 0.1, 42);
+  EXPECT_EQ(again.heldout->size(), s.heldout->size());
+  EXPECT_EQ(again.held_documents, s.held_documents);
+  const DocumentSplit other = split_by_document(all, 2, 0.1, 43);
+  EXPECT_NE(other.held_documents, s.held_documents) << "the seed chooses the documents";
+}
