@@ -15,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "io/config.hpp"
 #include "io/corpus.hpp"
+#include "io/shards.hpp"
 #include "preprocess/preprocess.hpp"
 #include "io/tokenizer.hpp"
 
@@ -129,5 +131,50 @@ inline xy::PreprocessResult run_quiet(const xy::PreprocessOptions& o) {
   std::ostringstream log;
   return xy::preprocess(o, log);
 }
+
+// The fixture of preprocess_test.cpp and preprocess_shards_test.cpp: the sample's tokenizer
+// (loaded once per suite), a temporary directory per test, and the options, config and token
+// stream those tests share.
+class PreprocessTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tok_path_ = new std::string(sample_tokenizer());
+    tok_ = Tokenizer::load(*tok_path_).release();
+  }
+  static void TearDownTestSuite() {
+    delete tok_;
+    delete tok_path_;
+    tok_ = nullptr;
+    tok_path_ = nullptr;
+  }
+  void SetUp() override { dir_ = make_temp_dir("xy_preprocess_test"); }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  PreprocessOptions opts(const std::string& out, std::vector<std::string> inputs) {
+    return base_options(*tok_path_, dir_ + "/" + out, std::move(inputs));
+  }
+
+  // A training configuration that reads the shards in `shards` (sequences of 64 tokens).
+  Config shards_config(const std::string& shards) const {
+    Config cfg;
+    cfg.source = "test.toml";
+    cfg.data.shards = shards;
+    cfg.data.seq_len = 64;
+    cfg.data.work_dir = dir_ + "/work";
+    return cfg;
+  }
+
+  // The whole token stream of a shard directory.
+  static std::vector<int32_t> stream(const std::string& dir) {
+    auto s = ShardSamples::open(dir, 1, /*verify=*/true);
+    std::vector<int32_t> v(static_cast<size_t>(s->manifest().tokens));
+    for (int64_t t = 0; t < s->manifest().tokens; ++t) v[static_cast<size_t>(t)] = s->token(t);
+    return v;
+  }
+
+  inline static std::string* tok_path_ = nullptr;
+  inline static Tokenizer* tok_ = nullptr;
+  std::string dir_;
+};
 
 }  // namespace xy::test
