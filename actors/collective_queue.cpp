@@ -31,29 +31,19 @@ void CollectiveQueue::release(int unit) {
 }
 
 void CollectiveQueue::reduce(uint64_t grad, int unit, int64_t step) {
+  push(Collective::kReduceScatter, grad, unit, step);
+}
+
+void CollectiveQueue::finish(uint64_t id) { push(Collective::kAllReduce, id); }
+
+void CollectiveQueue::sum(uint64_t id) { push(Collective::kSum, id); }
+
+void CollectiveQueue::push(Collective::Kind kind, uint64_t id, int unit, int64_t step) {
   Collective c;
-  c.kind = Collective::kReduceScatter;
+  c.kind = kind;
+  c.id = id;
   c.unit = unit;
   c.step = step;
-  c.id = grad;
-  queue_.push_back(c);
-  pump();
-  serve();
-}
-
-void CollectiveQueue::finish(uint64_t id) {
-  Collective c;
-  c.kind = Collective::kAllReduce;
-  c.id = id;
-  queue_.push_back(c);
-  pump();
-  serve();
-}
-
-void CollectiveQueue::sum(uint64_t id) {
-  Collective c;
-  c.kind = Collective::kSum;
-  c.id = id;
   queue_.push_back(c);
   pump();
   serve();

@@ -99,6 +99,8 @@ class CollectiveQueue {
     int unit;
   };
 
+  // Queues a reduce-scatter, all-reduce or sum, then issues and answers what may go.
+  void push(Collective::Kind kind, uint64_t id, int unit = -1, int64_t step = 0);
   void want(int unit, int64_t version, bool is_prefetch);
   // A reduced gradient of step s may land in the gradient shard once the optimizer is done with
   // step s - 1's gradient there (always, without the delayed update).

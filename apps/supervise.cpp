@@ -7,6 +7,7 @@
 // (SIGSTOP: a frozen node) for longer than control.heartbeat_s has been declared lost by its peers;
 // it is killed and restarted with them. See docs/OPERATIONS.md, "Automatic restart".
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -115,9 +116,13 @@ int run_child(const std::string& engine, const std::vector<std::string>& args, i
   std::vector<char*> cargv;
   for (const auto& s : args) cargv.push_back(const_cast<char*>(s.c_str()));
   cargv.push_back(nullptr);
+  const pid_t supervisor = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(std::string("cannot start the engine: fork: ") + std::strerror(errno));
   if (pid == 0) {
+    // The engine does not outlive its supervisor (killed, or its terminal gone): it gets SIGTERM.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != supervisor) ::_exit(xy::kExitError);  // it died before the prctl
     ::setenv("XY_RESTART_ATTEMPT", std::to_string(attempt).c_str(), 1);
     ::execv(engine.c_str(), cargv.data());
     std::cerr << "xy-node train: cannot run the engine '" << engine << "': " << std::strerror(errno) << "\n";

@@ -7,7 +7,7 @@
 # the restart. One case per run; every process runs under `timeout`, so a hang fails the test.
 # usage: restart_test.sh XY_NODE WORK_DIR CASE   (run from the repository root)
 #   CASE: setup (tokenizer + the uninterrupted reference run) | skip-collective | sleep-compute |
-#         kill-node | stop-node
+#         kill-node | stop-node | supervisor-killed (the engine does not outlive its supervisor)
 set -uo pipefail
 XY=$1
 ROOT=$2
@@ -101,6 +101,19 @@ setup)
   check "its final checkpoint has both rank files" $([ "$(wc -l < "$ROOT/reference.sha256")" -eq 2 ]; echo $?)
   n=$(grep -c '"grad_norm":' "$W/node0/metrics.jsonl")
   check "its metrics.jsonl has $STEPS step lines (got $n)" $([ "$n" -eq $STEPS ]; echo $?)
+  finish ;;
+supervisor-killed)
+  # Node 0 alone: its engine waits for node 1 at the rendezvous; the supervisor is SIGKILLed.
+  XY_NODE_INDEX=0 "$XY" train --config "$W/job.toml" --work-dir "$W/node0" --restarts 2 > "$W/sup.log" 2>&1 &
+  sup=$!
+  eng=""
+  for i in $(seq 1 100); do eng=$(pgrep -P "$sup" | head -1); [ -n "$eng" ] && break; sleep 0.1; done
+  check "the supervisor runs the engine as its child (pid ${eng:-none})" $([ -n "$eng" ]; echo $?)
+  sleep 1
+  kill -9 "$sup"; wait "$sup" 2>/dev/null
+  for i in $(seq 1 100); do kill -0 "$eng" 2>/dev/null || break; sleep 0.1; done
+  ! kill -0 "$eng" 2>/dev/null; check "the engine ended with its supervisor" $?
+  [ -n "$eng" ] && kill -9 "$eng" 2>/dev/null
   finish ;;
 skip-collective) fnode=1; F="skip-collective:rank=1,seq=60"; want="exit 3" ;;
 sleep-compute) fnode=1; F="sleep-compute:rank=1,step=5,unit=1"; want="exit 3" ;;
