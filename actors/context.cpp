@@ -20,6 +20,7 @@
 #include <ATen/Parallel.h>
 
 #include "ckpt/checkpoint_io.hpp"
+#include "comm/netif.hpp"
 #include "comm/store_auth.hpp"
 #include "health/control.hpp"
 #include "io/hf_config.hpp"
@@ -312,6 +313,11 @@ void connect(NodeContext& ctx, const Config& cfg) {
   // Several nodes: every store connection proves the job's secret (comm/net_store.hpp), and the
   // job's node-level secret handshake runs on the store before any rank connects.
   if (multi) {
+    // NCCL's socket transport takes the first interface that is up unless told: point it (and
+    // Gloo's) at the interface that owns this node's topology address.
+    std::printf("xy: %s\n", choose_socket_interface(me.host, "topology.nodes[" +
+                                                              std::to_string(topo.node_index) + "].host")
+                                   .c_str());
     set_store_credentials({cfg.control.secret, "node " + std::to_string(topo.node_index)});
     set_rendezvous_guard([&cfg, &topo](KeyValueStore& s) { secret_handshake(s, cfg, topo.node_index, 60); });
   }

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Two machines on one: each node of a two-node CPU job runs in its own network namespace, joined by
+# a veth pair carrying the topology addresses (shaped to 1 Gbit/s with tc tbf); each namespace also
+# has a decoy interface, created first, that cannot reach the other. The job must run, each node
+# must point NCCL's and Gloo's socket interface at the interface owning its topology address (not
+# the decoy, which comes first), and every connection seen between the namespaces must use the
+# topology addresses. Needs root (CI runs as root); skipped (77) otherwise. Only addresses inside
+# the namespaces made here are used, and the namespaces are removed at the end.
+# usage: netif_test.sh XY_NODE WORK_DIR   (run from the repository root)
+set -uo pipefail
+XY=$1
+W=$2
+source "$(dirname "$0")/lib.sh"
+[ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
+command -v ip >/dev/null || skip "needs iproute2 (ip)"
+rm -rf "$W" && mkdir -p "$W"
+N0=xyt0_$$ N1=xyt1_$$ L0=xyl0_$$ L1=xyl1_$$
+cleanup() { ip netns del "$N0" 2>/dev/null; ip netns del "$N1" 2>/dev/null; }
+trap cleanup EXIT
+ip netns add "$N0" && ip netns add "$N1" || skip "cannot make network namespaces here"
+for n in 0 1; do
+  ns=$N0; [ $n = 1 ] && ns=$N1
+  ip -n "$ns" link set lo up
+  # The decoy: a veth pair kept inside the namespace, made first (interface order), on a subnet of
+  # its own that reaches nothing.
+  ip -n "$ns" link add aadecoy0 type veth peer name aadecoy1
+  ip -n "$ns" addr add 10.231.9.$((n + 1))/24 dev aadecoy0
+  ip -n "$ns" link set aadecoy0 up && ip -n "$ns" link set aadecoy1 up
+done
+ip link add "$L0" type veth peer name "$L1"
+ip link set "$L0" netns "$N0" && ip link set "$L1" netns "$N1"
+ip -n "$N0" addr add 10.231.8.1/24 dev "$L0" && ip -n "$N0" link set "$L0" up
+ip -n "$N1" addr add 10.231.8.2/24 dev "$L1" && ip -n "$N1" link set "$L1" up
+ip netns exec "$N0" tc qdisc add dev "$L0" root tbf rate 1gbit burst 256kb latency 50ms 2>/dev/null
+ip netns exec "$N1" tc qdisc add dev "$L1" root tbf rate 1gbit burst 256kb latency 50ms 2>/dev/null
+
+# The tokenizer, trained once outside the namespaces.
+printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n[data]\nseq_len = 32\n[train]\nsteps = 1\nmicro_batch = 2\nthreads = 1\n[model]\npreset = "custom"\nvocab_size = 8000\nhidden = 32\nintermediate = 64\nlayers = 1\nheads = 4\nmax_seq_len = 64\n[optimizer]\nwarmup_steps = 0\n[control]\ndoctor = false\n' > "$W/tok.toml"
+timeout 300 "$XY" train --config "$W/tok.toml" --work-dir "$W/tok" > "$W/tok.log" 2>&1
+check "the tokenizer is trained" $?
+cat > "$W/job.toml" <<EOF
+[topology]
+device = "cpu"
+[[topology.nodes]]
+host = "10.231.8.1"
+port = 29400
+devices = 1
+[[topology.nodes]]
+host = "10.231.8.2"
+port = 29400
+devices = 1
+[model]
+preset = "custom"
+vocab_size = 8000
+hidden = 64
+intermediate = 160
+layers = 2
+heads = 4
+max_seq_len = 64
+[data]
+seq_len = 32
+tokenizer = "$W/tok/tokenizer.model"
+[train]
+steps = 40
+micro_batch = 2
+log_every = 10
+threads = 1
+[optimizer]
+warmup_steps = 1
+[checkpoint]
+dir = "$W/checkpoints"
+[control]
+doctor = false
+EOF
+pids=()
+for n in 0 1; do
+  ns=$N0; [ $n = 1 ] && ns=$N1
+  ip netns exec "$ns" env XY_NODE_INDEX=$n XY_SECRET=netif-test-secret NCCL_SOCKET_IFNAME= GLOO_SOCKET_IFNAME= \
+    timeout 180 "$XY" train --config "$W/job.toml" --work-dir "$W/node$n" > "$W/n$n.log" 2>&1 &
+  pids+=($!)
+done
+# Sample node 0's TCP connections while the job runs.
+: > "$W/ss.txt"
+while kill -0 "${pids[0]}" 2>/dev/null; do
+  ip netns exec "$N0" ss -tnH state established >> "$W/ss.txt" 2>/dev/null
+  sleep 0.2
+done
+wait "${pids[0]}"; rc0=$?
+wait "${pids[1]}"; rc1=$?
+grep -h "network interface" "$W/n0.log" "$W/n1.log"
+check "both nodes finish (exit $rc0, $rc1)" $([ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]; echo $?)
+grep -q "network interface $L0 owns 10.231.8.1 (topology.nodes\[0\].host): NCCL_SOCKET_IFNAME=$L0, GLOO_SOCKET_IFNAME=$L0" "$W/n0.log"
+check "node 0 chose $L0, the interface of its topology address (not the decoy aadecoy0)" $?
+grep -q "network interface $L1 owns 10.231.8.2 (topology.nodes\[1\].host): NCCL_SOCKET_IFNAME=$L1" "$W/n1.log"
+check "node 1 chose $L1" $?
+cross=$(awk '{print $3, $4}' "$W/ss.txt" | grep -c "10.231.8.1:.* 10.231.8.2:")
+decoy=$(grep -c "10.231.9." "$W/ss.txt")
+echo "node 0's established connections sampled: $(wc -l < "$W/ss.txt") lines, $cross between the topology addresses, $decoy on the decoy"
+check "the nodes' connections run between the topology addresses" $([ "$cross" -gt 0 ]; echo $?)
+check "no connection uses the decoy" $([ "$decoy" -eq 0 ]; echo $?)
+finish
