@@ -180,6 +180,14 @@ struct RunOptions {
   std::vector<EvalSet> eval_sets;  // [eval]'s held-out sets (prepare_eval_sets)
 };
 
+// Tokens of one optimizer step of the whole job (every rank, every micro-batch).
+int64_t tokens_per_step(const NodeContext& ctx);
+
+// Seconds left after the last of `steps` (this run's records, oldest first): the mean time of the
+// last 20, leaving out the run's first step (its warm-up) once there are others, times the steps
+// to go until `total_steps`. 0 without records. The step line, metrics.jsonl and /status use it.
+double eta_seconds(const std::vector<StepRecord>& steps, int64_t total_steps);
+
 // Runs the training job of this node as configured: builds the context, spawns the actors, trains,
 // checkpoints, shuts down. Never throws; errors are in the result's exit_code and error.
 TrainResult run_training(const Config& cfg, const RunOptions& opts);

@@ -14,6 +14,19 @@
 
 namespace xy {
 
+int64_t tokens_per_step(const NodeContext& ctx) {
+  return int64_t{ctx.world} * ctx.cfg.train.grad_accum * ctx.cfg.train.micro_batch * ctx.cfg.data.seq_len;
+}
+
+double eta_seconds(const std::vector<StepRecord>& steps, int64_t total_steps) {
+  if (steps.empty()) return 0;
+  const size_t first = steps.size() > 1 ? 1 : 0;
+  const size_t from = std::max(first, steps.size() > 20 ? steps.size() - 20 : size_t{0});
+  double sum = 0;
+  for (size_t i = from; i < steps.size(); ++i) sum += steps[i].step_s;
+  return sum / static_cast<double>(steps.size() - from) * static_cast<double>(total_steps - steps.back().step);
+}
+
 void NodeContext::fail(const std::string& what, int code) {
   failed = true;
   std::lock_guard<std::mutex> lock(result_mu);

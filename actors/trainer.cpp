@@ -15,8 +15,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <deque>
-#include <numeric>
 #include <optional>
 #include <thread>
 
@@ -115,11 +113,10 @@ class Trainer {
   // order). Every rank evaluates the same number of micro-batches.
   void evaluate(int64_t step);
   void log(const StepRecord& r) const;
-  // Seconds to the end, from the mean of the recent steps (the first step, with its warm-up, is
-  // left out once there are others).
-  double eta_s(int64_t step) const;
+  // Seconds to the end (eta_seconds over this node's step records).
+  double eta_s() const;
   // The step's line in metrics.jsonl (global rank 0).
-  void record_metrics(const StepRecord& r, int64_t tokens_per_step) const;
+  void record_metrics(const StepRecord& r) const;
 
   caf::blocking_actor* self_;
   std::shared_ptr<NodeContext> ctx_;
@@ -135,7 +132,6 @@ class Trainer {
   LossScaler scaler_;
   int64_t current_step_ = 0;
   int64_t samples_done_ = 0;
-  std::deque<double> recent_step_s_;  // the last steps' times, for the ETA
 };
 
 at::Tensor Trainer::ready_tokens(const Batch& b) {
@@ -261,14 +257,13 @@ std::string duration_text(double s) {
 }
 }  // namespace
 
-double Trainer::eta_s(int64_t step) const {
-  if (recent_step_s_.empty()) return 0;
-  const double mean = std::accumulate(recent_step_s_.begin(), recent_step_s_.end(), 0.0) /
-                      static_cast<double>(recent_step_s_.size());
-  return mean * static_cast<double>(ctx_->cfg.train.steps - step);
+double Trainer::eta_s() const {
+  std::lock_guard<std::mutex> lock(ctx_->result_mu);
+  return eta_seconds(ctx_->result.steps, ctx_->cfg.train.steps);
 }
 
-void Trainer::record_metrics(const StepRecord& r, int64_t tokens_per_step) const {
+void Trainer::record_metrics(const StepRecord& r) const {
+  const int64_t per_step = tokens_per_step(*ctx_);
   const double rss = rss_gib();
   double gpu = 0;
   if (streams_.on_device()) gpu = device_reserved_gib(streams_.device);
@@ -276,11 +271,11 @@ void Trainer::record_metrics(const StepRecord& r, int64_t tokens_per_step) const
   nlohmann::json j = {
       {"step", r.step}, {"loss", r.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr},
       {"loss_scale", r.loss_scale}, {"skipped", r.skipped}, {"overflow_units", r.overflow_units},
-      {"tokens", r.step * tokens_per_step}, {"tokens_target", ctx_->cfg.train.steps * tokens_per_step},
+      {"tokens", r.step * per_step}, {"tokens_target", ctx_->cfg.train.steps * per_step},
       {"tokens_per_s", r.tokens_per_s}, {"step_s", r.step_s}, {"compute_s", r.compute_s},
       {"wait_optimizer_s", r.wait_optimizer_s}, {"exposed_comm_s", r.exposed_gather_s()},
       {"end_of_step_s", r.wait_finish_s}, {"wait_batch_s", r.wait_batch_s},
-      {"host_rss_gib", rss}, {"gpu_mem_gib", gpu}, {"eta_s", eta_s(r.step)}};
+      {"host_rss_gib", rss}, {"gpu_mem_gib", gpu}, {"eta_s", eta_s()}};
   // Model FLOPs utilisation as the benchmark counts it: 6 * parameters * tokens/s over the job's
   // peak (attention and recompute not counted); unknown (null) where the device's peak is.
   if (ctx_->peak_flops > 0)
@@ -360,17 +355,15 @@ void Trainer::evaluate(int64_t step) {
 void Trainer::log(const StepRecord& r) const {
   // compute | waiting for the optimizer's update of a unit | exposed communication (gathers not
   // hidden by prefetch, and the end-of-step reduction) | waiting for data.
-  const Config& cfg = ctx_->cfg;
-  const double tokens_per_step = static_cast<double>(ctx_->world) * cfg.train.grad_accum *
-                                 cfg.train.micro_batch * ctx_->data->seq_len();
+  const double per_step = static_cast<double>(tokens_per_step(*ctx_));
   std::printf("step %5lld | loss %.4f | grad norm %.3f | lr %.2e | %8.0f tok/s | %6.0f ms"
               " (compute %.0f, wait optimizer %.0f, exposed comm %.0f + end of step %.0f, batch %.0f)"
               " | tokens %s of %s, ETA %s\n",
               static_cast<long long>(r.step), r.loss, r.grad_norm, r.lr, r.tokens_per_s,
               r.step_s * 1e3, r.compute_s * 1e3, r.wait_optimizer_s * 1e3,
               r.exposed_gather_s() * 1e3, r.wait_finish_s * 1e3,
-              r.wait_batch_s * 1e3, si(tokens_per_step * r.step).c_str(),
-              si(tokens_per_step * cfg.train.steps).c_str(), duration_text(eta_s(r.step)).c_str());
+              r.wait_batch_s * 1e3, si(per_step * r.step).c_str(),
+              si(per_step * ctx_->cfg.train.steps).c_str(), duration_text(eta_s()).c_str());
   if (scaler_.on()) std::printf("             loss scale %g\n", r.loss_scale);
   std::fflush(stdout);
 }
@@ -378,8 +371,7 @@ void Trainer::log(const StepRecord& r) const {
 void Trainer::run() {
   const Config& cfg = ctx_->cfg;
   const int64_t steps = cfg.train.steps;
-  const int64_t tokens_per_step =
-      int64_t{ctx_->world} * cfg.train.grad_accum * cfg.train.micro_batch * ctx_->data->seq_len();
+  const int64_t step_tokens = tokens_per_step(*ctx_);
   int64_t adam_step = ctx_->start_adam_step;
   double last_loss = 0;
   samples_done_ = ctx_->start_positions[local_];
@@ -437,18 +429,13 @@ void Trainer::run() {
     rec_.loss_scale = used_scale;
     rec_.lr = order.lr;
     rec_.step_s = Seconds(Clock::now() - t_step).count();
-    rec_.tokens_per_s = tokens_per_step / rec_.step_s;
+    rec_.tokens_per_s = step_tokens / rec_.step_s;
     last_loss = facts.loss;
-    if (step > ctx_->start_step + 1 || recent_step_s_.empty()) {
-      if (recent_step_s_.size() == 1 && step == ctx_->start_step + 2) recent_step_s_.clear();
-      recent_step_s_.push_back(rec_.step_s);
-      if (recent_step_s_.size() > 20) recent_step_s_.pop_front();
-    }
-    if (ctx_->metrics && rank_ == 0) record_metrics(rec_, tokens_per_step);
-    if (local_ == 0) {
+    if (local_ == 0) {  // before the metrics line and the step line, whose ETA reads it
       std::lock_guard<std::mutex> lock(ctx_->result_mu);
       ctx_->result.steps.push_back(rec_);
     }
+    if (ctx_->metrics && rank_ == 0) record_metrics(rec_);
     const bool print = rank_ == 0 && !ctx_->quiet &&
                        (step == 1 || step == steps || step % std::max<int64_t>(1, cfg.train.log_every) == 0);
     if (print) log(rec_);

@@ -152,3 +152,10 @@ int node_index_from(const xy::Config& cfg, std::optional<int> flag) {
     throw xy::ConfigError(from + " = " + std::to_string(index) + " is not a node index" + valid);
   return static_cast<int>(index);
 }
+
+void override_work_dir(xy::Config& cfg, const std::string& dir) {
+  if (dir.empty()) throw xy::ConfigError("--work-dir: valid: a directory, not ''");
+  const bool default_ckpt = cfg.checkpoint.dir == cfg.data.work_dir + "/checkpoints";
+  cfg.data.work_dir = dir;
+  if (default_ckpt) cfg.checkpoint.dir = dir + "/checkpoints";
+}

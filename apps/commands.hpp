@@ -48,6 +48,10 @@ std::optional<double> parse_finite(const std::string& s);
 int parse_options(cxxopts::Options& opts, int argc, char** argv, const char* name,
                   cxxopts::ParseResult& args);
 
+// --work-dir DIR: data.work_dir becomes DIR, and so does checkpoint.dir's default
+// (<work_dir>/checkpoints) when the file left it at that. Throws xy::ConfigError for an empty DIR.
+void override_work_dir(xy::Config& cfg, const std::string& dir);
+
 // This process's node index: `flag` if given, else XY_NODE_INDEX, NODE_RANK (torchrun) or
 // SLURM_NODEID from the environment, else topology.node_index. Throws xy::ConfigError (one line
 // naming the flag or variable) when it is not an index of topology.nodes, or an environment value

@@ -62,12 +62,7 @@ int cmd_train(int argc, char** argv) {
         throw xy::ConfigError("--steps " + std::to_string(steps) + ": valid: an integer >= 1");
       cfg.train.steps = steps;
     }
-    if (args.count("work-dir")) {
-      const bool default_ckpt = cfg.checkpoint.dir == cfg.data.work_dir + "/checkpoints";
-      cfg.data.work_dir = args["work-dir"].as<std::string>();
-      if (cfg.data.work_dir.empty()) throw xy::ConfigError("--work-dir: valid: a directory, not ''");
-      if (default_ckpt) cfg.checkpoint.dir = cfg.data.work_dir + "/checkpoints";
-    }
+    if (args.count("work-dir")) override_work_dir(cfg, args["work-dir"].as<std::string>());
     if (args.count("resume") && args["resume"].as<std::string>().empty())
       throw xy::ConfigError("--resume: valid: 'latest' or a checkpoint directory, not ''");
     // The node index: flag, then the launchers' environment, then the config.

@@ -82,12 +82,7 @@ JobFacts job_facts(const std::vector<std::string>& args) {
   std::string cfg_path = option_value(args, "--config");
   if (cfg_path.empty()) cfg_path = option_value(args, "-c");
   xy::Config cfg = xy::load_config(cfg_path);  // throws xy::ConfigError
-  const std::string wd = option_value(args, "--work-dir");
-  const bool default_ckpt = cfg.checkpoint.dir == cfg.data.work_dir + "/checkpoints";
-  if (!wd.empty()) {
-    cfg.data.work_dir = wd;
-    if (default_ckpt) cfg.checkpoint.dir = wd + "/checkpoints";
-  }
+  if (const std::string wd = option_value(args, "--work-dir"); !wd.empty()) override_work_dir(cfg, wd);
   f.checkpoint_dir = cfg.checkpoint.dir;
   f.work_dir = cfg.data.work_dir;
   f.heartbeat_s = cfg.control.heartbeat_s;

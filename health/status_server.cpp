@@ -125,15 +125,11 @@ nlohmann::json node_status_json(NodeContext& ctx) {
       j["loss"] = steps.back().loss;
       j["tokens_per_s"] = steps.back().tokens_per_s;
       j["step_s"] = steps.back().step_s;
-      // Progress: tokens seen of the target, and the time left from the mean of the recent steps.
-      const double per_step = static_cast<double>(ctx.world) * ctx.cfg.train.grad_accum *
-                              ctx.cfg.train.micro_batch * ctx.cfg.data.seq_len;
-      double recent = 0;
-      const size_t n = std::min<size_t>(20, steps.size());
-      for (size_t i = steps.size() - n; i < steps.size(); ++i) recent += steps[i].step_s;
+      // Progress: tokens seen of the target, and the time left (eta_seconds, as the step line).
+      const double per_step = static_cast<double>(tokens_per_step(ctx));
       j["tokens"] = per_step * static_cast<double>(steps.back().step);
       j["tokens_target"] = per_step * static_cast<double>(ctx.cfg.train.steps);
-      j["eta_s"] = recent / static_cast<double>(n) * static_cast<double>(ctx.cfg.train.steps - steps.back().step);
+      j["eta_s"] = eta_seconds(steps, ctx.cfg.train.steps);
     } else {
       j["step"] = 0;
       j["loss"] = nullptr;

@@ -29,3 +29,13 @@ while len(ps) < int(sys.argv[1]):
 print(*sorted(ps))
 PY
 }
+# train_test_tokenizer XY_NODE DIR: trains the sample corpus's 8000-piece tokenizer into
+# DIR/tokenizer.model (a one-step run of a tiny model, whose checkpoint and logs are removed).
+train_test_tokenizer() {
+  mkdir -p "$2"
+  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n[data]\nseq_len = 32\n[train]\nsteps = 1\nmicro_batch = 2\nthreads = 1\n[model]\npreset = "custom"\nvocab_size = 8000\nhidden = 32\nintermediate = 64\nlayers = 1\nheads = 4\nmax_seq_len = 64\n[optimizer]\nwarmup_steps = 0\n[control]\ndoctor = false\n' > "$2/tok.toml"
+  timeout 300 "$1" train --config "$2/tok.toml" --work-dir "$2" > "$2/tok.log" 2>&1
+  local rc=$?
+  rm -rf "$2/checkpoints" "$2/metrics.jsonl" "$2/tb"
+  return $rc
+}

@@ -35,8 +35,7 @@ ip netns exec "$N0" tc qdisc add dev "$L0" root tbf rate 1gbit burst 256kb laten
 ip netns exec "$N1" tc qdisc add dev "$L1" root tbf rate 1gbit burst 256kb latency 50ms 2>/dev/null
 
 # The tokenizer, trained once outside the namespaces.
-printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n[data]\nseq_len = 32\n[train]\nsteps = 1\nmicro_batch = 2\nthreads = 1\n[model]\npreset = "custom"\nvocab_size = 8000\nhidden = 32\nintermediate = 64\nlayers = 1\nheads = 4\nmax_seq_len = 64\n[optimizer]\nwarmup_steps = 0\n[control]\ndoctor = false\n' > "$W/tok.toml"
-timeout 300 "$XY" train --config "$W/tok.toml" --work-dir "$W/tok" > "$W/tok.log" 2>&1
+train_test_tokenizer "$XY" "$W/tok"
 check "the tokenizer is trained" $?
 cat > "$W/job.toml" <<EOF
 [topology]

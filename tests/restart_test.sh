@@ -91,10 +91,8 @@ config "$P0" "$P1" > "$W/job.toml"
 case "$CASE" in
 setup)
   # The tokenizer for every case, then the uninterrupted reference run of the same job.
-  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n[data]\nseq_len = 32\n[train]\nsteps = 1\nmicro_batch = 2\nthreads = 1\n[model]\npreset = "custom"\nvocab_size = 8000\nhidden = 32\nintermediate = 64\nlayers = 1\nheads = 4\nmax_seq_len = 64\n[optimizer]\nwarmup_steps = 0\n[control]\ndoctor = false\n' > "$W/tok.toml"
-  timeout 300 "$XY" train --config "$W/tok.toml" --work-dir "$W" > "$W/tok.log" 2>&1
+  train_test_tokenizer "$XY" "$W"
   check "the tokenizer is trained" $?
-  rm -rf "$W/checkpoints" "$W/metrics.jsonl" "$W/tb"  # that run's, not the job's
   run_job ref 0 -1 ""
   check "the uninterrupted two-node run exits 0 on both nodes ($RC0, $RC1)" $([ $RC0 -eq 0 ] && [ $RC1 -eq 0 ]; echo $?)
   final_sums "$W/checkpoints" > "$ROOT/reference.sha256"
