@@ -35,6 +35,16 @@ for cmd_env in "doctor NODE_RANK=abc" "train SLURM_NODEID=" "doctor XY_NODE_INDE
 done
 out=$(XY_DOCTOR_GPU_TIMEOUT=soon "$XY" doctor --config config/tiny.toml 2>&1); rc=$?
 check "doctor with XY_DOCTOR_GPU_TIMEOUT=soon exits 2 naming it" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q "XY_DOCTOR_GPU_TIMEOUT = 'soon'"; echo $?)
+for args in "--restarts x|--restarts x" "--restarts -1|--restarts -1" "--restarts 1 --restart-backoff soon|--restart-backoff soon"; do
+  out=$("$XY" train --config config/tiny.toml --work-dir "$WORK/neg" ${args%|*} 2>&1); rc=$?
+  echo "$out"
+  check "train ${args%|*} exits 2 with one line naming the flag" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q -- "${args#*|}: valid:"; echo $?)
+done
+printf '[eval]\nsets = ["fin=%s/absent.jsonl"]\n' "$WORK" > "$WORK/eval_absent.toml"
+cat config/tiny.toml | sed '/^\[eval\]/,/^$/d' >> "$WORK/eval_absent.toml"
+out=$("$XY" train --config "$WORK/eval_absent.toml" --work-dir "$WORK/neg" --no-doctor 2>&1); rc=$?
+echo "$out"
+check "an eval set that does not exist: exit 1 naming the set and its path" $([ $rc -eq 1 ] && echo "$out" | grep -q "eval set 'fin' ($WORK/absent.jsonl, eval.sets in .*): does not exist"; echo $?)
 out=$(XY_FAULT="sleep-compute:rank=1e300" "$XY" train --config config/tiny.toml --work-dir "$WORK/neg" 2>&1); rc=$?
 echo "$out"
 check "XY_FAULT with rank=1e300 exits 2 naming the key" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q "rank = 1e300"; echo $?)
