@@ -189,7 +189,12 @@ std::vector<at::Tensor> load_init_from(NodeContext& ctx, const Config& cfg, cons
                             std::tuple{"hidden", shape.hidden, cfg.model.hidden},
                             std::tuple{"intermediate", shape.intermediate, cfg.model.intermediate},
                             std::tuple{"layers", shape.layers, cfg.model.layers},
-                            std::tuple{"heads", shape.heads, cfg.model.heads}})
+                            std::tuple{"heads", shape.heads, cfg.model.heads},
+                            std::tuple{"kv_heads", kv_heads_of(shape), kv_heads_of(cfg.model)},
+                            std::tuple{"head_dim", head_dim_of(shape), head_dim_of(cfg.model)},
+                            std::tuple{"tie_embeddings", int64_t{shape.tie_embeddings},
+                                       int64_t{cfg.model.tie_embeddings}},
+                            std::tuple{"qk_norm", int64_t{shape.qk_norm}, int64_t{cfg.model.qk_norm}}})
     if (a != b)
       throw std::invalid_argument(cfg.model.init_from + "/config.json has " + name + " = " +
                                   std::to_string(a) + " but model." + name + " is " +

@@ -6,6 +6,9 @@
 //     backward, last block first: gather(u) -> recompute from the saved input + backward
 //                                 -> reduce(u's grad) -> release(u)
 //     embedding backward -> reduce
+//   (tied embeddings: the embedding unit stays gathered from its forward to its backward; the
+//    head reads it as its LM head, and the head's part of its gradient joins the embedding's
+//    before the one reduce of unit 0)
 //   finish: global gradient norm and loss (one all-reduce) -> clip -> step order to the optimizer
 //
 // Gradients are scaled by 1 / (world * grad_accum) at the loss, so that the reduce-scatter's sum
@@ -100,13 +103,16 @@ class Trainer {
   // Forward over the units before the head (embedding, blocks), each gathered in turn without
   // autograd: the head's input. With `saved`, each block's input is kept for the backward
   // (activation checkpointing); without, nothing is kept (an evaluation's forward).
+  // With tied embeddings the embedding unit is not released: it is returned in `*embed` (the
+  // caller releases it), for the head.
   at::Tensor forward_units(int64_t step, int64_t version, const at::Tensor& inputs,
-                           std::vector<at::Tensor>* saved);
+                           std::vector<at::Tensor>* saved, at::Tensor* embed);
   // The head's loss and backward, then the backward over the blocks from their saved inputs
   // (recomputed) and the embedding; each unit's gradient goes to the parameter-shard as it is
   // made. Returns the loss (a 0-d fp32 tensor on the device).
   at::Tensor backward_units(int64_t step, int64_t version, const at::Tensor& inputs,
-                            const at::Tensor& labels, at::Tensor x, std::vector<at::Tensor>& saved);
+                            const at::Tensor& labels, at::Tensor x, std::vector<at::Tensor>& saved,
+                            const at::Tensor& embed);
   at::Tensor micro_batch(int64_t step, const Batch& b);
   // Every held-out set ([eval]) after step `step`: forward only, through the same gathers as
   // training; its mean token loss over every rank's samples (one all-reduce in the collective
@@ -149,7 +155,7 @@ at::Tensor Trainer::ready_tokens(const Batch& b) {
 }
 
 at::Tensor Trainer::forward_units(int64_t step, int64_t version, const at::Tensor& inputs,
-                                  std::vector<at::Tensor>* saved) {
+                                  std::vector<at::Tensor>* saved, at::Tensor* embed) {
   const Llama& model = *ctx_->model;
   const int head = static_cast<int>(ctx_->layout.units.size()) - 1;
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
@@ -170,14 +176,15 @@ at::Tensor Trainer::forward_units(int64_t step, int64_t version, const at::Tenso
       }
     }
     rec_.compute_s += Seconds(Clock::now() - t0).count();
-    release(u, p);
+    if (u == 0 && model.tied()) *embed = p;  // kept for the head: one gather, released by the caller
+    else release(u, p);
   }
   return x;
 }
 
 at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tensor& inputs,
                                    const at::Tensor& labels, at::Tensor x,
-                                   std::vector<at::Tensor>& saved) {
+                                   std::vector<at::Tensor>& saved, const at::Tensor& embed) {
   const Llama& model = *ctx_->model;
   const int head = static_cast<int>(ctx_->layout.units.size()) - 1;
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
@@ -189,7 +196,7 @@ at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tens
   HeadResult hr;
   {
     OpScope scope(&ctx_->registry, "backward", rank_, head, 0, step, deadline_c);
-    hr = model.head_backward(p, x, labels, grad_scale);
+    hr = model.head_backward(p, x, labels, grad_scale, embed);
   }
   x = at::Tensor();
   rec_.compute_s += Seconds(Clock::now() - t0).count();
@@ -212,6 +219,8 @@ at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tens
     reduce(u, g.second);
     release(u, p);
   }
+  // Tied: the embedding unit is still held from the forward, so this gather is answered from the
+  // parameter-shard's cache (no second all-gather; the message sequence is that of untied runs).
   p = gather(0, +1, version, step);
   status(step, "backward", 0);
   t0 = Clock::now();
@@ -219,7 +228,9 @@ at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tens
   {
     OpScope scope(&ctx_->registry, "backward", rank_, 0, 0, step, deadline_c);
     gemb = model.embed_backward(p, inputs, gx);
+    if (hr.grad_embed.defined()) gemb.add_(hr.grad_embed);  // the LM head's use of the matrix
   }
+  hr.grad_embed = at::Tensor();
   rec_.compute_s += Seconds(Clock::now() - t0).count();
   reduce(0, gemb);
   release(0, p);
@@ -233,8 +244,9 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
   current_step_ = step;
   const at::Tensor inputs = ready_tokens(b);
   std::vector<at::Tensor> saved(ctx_->layout.units.size());  // each block's input
-  at::Tensor x = forward_units(step, version, inputs, &saved);
-  return backward_units(step, version, inputs, b.labels, std::move(x), saved);
+  at::Tensor embed;  // tied embeddings: the gathered embedding unit, until its backward
+  at::Tensor x = forward_units(step, version, inputs, &saved, &embed);
+  return backward_units(step, version, inputs, b.labels, std::move(x), saved, embed);
 }
 
 namespace {
@@ -312,13 +324,14 @@ void Trainer::evaluate(int64_t step) {
       at::Tensor labels = ids.narrow(1, 1, len);
       if (const int32_t masked = set.samples->masked_label(); masked >= 0)
         labels = labels.masked_fill(labels == masked, -100);  // cross-entropy's ignore_index
-      at::Tensor x = forward_units(step, version, inputs, nullptr);
+      at::Tensor embed;  // tied embeddings: the LM head's matrix, held from the forward
+      at::Tensor x = forward_units(step, version, inputs, nullptr, &embed);
       at::NoGradGuard no_grad;
       at::Tensor p = gather(head, +1, version, step);
       status(step, "eval", head);
       {
         OpScope scope(&ctx_->registry, "forward", rank_, head, 0, step, deadline_c);
-        const at::Tensor logits = model.head_forward(p, x);
+        const at::Tensor logits = model.head_forward(p, x, embed);
         const at::Tensor loss_sum = at::cross_entropy_loss(
             logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels.reshape({-1}), {},
             at::Reduction::Sum);
@@ -326,6 +339,7 @@ void Trainer::evaluate(int64_t step) {
         sums[1] += (labels != -100).sum().to(at::kDouble);
       }
       release(head, p);
+      if (embed.defined()) release(0, embed);
     }
     const std::vector<double> total = ask<std::vector<double>>(shard_, nullptr, SumRequest{sums});
     EvalRecord e;

@@ -148,7 +148,16 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   man["model"] = {{"vocab_size", mc.vocab_size}, {"hidden", mc.hidden},
                   {"intermediate", mc.intermediate}, {"layers", mc.layers},
                   {"heads", mc.heads}, {"kv_heads", mc.kv_heads}, {"rms_eps", mc.rms_eps},
-                  {"rope_theta", mc.rope_theta}, {"max_seq_len", mc.max_seq_len}};
+                  {"rope_theta", mc.rope_theta}, {"max_seq_len", mc.max_seq_len},
+                  // The architecture beyond Llama-2's (absent in older manifests: Llama-2-shaped).
+                  {"head_dim", mc.head_dim}, {"family", mc.family},
+                  {"tie_embeddings", mc.tie_embeddings}, {"attention_bias", mc.attention_bias},
+                  {"qk_norm", mc.qk_norm}, {"rope_scaling", mc.rope_scaling},
+                  {"rope_factor", mc.rope_factor}, {"rope_original_max_len", mc.rope_original_max_len},
+                  {"rope_low_freq_factor", mc.rope_low_freq_factor},
+                  {"rope_high_freq_factor", mc.rope_high_freq_factor},
+                  {"rope_beta_fast", mc.rope_beta_fast}, {"rope_beta_slow", mc.rope_beta_slow},
+                  {"rope_attention_factor", mc.rope_attention_factor}};
   for (const auto& u : ctx.layout.units)
     man["units"].push_back({{"name", u.name}, {"numel", u.numel}, {"shard_numel", u.shard_numel}});
   man["files"] = files;

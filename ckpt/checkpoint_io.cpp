@@ -220,12 +220,23 @@ void check_model_matches(const CheckpointManifest& man, const ModelConfig& m) {
       {"intermediate", {man.model.intermediate, m.intermediate}},
       {"layers", {man.model.layers, m.layers}},
       {"heads", {man.model.heads, m.heads}},
-      {"kv_heads", {kv(man.model), kv(m)}}};
+      {"kv_heads", {kv(man.model), kv(m)}},
+      {"head_dim", {head_dim_of(man.model), head_dim_of(m)}}};
   for (const auto& [name, v] : fields)
     if (v.first != v.second)
       throw CheckpointError("checkpoint " + man.dir + " has model." + name + " = " +
                             std::to_string(v.first) + " but the config has " +
                             std::to_string(v.second));
+  // The parameters these decide differ too (RoPE scaling and family do not change the shapes).
+  const auto text = [](bool b) { return std::string(b ? "true" : "false"); };
+  const std::pair<const char*, std::pair<std::string, std::string>> kinds[] = {
+      {"tie_embeddings", {text(man.model.tie_embeddings), text(m.tie_embeddings)}},
+      {"qk_norm", {text(man.model.qk_norm), text(m.qk_norm)}},
+      {"attention_bias", {man.model.attention_bias, m.attention_bias}}};
+  for (const auto& [name, v] : kinds)
+    if (v.first != v.second)
+      throw CheckpointError("checkpoint " + man.dir + " has model." + name + " = " + v.first +
+                            " but the config has " + v.second);
 }
 
 }  // namespace xy

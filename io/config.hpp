@@ -46,10 +46,28 @@ struct ModelConfig {
   int64_t hidden = 0;           // model width
   int64_t intermediate = 0;     // SwiGLU inner width
   int64_t layers = 0;           // transformer blocks
-  int64_t heads = 0;            // attention heads (head_dim = hidden / heads)
+  int64_t heads = 0;            // attention heads
   int64_t kv_heads = 0;         // key/value heads (grouped-query attention); 0 = heads
+  int64_t head_dim = 0;         // width of one attention head; 0 = hidden / heads
   double rms_eps = 1e-5;        // RMSNorm epsilon
   double rope_theta = 10000.0;  // rotary embedding base
+  // The Hugging Face class the model is (written on export; it limits the combinations below):
+  // "llama" (LlamaForCausalLM), "qwen2" (Qwen2ForCausalLM), "qwen3" (Qwen3ForCausalLM).
+  std::string family = "llama";
+  bool tie_embeddings = false;         // the LM head is the embedding matrix (one parameter)
+  std::string attention_bias = "none"; // "none", "qkv" (Qwen2) or "qkvo" (biases on o_proj too)
+  bool qk_norm = false;                // RMSNorm over head_dim on each q and k head before RoPE
+  // RoPE frequency scaling as transformers computes it (modeling_rope_utils.py): "none",
+  // "linear", "dynamic" (NTK, rescaled for sequences longer than rope_original_max_len),
+  // "llama3", "yarn". The parameters apply to the kinds named with them.
+  std::string rope_scaling = "none";
+  double rope_factor = 1.0;               // linear, dynamic, llama3, yarn
+  int64_t rope_original_max_len = 0;      // dynamic, llama3, yarn; 0 = max_seq_len
+  double rope_low_freq_factor = 1.0;      // llama3
+  double rope_high_freq_factor = 4.0;     // llama3
+  double rope_beta_fast = 32.0;           // yarn
+  double rope_beta_slow = 1.0;            // yarn
+  double rope_attention_factor = 0.0;     // yarn: cos and sin are multiplied by it; 0 = default
   int64_t max_seq_len = 4096;   // longest sequence the model is meant for
   double init_std = 0.02;       // std of the normal init of linear and embedding weights
   uint64_t init_seed = 1234;    // seed of the parameter initialisation (identical on every rank)
@@ -193,6 +211,12 @@ struct Config {
   } faults;
   std::string source;  // the file it was loaded from ("<string>" for parse_config)
 };
+
+// head_dim, or hidden / heads when it is 0; kv_heads, or heads when it is 0.
+inline int64_t head_dim_of(const ModelConfig& m) {
+  return m.head_dim > 0 ? m.head_dim : (m.heads > 0 ? m.hidden / m.heads : 0);
+}
+inline int64_t kv_heads_of(const ModelConfig& m) { return m.kv_heads > 0 ? m.kv_heads : m.heads; }
 
 // Shapes of the named presets (exactly those of the benchmark peer). Throws ConfigError for an
 // unknown name, listing the valid ones.

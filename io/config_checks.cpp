@@ -62,6 +62,37 @@ std::string given_or_default(const Context& ctx, const std::string& dotted_key) 
   return ctx.was_given(dotted_key) ? "" : " (default)";
 }
 
+// What each Hugging Face class can express (model.family): a model xy could train but could not
+// export as its family is refused at load, naming the keys.
+template <class Pos>
+void check_family(const Context& ctx, const ModelConfig& m, const Pos& model_pos) {
+  const std::string fam = quoted(m.family);
+  auto refuse = [&](const std::string& key, const std::string& what, const std::string& valid) {
+    ctx.fail(model_pos({"model." + key, "model.family"}), "model." + key,
+             what + " with model.family = " + fam + preset_origin(ctx, m, "family"), valid);
+  };
+  if (m.qk_norm && m.family != "qwen3")
+    refuse("qk_norm", "true (per-head q/k RMSNorm is Qwen3's)", "false, or model.family = \"qwen3\"");
+  if (!m.qk_norm && m.family == "qwen3")
+    refuse("qk_norm", "false (Qwen3ForCausalLM always has q_norm and k_norm)",
+           "true, or another model.family");
+  if (m.attention_bias == "qkv" && m.family != "qwen2")
+    refuse("attention_bias", "\"qkv\" (biases on q/k/v only are Qwen2's)",
+           "\"none\" or \"qkvo\", or model.family = \"qwen2\"");
+  if (m.attention_bias != "qkv" && m.family == "qwen2")
+    refuse("attention_bias", quoted(m.attention_bias) + " (Qwen2ForCausalLM always has q/k/v biases, no o_proj bias)",
+           "\"qkv\", or another model.family");
+  if (m.family == "qwen2" && m.head_dim > 0 && m.head_dim * m.heads != m.hidden)
+    refuse("head_dim", std::to_string(m.head_dim) + " != hidden / heads (Qwen2 derives it)",
+           "0, or another model.family");
+  if (m.rope_scaling == "llama3" && !(m.rope_high_freq_factor > m.rope_low_freq_factor))
+    ctx.fail(model_pos({"model.rope_high_freq_factor", "model.rope_low_freq_factor"}),
+             "model.rope_high_freq_factor",
+             fmt_double(m.rope_high_freq_factor) + " does not exceed model.rope_low_freq_factor = " +
+                 fmt_double(m.rope_low_freq_factor) + " (llama3 RoPE divides by their difference)",
+             "a number > " + fmt_double(m.rope_low_freq_factor));
+}
+
 void check_model(const Context& ctx, const Config& cfg) {
   const ModelConfig& m = cfg.model;
   // Blame the first of the involved keys written in the file, else the preset, else [model].
@@ -82,7 +113,12 @@ void check_model(const Context& ctx, const Config& cfg) {
              std::to_string(v) + preset_origin(ctx, m, key) + " is not a size",
              "an integer >= 1");
   }
-  if (m.hidden % m.heads != 0) {
+  if (m.head_dim > 0 && m.head_dim % 2 != 0)
+    ctx.fail(model_pos({"model.head_dim"}), "model.head_dim",
+             std::to_string(m.head_dim) + preset_origin(ctx, m, "head_dim") +
+                 " is odd, but rotary embeddings rotate pairs of dimensions",
+             "an even number, or 0 (= hidden / heads)");
+  if (m.head_dim == 0 && m.hidden % m.heads != 0) {
     ctx.fail(model_pos({"model.heads", "model.hidden"}), "model.heads",
              heads + preset_origin(ctx, m, "heads") + " does not divide model.hidden = " + hidden +
                  preset_origin(ctx, m, "hidden") + ": head_dim would be " +
@@ -90,7 +126,7 @@ void check_model(const Context& ctx, const Config& cfg) {
              head_suggestions(m.hidden, m.heads));
   }
   int64_t head_dim = m.hidden / m.heads;
-  if (head_dim % 2 != 0) {
+  if (m.head_dim == 0 && head_dim % 2 != 0) {
     ctx.fail(model_pos({"model.heads", "model.hidden"}), "model.heads",
              "head_dim = model.hidden / model.heads = " + hidden + " / " + heads + " = " +
                  std::to_string(head_dim) +
@@ -106,6 +142,7 @@ void check_model(const Context& ctx, const Config& cfg) {
                  " (each key/value head must serve a whole number of query heads)",
              join(valid));
   }
+  check_family(ctx, m, model_pos);
   if (m.vocab_size != 0 && cfg.data.tokenizer.empty() && cfg.data.shards.empty() &&
       m.vocab_size < cfg.data.tokenizer_vocab) {
     std::string tv = std::to_string(cfg.data.tokenizer_vocab);
@@ -136,11 +173,11 @@ void check_model_sizes(const Context& ctx, const Config& cfg) {
   // The vocabulary when known: model.vocab_size, else the tokenizer trained from the inputs.
   const bool trained = cfg.data.tokenizer.empty() && cfg.data.shards.empty();
   const int64_t vocab = m.vocab_size != 0 ? m.vocab_size : trained ? cfg.data.tokenizer_vocab : 1;
-  const int64_t h = m.hidden, kv = m.kv_heads != 0 ? m.kv_heads : m.heads, hd = m.hidden / m.heads;
+  const int64_t h = m.hidden, kv = m.kv_heads != 0 ? m.kv_heads : m.heads, hd = head_dim_of(m);
   auto value_of = [&](const std::string& key) -> std::string {
     for (auto [k, v] : {std::pair<const char*, int64_t>{"model.hidden", m.hidden},
                         {"model.intermediate", m.intermediate}, {"model.layers", m.layers},
-                        {"model.vocab_size", m.vocab_size}, {"model.heads", m.heads},
+                        {"model.vocab_size", m.vocab_size}, {"model.heads", m.heads}, {"model.kv_heads", m.kv_heads}, {"model.head_dim", m.head_dim},
                         {"model.max_seq_len", m.max_seq_len}, {"data.seq_len", cfg.data.seq_len},
                         {"train.micro_batch", cfg.train.micro_batch}})
       if (key == k) {
@@ -169,10 +206,14 @@ void check_model_sizes(const Context& ctx, const Config& cfg) {
     if (__builtin_add_overflow(a, b, &r) || r > kMaxElements) too_large(key, what);
     return r;
   };
-  const int64_t square = mul(h, h, "model.hidden", "q_proj (hidden x hidden)");
+  // q_proj is heads x head_dim x hidden (hidden x hidden when head_dim is derived).
+  const char* q_key = m.head_dim > 0 ? "model.head_dim" : "model.hidden";
+  const char* q_what = m.head_dim > 0 ? "q_proj (heads x head_dim x hidden)" : "q_proj (hidden x hidden)";
+  const int64_t square = mul(mul(m.heads, hd, q_key, q_what), h, "model.hidden", q_what);
   const int64_t embed = mul(vocab, h, m.vocab_size > h ? "model.vocab_size" : "model.hidden",
                             "the embedding (vocab_size x hidden)");
-  const int64_t kv_proj = mul(kv * hd, h, "model.hidden", "k_proj (kv_heads x head_dim x hidden)");
+  const int64_t kv_proj = mul(mul(kv, hd, "model.kv_heads", "k_proj (kv_heads x head_dim x hidden)"), h,
+                              "model.hidden", "k_proj (kv_heads x head_dim x hidden)");
   const int64_t mlp = mul(m.intermediate, h, "model.intermediate", "gate_proj (intermediate x hidden)");
   const std::string block_what = "one transformer block";
   int64_t block = add(mul(2, square, "model.hidden", block_what),
@@ -180,8 +221,8 @@ void check_model_sizes(const Context& ctx, const Config& cfg) {
   block = add(block, mul(3, mlp, "model.intermediate", block_what), "model.intermediate", block_what);
   block = add(block, 2 * h, "model.hidden", block_what);
   const int64_t blocks = mul(m.layers, block, "model.layers", "the parameter count (layers x block)");
-  add(add(blocks, mul(2, embed, "model.hidden", "the parameter count"), "model.hidden",
-          "the parameter count"),
+  add(add(blocks, mul(m.tie_embeddings ? 1 : 2, embed, "model.hidden", "the parameter count"),
+          "model.hidden", "the parameter count"),
       h, "model.hidden", "the parameter count");
   mul(m.max_seq_len, hd, "model.max_seq_len", "the rotary tables (max_seq_len x head_dim)");
   const int64_t tokens = mul(cfg.train.micro_batch, cfg.data.seq_len, "train.micro_batch",

@@ -16,7 +16,9 @@
 namespace xy {
 namespace config_fields {
 
-const std::vector<std::string> kPresets = {"tiny", "1b", "3b", "7b", "xuanyuan-6b", "custom"};
+const std::vector<std::string> kPresets = {"tiny",        "1b",          "3b",          "7b",
+                                           "xuanyuan-6b", "llama3.1-8b", "llama3.2-1b", "llama3.2-3b",
+                                           "qwen3-1.7b",  "qwen3-8b",    "custom"};
 
 // ---- text --------------------------------------------------------------------------------------
 
@@ -254,17 +256,62 @@ const Table<ModelConfig>& model_table() {
           {"kv_heads", &T::kv_heads, integer(0),
            "key/value heads (grouped-query attention); `0` = `heads`, resolved to `heads` at load",
            "from the preset"},
-          {"rms_eps", &T::rms_eps, positive(), "RMSNorm epsilon"},
-          {"rope_theta", &T::rope_theta, positive(), "rotary embedding base"},
+          {"head_dim", &T::head_dim, integer(0, int64_t{1} << 20),
+           "width of one attention head (even); `0` = `hidden / heads`. q_proj is `heads x head_dim` "
+           "rows, k_proj and v_proj `kv_heads x head_dim`",
+           "from the preset (`tiny`: `0`)"},
+          {"rms_eps", &T::rms_eps, positive(), "RMSNorm epsilon", "from the preset (`tiny`: `1e-5`)"},
+          {"rope_theta", &T::rope_theta, positive(), "rotary embedding base",
+           "from the preset (`tiny`: `10000.0`)"},
           {"max_seq_len", &T::max_seq_len, integer(1),
-           "longest sequence the model is meant for; `>= data.seq_len`"},
+           "longest sequence the model is meant for; `>= data.seq_len`",
+           "from the preset (`tiny`: `4096`)"},
+          {"family", &T::family, one_of({"llama", "qwen2", "qwen3"}),
+           "the Hugging Face class the model is, written by `xy-node export` (`LlamaForCausalLM`, "
+           "`Qwen2ForCausalLM`, `Qwen3ForCausalLM`); each expresses only some of the keys below "
+           "(`qk_norm` is Qwen3's and only Qwen3's, `attention_bias = \"qkv\"` Qwen2's and only "
+           "Qwen2's; Qwen2 has no `head_dim` of its own): a combination it cannot express is refused",
+           "from the preset (`tiny`: `\"llama\"`)"},
+          {"tie_embeddings", &T::tie_embeddings, boolean(),
+           "the LM head is the embedding matrix (`tie_word_embeddings`): one parameter, sharded, "
+           "updated and checkpointed once; its gradient sums the embedding's and the head's",
+           "from the preset (`tiny`: `false`)"},
+          {"attention_bias", &T::attention_bias, one_of({"none", "qkv", "qkvo"}),
+           "biases of the attention projections: `qkv` on q/k/v (Qwen2), `qkvo` also on o_proj "
+           "(transformers' `attention_bias = true` of Llama and Qwen3); initialised to 0"},
+          {"qk_norm", &T::qk_norm, boolean(),
+           "an RMSNorm over `head_dim` of each query and key head before RoPE (Qwen3's `q_norm`, "
+           "`k_norm`)",
+           "from the preset (`tiny`: `false`)"},
+          {"rope_scaling", &T::rope_scaling, one_of({"none", "linear", "dynamic", "llama3", "yarn"}),
+           "RoPE frequency scaling, computed as transformers does: `linear` (frequencies / "
+           "`rope_factor`), `dynamic` (NTK: the base grows for sequences longer than "
+           "`rope_original_max_len`), `llama3` (Llama 3.1's), `yarn` (with its attention factor)",
+           "from the preset (`tiny`: `\"none\"`)"},
+          {"rope_factor", &T::rope_factor, positive(),
+           "the scaling factor of `linear`, `dynamic`, `llama3` and `yarn`",
+           "from the preset (`tiny`: `1.0`)"},
+          {"rope_original_max_len", &T::rope_original_max_len, integer(0, int64_t{1} << 40),
+           "the context length the scaling is relative to (`original_max_position_embeddings`; "
+           "`dynamic`: transformers' `max_position_embeddings`); `0` = `max_seq_len`",
+           "from the preset (`tiny`: `0`)"},
+          {"rope_low_freq_factor", &T::rope_low_freq_factor, positive(), "`llama3`'s `low_freq_factor`",
+           "from the preset (`tiny`: `1.0`)"},
+          {"rope_high_freq_factor", &T::rope_high_freq_factor, positive(),
+           "`llama3`'s `high_freq_factor`; `> rope_low_freq_factor`", "from the preset (`tiny`: `4.0`)"},
+          {"rope_beta_fast", &T::rope_beta_fast, positive(), "`yarn`'s `beta_fast`"},
+          {"rope_beta_slow", &T::rope_beta_slow, positive(), "`yarn`'s `beta_slow`"},
+          {"rope_attention_factor", &T::rope_attention_factor, non_negative(),
+           "`yarn`'s `attention_factor` (multiplies cos and sin); `0` = transformers' default, "
+           "`0.1 ln(rope_factor) + 1` (1 when `rope_factor <= 1`)"},
           {"init_std", &T::init_std, positive(),
            "standard deviation of the normal init of linear and embedding weights"},
           {"init_seed", &T::init_seed, integer(0),
            "seed of the parameter initialisation (identical on every rank)"},
           {"init_from", &T::init_from, string(),
-           "a Hugging Face `LlamaForCausalLM` folder to start from instead of a random "
-           "initialisation; its config.json sets the shape (see below); empty = none"},
+           "a Hugging Face `LlamaForCausalLM`, `Qwen2ForCausalLM` or `Qwen3ForCausalLM` folder to "
+           "start from instead of a random initialisation; its config.json sets the shape and "
+           "architecture (see below); empty = none"},
       },
       [](const Context& ctx, const std::string&, T& m) {
         if (!m.init_from.empty()) {
@@ -276,7 +323,7 @@ const Table<ModelConfig>& model_table() {
           } catch (const std::exception& e) {
             ctx.fail(ctx.first_given({"model.init_from"}), "model.init_from",
                      "cannot take the model's shape from it: " + std::string(e.what()),
-                     "a Hugging Face LlamaForCausalLM folder (config.json + safetensors)");
+                     "a Hugging Face Llama, Qwen2 or Qwen3 folder (config.json + safetensors)");
           }
           return;
         }
@@ -667,6 +714,38 @@ ModelConfig model_preset(const std::string& name) {
     m.vocab_size = 39438;
     m.max_seq_len = 4096;
     m.rms_eps = 1e-5;
+  } else if (name == "llama3.1-8b" || name == "llama3.2-1b" || name == "llama3.2-3b") {
+    // The published config.json of meta-llama/Llama-3.1-8B, Llama-3.2-1B and Llama-3.2-3B
+    // (docs/CONFIG.md, "Presets"): vocabulary 128256, rope_theta 500000, llama3 RoPE scaling
+    // (low 1, high 4, original 8192; factor 8 for 3.1, 32 for 3.2), 131072 positions.
+    if (name == "llama3.1-8b") shape(4096, 14336, 32, 32, 8);
+    else if (name == "llama3.2-1b") shape(2048, 8192, 16, 32, 8);
+    else shape(3072, 8192, 28, 24, 8);
+    m.vocab_size = 128256;
+    m.head_dim = name == "llama3.2-1b" ? 64 : name == "llama3.2-3b" ? 128 : 0;
+    m.tie_embeddings = name != "llama3.1-8b";
+    m.rms_eps = 1e-5;
+    m.rope_theta = 500000.0;
+    m.max_seq_len = 131072;
+    m.rope_scaling = "llama3";
+    m.rope_factor = name == "llama3.1-8b" ? 8.0 : 32.0;
+    m.rope_low_freq_factor = 1.0;
+    m.rope_high_freq_factor = 4.0;
+    m.rope_original_max_len = 8192;
+  } else if (name == "qwen3-1.7b" || name == "qwen3-8b") {
+    // The published config.json of Qwen/Qwen3-1.7B and Qwen3-8B: head_dim 128 (given
+    // explicitly, as Qwen3 does), q/k RMSNorm, vocabulary 151936, rope_theta 1e6, rms 1e-6,
+    // 40960 positions.
+    if (name == "qwen3-1.7b") shape(2048, 6144, 28, 16, 8);
+    else shape(4096, 12288, 36, 32, 8);
+    m.family = "qwen3";
+    m.vocab_size = 151936;
+    m.head_dim = 128;
+    m.qk_norm = true;
+    m.tie_embeddings = name == "qwen3-1.7b";
+    m.rms_eps = 1e-6;
+    m.rope_theta = 1000000.0;
+    m.max_seq_len = 40960;
   } else if (name == "custom") {
     shape(0, 0, 0, 0, 0);  // every shape must be given in [model]
     m.vocab_size = 0;

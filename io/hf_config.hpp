@@ -1,14 +1,19 @@
-// Hugging Face `config.json` of a LlamaForCausalLM <-> xy's ModelConfig.
+// Hugging Face `config.json` of a LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM <->
+// xy's ModelConfig.
 //
 // Read: the shape keys are required (hidden_size, intermediate_size, num_hidden_layers,
-// num_attention_heads, vocab_size); num_key_value_heads (default: num_attention_heads),
-// rms_norm_eps (1e-6, transformers' default), rope_theta (10000), max_position_embeddings (2048),
-// initializer_range (0.02) are optional. What xy does not compute is refused rather than ignored:
-// tie_word_embeddings = true (xy's LM head is a separate matrix), rope_scaling, attention_bias,
-// mlp_bias, a hidden_act other than "silu", a head_dim other than hidden / heads, a model_type
-// other than "llama". Every error is an HfConfigError naming the file and the key, e.g.
+// num_attention_heads, vocab_size); num_key_value_heads (default: num_attention_heads), head_dim
+// (hidden / heads; Qwen3: 128), rms_norm_eps (1e-6, transformers' default), rope_theta (10000),
+// max_position_embeddings (2048; Qwen: 32768), initializer_range (0.02), tie_word_embeddings,
+// attention_bias (Llama, Qwen3: q/k/v/o biases; Qwen2 always has q/k/v biases) are optional.
+// RoPE in both transformers formats: 4.x's rope_theta + rope_scaling ({"type" or "rope_type",
+// "factor", ...}) and 5.x's rope_parameters ({"rope_type", "rope_theta", ...}); the kinds
+// default, linear, dynamic, llama3 and yarn. What xy does not compute is refused rather than
+// ignored: another model_type (mixture-of-experts ones named), a sliding window, mlp_bias, a
+// hidden_act other than "silu", another rope type, a partial rotary factor. Every error is an
+// HfConfigError naming the file and the key, e.g.
 //   ckpt/config.json: num_attention_heads: expected a positive integer, got "8"
-// Write: every key transformers needs to rebuild the model, with tie_word_embeddings false.
+// Write: every key transformers (4.4x and 5.x) needs to rebuild the model, per family.
 #pragma once
 
 #include <stdexcept>

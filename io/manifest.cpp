@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -153,9 +154,39 @@ Manifest parse_checkpoint_manifest(const std::string& text, const std::string& w
   mc.rms_eps = r.number(mj, "rms_eps", 0, 1, "model.");
   mc.rope_theta = r.number(mj, "rope_theta", 1e-3, 1e12, "model.");
   mc.max_seq_len = r.integer(mj, "max_seq_len", 1, int64_t{1} << 24, "model.");
-  if (mc.hidden % mc.heads != 0 || (mc.hidden / mc.heads) % 2 != 0)
-    throw CheckpointError(where + ": model.heads = " + std::to_string(mc.heads) +
-                          " does not give an even head size for model.hidden = " + std::to_string(mc.hidden));
+  // The architecture beyond Llama-2's: absent in manifests written before it (their defaults).
+  if (mj.contains("head_dim")) mc.head_dim = r.integer(mj, "head_dim", 0, int64_t{1} << 20, "model.");
+  auto one_of = [&](const char* key, std::string& out, std::initializer_list<const char*> valid) {
+    if (!mj.contains(key)) return;
+    out = r.string(mj, key, "model.");
+    for (const char* v : valid)
+      if (out == v) return;
+    throw CheckpointError(where + ": field model." + key + " = '" + out + "' is not one xy knows");
+  };
+  auto flag = [&](const char* key, bool& out) {
+    if (!mj.contains(key)) return;
+    if (!mj.at(key).is_boolean()) throw CheckpointError(where + ": field model." + key + " is not true or false");
+    out = mj.at(key).get<bool>();
+  };
+  one_of("family", mc.family, {"llama", "qwen2", "qwen3"});
+  one_of("attention_bias", mc.attention_bias, {"none", "qkv", "qkvo"});
+  one_of("rope_scaling", mc.rope_scaling, {"none", "linear", "dynamic", "llama3", "yarn"});
+  flag("tie_embeddings", mc.tie_embeddings);
+  flag("qk_norm", mc.qk_norm);
+  if (mj.contains("rope_original_max_len"))
+    mc.rope_original_max_len = r.integer(mj, "rope_original_max_len", 0, int64_t{1} << 40, "model.");
+  for (auto [key, field] : {std::pair<const char*, double*>{"rope_factor", &mc.rope_factor},
+                            {"rope_low_freq_factor", &mc.rope_low_freq_factor},
+                            {"rope_high_freq_factor", &mc.rope_high_freq_factor},
+                            {"rope_beta_fast", &mc.rope_beta_fast},
+                            {"rope_beta_slow", &mc.rope_beta_slow},
+                            {"rope_attention_factor", &mc.rope_attention_factor}})
+    if (mj.contains(key)) *field = r.number(mj, key, 0, 1e12, "model.");
+  const int64_t hd = head_dim_of(mc);
+  if ((mc.head_dim == 0 && mc.hidden % mc.heads != 0) || hd % 2 != 0 || hd < 2)
+    throw CheckpointError(where + ": model.heads = " + std::to_string(mc.heads) + " and model.head_dim = " +
+                          std::to_string(mc.head_dim) + " do not give an even head size for model.hidden = " +
+                          std::to_string(mc.hidden));
   if (mc.kv_heads > 0 && mc.heads % mc.kv_heads != 0)
     throw CheckpointError(where + ": model.kv_heads = " + std::to_string(mc.kv_heads) +
                           " does not divide model.heads = " + std::to_string(mc.heads));

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -47,9 +48,16 @@ std::vector<at::Tensor> load_hf_units(const std::string& dir, const ModelLayout&
     for (const auto& p : u.params) expected.insert(p.name);
 
   // Every tensor in the files must be one of the layout's (or an ignorable rotary table).
+  // A tied model's folder may still hold lm_head.weight (some exports write the tied matrix
+  // twice): accepted when it equals the embedding, checked below.
+  const std::vector<std::string> names = reader.names();
+  const bool tied_copy = layout.tied && !expected.count("lm_head.weight") &&
+                         std::find(names.begin(), names.end(), "lm_head.weight") != names.end();
   std::vector<std::string> extra;
-  for (const auto& name : reader.names())
-    if (!expected.count(name) && !ends_with(name, ".rotary_emb.inv_freq")) extra.push_back(name);
+  for (const auto& name : names)
+    if (!expected.count(name) && !ends_with(name, ".rotary_emb.inv_freq") &&
+        !(tied_copy && name == "lm_head.weight"))
+      extra.push_back(name);
   if (!extra.empty()) {
     std::string list;
     for (size_t i = 0; i < extra.size() && i < 20; ++i) list += (i ? ", " : "") + extra[i];
@@ -87,6 +95,21 @@ std::vector<at::Tensor> load_hf_units(const std::string& dir, const ModelLayout&
       flat.narrow(0, p.offset, p.numel).view(p.shape).copy_(src);
     }
     units.push_back(std::move(flat));
+  }
+  if (tied_copy) {
+    const ParamSpec& e = layout.units.front().params.front();  // model.embed_tokens.weight
+    const st::TensorRef ref = reader.get("lm_head.weight");
+    at::ScalarType src_type;
+    bool same = ref.info->shape == e.shape && to_scalar_type(ref.info->dtype, &src_type);
+    if (same) {
+      at::Tensor head = at::empty(e.shape, at::TensorOptions().dtype(src_type));
+      std::memcpy(head.data_ptr(), ref.data, ref.info->nbytes());
+      same = at::equal(head.to(dtype), units.front().narrow(0, e.offset, e.numel).view(e.shape));
+    }
+    if (!same)
+      throw std::runtime_error(*ref.file + ": tensor 'lm_head.weight' differs from "
+                               "'model.embed_tokens.weight', but the model has tied embeddings "
+                               "(tie_word_embeddings): its LM head is the embedding matrix");
   }
   return units;
 }

@@ -40,8 +40,10 @@ int64_t checked(bool overflow, int64_t v, const std::string& what, const char* k
 }
 
 // `keys`: the config keys the shape comes from, for the message.
+enum class Init { kNormal, kOnes, kZeros };
+
 void add(UnitLayout& u, const std::string& name, std::vector<int64_t> shape, const char* keys,
-         bool is_norm, const std::vector<std::string>& no_decay) {
+         Init init, const std::vector<std::string>& no_decay) {
   ParamSpec p;
   p.name = name;
   p.shape = std::move(shape);
@@ -52,7 +54,8 @@ void add(UnitLayout& u, const std::string& name, std::vector<int64_t> shape, con
     p.numel = checked(overflow, n, name, keys);
   }
   p.offset = u.numel;
-  p.is_norm = is_norm;
+  p.is_norm = init == Init::kOnes;
+  p.is_bias = init == Init::kZeros;
   for (const auto& s : no_decay)
     if (!s.empty() && name.find(s) != std::string::npos) p.decay = false;
   int64_t sum = 0;
@@ -74,50 +77,73 @@ ModelLayout build_layout(const ModelConfig& m, int world_size,
   if (world_size < 1) throw std::invalid_argument("world_size must be >= 1");
   // Divisions and loops below use these: load_config ensures them for configured models; a
   // ModelConfig built otherwise (a checkpoint's manifest, a test) gets one line, not a SIGFPE.
+  const int64_t hd = head_dim_of(m);
   if (m.hidden < 1 || m.heads < 1 || m.intermediate < 1 || m.layers < 1 || m.vocab_size < 1 ||
-      m.kv_heads < 0 || m.hidden % m.heads != 0 || (m.kv_heads > 0 && m.heads % m.kv_heads != 0) ||
-      m.layers > INT32_MAX - 2)
+      m.kv_heads < 0 || m.head_dim < 0 || hd < 1 || (m.head_dim == 0 && m.hidden % m.heads != 0) ||
+      (m.kv_heads > 0 && m.heads % m.kv_heads != 0) || m.layers > INT32_MAX - 2)
     throw std::invalid_argument(
         "model: not a valid shape: vocab_size " + std::to_string(m.vocab_size) + ", hidden " +
         std::to_string(m.hidden) + ", intermediate " + std::to_string(m.intermediate) + ", layers " +
         std::to_string(m.layers) + ", heads " + std::to_string(m.heads) + ", kv_heads " +
-        std::to_string(m.kv_heads));
+        std::to_string(m.kv_heads) + ", head_dim " + std::to_string(m.head_dim));
   const int64_t h = m.hidden, inter = m.intermediate, v = m.vocab_size;
-  const int64_t kv = m.kv_heads > 0 ? m.kv_heads : m.heads;
-  const int64_t hd = h / m.heads;
+  const int64_t kv = kv_heads_of(m);
+  const bool bias = m.attention_bias == "qkv" || m.attention_bias == "qkvo";
+  const bool o_bias = m.attention_bias == "qkvo";
   ModelLayout layout;
   layout.world_size = world_size;
+  layout.tied = m.tie_embeddings;
+  const Init W = Init::kNormal, N = Init::kOnes, Z = Init::kZeros;
 
   UnitLayout emb;
   emb.kind = UnitKind::kEmbedding;
   emb.name = "embed";
-  add(emb, "model.embed_tokens.weight", {v, h}, "model.vocab_size x model.hidden", false, no_decay);
+  add(emb, "model.embed_tokens.weight", {v, h}, "model.vocab_size x model.hidden", W, no_decay);
   layout.units.push_back(std::move(emb));
 
+  const char* head_keys = m.head_dim > 0 ? "model.heads x model.head_dim" : "model.hidden";
+  int64_t q_out = 0, kv_out = 0;
+  bool overflow = __builtin_mul_overflow(m.heads, hd, &q_out);  // before q_out is read
+  q_out = checked(overflow, q_out, "q_proj's rows", head_keys);
+  overflow = __builtin_mul_overflow(kv, hd, &kv_out);
+  kv_out = checked(overflow, kv_out, "k_proj's rows", head_keys);
   for (int64_t l = 0; l < m.layers; ++l) {
     UnitLayout u;
     u.kind = UnitKind::kBlock;
     u.block = static_cast<int>(l);
     u.name = "layers." + std::to_string(l);
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    const char* hk = "model.hidden", *ik = "model.intermediate x model.hidden";
-    add(u, p + "input_layernorm.weight", {h}, hk, true, no_decay);
-    add(u, p + "self_attn.q_proj.weight", {h, h}, hk, false, no_decay);
-    add(u, p + "self_attn.k_proj.weight", {kv * hd, h}, hk, false, no_decay);  // kv * hd <= h
-    add(u, p + "self_attn.v_proj.weight", {kv * hd, h}, hk, false, no_decay);
-    add(u, p + "self_attn.o_proj.weight", {h, h}, hk, false, no_decay);
-    add(u, p + "post_attention_layernorm.weight", {h}, hk, true, no_decay);
-    add(u, p + "mlp.gate_proj.weight", {inter, h}, ik, false, no_decay);
-    add(u, p + "mlp.up_proj.weight", {inter, h}, ik, false, no_decay);
-    add(u, p + "mlp.down_proj.weight", {h, inter}, ik, false, no_decay);
+    const char* hk = "model.hidden", *ak = m.head_dim > 0 ? "model.head_dim" : "model.hidden",
+                *ik = "model.intermediate x model.hidden", *dk = "model.head_dim";
+    // Order of the size table (the flat buffer's): Llama-2-shaped models have exactly the
+    // unbracketed ones: ln1, q, [q bias], k, [k bias], v, [v bias], o, [o bias],
+    // [q_norm, k_norm], ln2, gate, up, down.
+    add(u, p + "input_layernorm.weight", {h}, hk, N, no_decay);
+    add(u, p + "self_attn.q_proj.weight", {q_out, h}, ak, W, no_decay);
+    if (bias) add(u, p + "self_attn.q_proj.bias", {q_out}, ak, Z, no_decay);
+    add(u, p + "self_attn.k_proj.weight", {kv_out, h}, ak, W, no_decay);
+    if (bias) add(u, p + "self_attn.k_proj.bias", {kv_out}, ak, Z, no_decay);
+    add(u, p + "self_attn.v_proj.weight", {kv_out, h}, ak, W, no_decay);
+    if (bias) add(u, p + "self_attn.v_proj.bias", {kv_out}, ak, Z, no_decay);
+    add(u, p + "self_attn.o_proj.weight", {h, q_out}, ak, W, no_decay);
+    if (o_bias) add(u, p + "self_attn.o_proj.bias", {h}, hk, Z, no_decay);
+    if (m.qk_norm) {
+      add(u, p + "self_attn.q_norm.weight", {hd}, dk, N, no_decay);
+      add(u, p + "self_attn.k_norm.weight", {hd}, dk, N, no_decay);
+    }
+    add(u, p + "post_attention_layernorm.weight", {h}, hk, N, no_decay);
+    add(u, p + "mlp.gate_proj.weight", {inter, h}, ik, W, no_decay);
+    add(u, p + "mlp.up_proj.weight", {inter, h}, ik, W, no_decay);
+    add(u, p + "mlp.down_proj.weight", {h, inter}, ik, W, no_decay);
     layout.units.push_back(std::move(u));
   }
 
   UnitLayout head;
   head.kind = UnitKind::kHead;
   head.name = "head";
-  add(head, "model.norm.weight", {h}, "model.hidden", true, no_decay);
-  add(head, "lm_head.weight", {v, h}, "model.vocab_size x model.hidden", false, no_decay);
+  add(head, "model.norm.weight", {h}, "model.hidden", N, no_decay);
+  if (!m.tie_embeddings)
+    add(head, "lm_head.weight", {v, h}, "model.vocab_size x model.hidden", W, no_decay);
   layout.units.push_back(std::move(head));
 
   int64_t total = 0;

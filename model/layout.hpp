@@ -1,7 +1,8 @@
 // The parameter layout: every unit (embedding, each block, head) is one flat buffer described by a
 // named size table; ZeRO-3 sharding is offset arithmetic over it.
 //
-// Units, in order: 0 = embedding, 1..L = transformer blocks, L+1 = head (final norm + LM head).
+// Units, in order: 0 = embedding, 1..L = transformer blocks, L+1 = head (final norm + LM head;
+// with tied embeddings the final norm only: the LM head is the embedding's matrix).
 // Each parameter carries its Hugging Face name ("model.layers.3.self_attn.q_proj.weight"), its
 // shape, its offset in the unit's flat buffer and whether it gets weight decay. A unit's buffer is
 // padded to a multiple of the world size; rank r owns elements [r * shard, (r + 1) * shard).
@@ -24,6 +25,7 @@ struct ParamSpec {
   int64_t numel = 0;
   bool decay = true;           // AdamW weight decay applies
   bool is_norm = false;        // an RMSNorm weight (initialised to 1)
+  bool is_bias = false;        // a projection's bias (initialised to 0)
 };
 
 struct UnitLayout {
@@ -45,6 +47,9 @@ struct UnitLayout {
 struct ModelLayout {
   std::vector<UnitLayout> units;
   int world_size = 1;
+  // Tied embeddings: the head unit holds only model.norm.weight and the LM head reads the
+  // embedding unit's model.embed_tokens.weight (one parameter, one shard, one gradient).
+  bool tied = false;
   int64_t total_numel() const;   // parameters in the model (without padding)
   int num_blocks() const { return static_cast<int>(units.size()) - 2; }
 };

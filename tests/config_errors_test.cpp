@@ -149,7 +149,8 @@ TEST(ConfigErrors, UnknownPreset) {
   std::string msg = error_of("[model]\npreset = \"13b\"\n");
   EXPECT_TRUE(Has(msg,
                   "test.toml:2:10: model.preset: unknown value '13b' (did you mean '1b'?); "
-                  "valid: tiny, 1b, 3b, 7b, xuanyuan-6b, custom"));
+                  "valid: tiny, 1b, 3b, 7b, xuanyuan-6b, llama3.1-8b, llama3.2-1b, llama3.2-3b, "
+                  "qwen3-1.7b, qwen3-8b, custom"));
 }
 
 TEST(ConfigErrors, CustomPresetMissingAShape) {
@@ -180,6 +181,39 @@ TEST(ConfigErrors, HeadDimOdd) {
                   "= 33 is odd, but rotary embeddings rotate pairs of dimensions"));
   EXPECT_TRUE(
       Has(msg, "valid: a divisor of 264 that leaves an even head_dim, such as 4, 6, 11, 12"));
+}
+
+TEST(ConfigErrors, ArchitectureKeys) {
+  // An explicit head_dim frees heads from dividing hidden, but must be even.
+  EXPECT_TRUE(Has(error_of("[model]\nhidden = 264\nheads = 8\nhead_dim = 33\n"),
+                  "test.toml:4:12: model.head_dim: 33 is odd, but rotary embeddings rotate pairs of "
+                  "dimensions; valid: an even number, or 0 (= hidden / heads)"));
+  EXPECT_TRUE(Has(error_of("[model]\nrope_scaling = \"ntk\"\n"),
+                  "test.toml:2:16: model.rope_scaling: unknown value 'ntk'"));
+  EXPECT_TRUE(Has(error_of("[model]\nrope_scaling = \"ntk\"\n"), "valid: none, linear, dynamic, llama3, yarn"));
+  EXPECT_TRUE(Has(error_of("[model]\nattention_bias = \"qk\"\n"), "model.attention_bias: unknown value 'qk'"));
+  EXPECT_TRUE(Has(error_of("[model]\nfamily = \"mistral\"\n"), "model.family: unknown value 'mistral'"));
+  EXPECT_TRUE(Has(error_of("[model]\nrope_factor = 0\n"), "model.rope_factor"));
+  // Combinations a family cannot express, named with the family.
+  EXPECT_TRUE(Has(error_of("[model]\nqk_norm = true\n"),
+                  "test.toml:2:11: model.qk_norm: true (per-head q/k RMSNorm is Qwen3's) with "
+                  "model.family = 'llama' (from preset 'tiny'); valid: false, or model.family = \"qwen3\""));
+  EXPECT_TRUE(Has(error_of("[model]\nfamily = \"qwen3\"\n"),
+                  "model.qk_norm: false (Qwen3ForCausalLM always has q_norm and k_norm) with "
+                  "model.family = 'qwen3'"));
+  EXPECT_TRUE(Has(error_of("[model]\nattention_bias = \"qkv\"\n"),
+                  "model.attention_bias: \"qkv\" (biases on q/k/v only are Qwen2's) with model.family = 'llama'"));
+  EXPECT_TRUE(Has(error_of("[model]\nfamily = \"qwen2\"\n"),
+                  "model.attention_bias: 'none' (Qwen2ForCausalLM always has q/k/v biases, no o_proj bias)"));
+  EXPECT_TRUE(Has(error_of("[model]\nfamily = \"qwen2\"\nattention_bias = \"qkv\"\nhead_dim = 64\n"),
+                  "model.head_dim: 64 != hidden / heads (Qwen2 derives it) with model.family = 'qwen2'"));
+  EXPECT_TRUE(Has(error_of("[model]\nrope_scaling = \"llama3\"\nrope_low_freq_factor = 4.0\n"),
+                  "model.rope_high_freq_factor: 4.0 does not exceed model.rope_low_freq_factor = 4.0"));
+  // And what the families can express loads.
+  const Config q3 = parse_config("[model]\npreset = \"qwen3-8b\"\n[data]\ntokenizer_vocab = 8000\n");
+  EXPECT_TRUE(q3.model.qk_norm);
+  const Config q2 = parse_config("[model]\nfamily = \"qwen2\"\nattention_bias = \"qkv\"\n");
+  EXPECT_EQ(q2.model.attention_bias, "qkv");
 }
 
 TEST(ConfigErrors, KvHeadsDoNotDivideHeads) {

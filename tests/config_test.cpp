@@ -2,6 +2,7 @@
 // the field tables as the schema, the reader and the docs (docs/CONFIG.md's key tables,
 // config/tiny.toml). One test per kind of mistake is in config_errors_test.cpp.
 #include "io/config.hpp"
+#include "io/hf_config.hpp"
 #include "io/config_fields.hpp"
 
 #include <gtest/gtest.h>
@@ -59,6 +60,66 @@ TEST(ConfigPresets, ShapesAreExact) {
   EXPECT_EQ(custom.vocab_size, 0);
 }
 
+// The presets of today's open models are exactly their published config.json files (as
+// read by io/hf_config; docs/CONFIG.md, "Presets", says where each comes from).
+TEST(ConfigPresets, OpenModelsEqualTheirPublishedConfigJson) {
+  const std::string llama_common =
+      R"("architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+         "max_position_embeddings": 131072, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+         "vocab_size": 128256, "attention_bias": false, "mlp_bias": false, "num_key_value_heads": 8,)";
+  const std::string qwen_common =
+      R"("architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_act": "silu",
+         "head_dim": 128, "max_position_embeddings": 40960, "rms_norm_eps": 1e-06,
+         "rope_scaling": null, "rope_theta": 1000000, "vocab_size": 151936,
+         "attention_bias": false, "use_sliding_window": false, "num_key_value_heads": 8,)";
+  const std::pair<const char*, std::string> published[] = {
+      {"llama3.1-8b", "{" + llama_common + R"("hidden_size": 4096, "intermediate_size": 14336,
+         "num_attention_heads": 32, "num_hidden_layers": 32, "tie_word_embeddings": false,
+         "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 8192, "rope_type": "llama3"}})"},
+      {"llama3.2-1b", "{" + llama_common + R"("head_dim": 64, "hidden_size": 2048,
+         "intermediate_size": 8192, "num_attention_heads": 32, "num_hidden_layers": 16,
+         "tie_word_embeddings": true,
+         "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 8192, "rope_type": "llama3"}})"},
+      {"llama3.2-3b", "{" + llama_common + R"("head_dim": 128, "hidden_size": 3072,
+         "intermediate_size": 8192, "num_attention_heads": 24, "num_hidden_layers": 28,
+         "tie_word_embeddings": true,
+         "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 8192, "rope_type": "llama3"}})"},
+      {"qwen3-1.7b", "{" + qwen_common + R"("hidden_size": 2048, "intermediate_size": 6144,
+         "num_attention_heads": 16, "num_hidden_layers": 28, "tie_word_embeddings": true})"},
+      {"qwen3-8b", "{" + qwen_common + R"("hidden_size": 4096, "intermediate_size": 12288,
+         "num_attention_heads": 32, "num_hidden_layers": 36, "tie_word_embeddings": false})"},
+  };
+  for (const auto& [name, json] : published) {
+    SCOPED_TRACE(name);
+    const ModelConfig p = model_preset(name);
+    const ModelConfig h = parse_hf_config(json, name).model;
+    EXPECT_EQ(p.family, h.family);
+    EXPECT_EQ(p.vocab_size, h.vocab_size);
+    EXPECT_EQ(p.hidden, h.hidden);
+    EXPECT_EQ(p.intermediate, h.intermediate);
+    EXPECT_EQ(p.layers, h.layers);
+    EXPECT_EQ(p.heads, h.heads);
+    EXPECT_EQ(p.kv_heads, h.kv_heads);
+    EXPECT_EQ(head_dim_of(p), head_dim_of(h));
+    EXPECT_EQ(p.tie_embeddings, h.tie_embeddings);
+    EXPECT_EQ(p.attention_bias, h.attention_bias);
+    EXPECT_EQ(p.qk_norm, h.qk_norm);
+    EXPECT_EQ(p.rms_eps, h.rms_eps);
+    EXPECT_EQ(p.rope_theta, h.rope_theta);
+    EXPECT_EQ(p.max_seq_len, h.max_seq_len);
+    EXPECT_EQ(p.rope_scaling, h.rope_scaling);
+    if (p.rope_scaling != "none") {
+      EXPECT_EQ(p.rope_factor, h.rope_factor);
+      EXPECT_EQ(p.rope_low_freq_factor, h.rope_low_freq_factor);
+      EXPECT_EQ(p.rope_high_freq_factor, h.rope_high_freq_factor);
+      EXPECT_EQ(p.rope_original_max_len, h.rope_original_max_len);
+    }
+  }
+}
+
 TEST(ConfigPresets, UnknownNameListsValidOnes) {
   try {
     model_preset("7B-chat");
@@ -66,7 +127,8 @@ TEST(ConfigPresets, UnknownNameListsValidOnes) {
   } catch (const ConfigError& e) {
     std::cout << "    message: " << e.what() << "\n";
     EXPECT_TRUE(Has(e.what(), "model.preset: '7B-chat' is not a preset"));
-    EXPECT_TRUE(Has(e.what(), "valid: tiny, 1b, 3b, 7b, xuanyuan-6b, custom"));
+    EXPECT_TRUE(Has(e.what(), "valid: tiny, 1b, 3b, 7b, xuanyuan-6b, llama3.1-8b, llama3.2-1b, "
+                              "llama3.2-3b, qwen3-1.7b, qwen3-8b, custom"));
   }
 }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -240,4 +241,108 @@ TEST(HfReference, MatchesTransformersOnTheFixture) {
   std::printf("reference forward vs transformers on %s: max abs error %.3g (max |logit| %.3g)\n",
               dir.c_str(), err, want.abs().max().item<double>());
   EXPECT_LE(err, 1e-4);
+}
+
+namespace {
+
+// The three families' features on the tiny shape: Llama 3 (tied, llama3 RoPE), Qwen3 (tied,
+// head_dim 12 != 32 / 4, q/k norms, yarn RoPE), Qwen2 (untied, q/k/v biases, dynamic RoPE).
+ModelConfig family_config(const std::string& family) {
+  ModelConfig m = test::tiny_config(1, 1).model;
+  m.family = family;
+  if (family == "llama") {
+    m.tie_embeddings = true;
+    m.rope_theta = 500000.0;
+    m.rope_scaling = "llama3";
+    m.rope_factor = 8.0;
+    m.rope_low_freq_factor = 1.0;
+    m.rope_high_freq_factor = 4.0;
+    m.rope_original_max_len = 16;
+  } else if (family == "qwen3") {
+    m.tie_embeddings = true;
+    m.head_dim = 12;
+    m.qk_norm = true;
+    m.rms_eps = 1e-6;
+    m.rope_theta = 1e6;
+    m.rope_scaling = "yarn";
+    m.rope_factor = 4.0;
+    m.rope_original_max_len = 16;
+    m.rope_beta_fast = 16.0;
+    m.rope_attention_factor = 1.25;
+  } else {
+    m.attention_bias = "qkv";
+    m.rope_scaling = "dynamic";
+    m.rope_factor = 2.0;
+  }
+  return m;
+}
+
+}  // namespace
+
+// Export -> import per family: config.json carries every architectural field back, the tensors
+// are bitwise the same, and a tied model writes no lm_head.weight.
+TEST_F(HfIo, EveryFamilyRoundTrips) {
+  for (const std::string family : {"llama", "qwen3", "qwen2"}) {
+    const ModelConfig m = family_config(family);
+    const ModelLayout lo = build_layout(m, 2, {"norm"});
+    std::vector<at::Tensor> units;
+    for (const auto& u : lo.units) units.push_back(at::randn({u.padded_numel}));
+    const std::string out = dir("out-" + family);
+    save_hf_model(out, m, lo, units, at::kFloat);
+    const HfModelConfig back = read_hf_config(out);
+    const ModelConfig& b = back.model;
+    EXPECT_EQ(b.family, m.family);
+    EXPECT_EQ(head_dim_of(b), head_dim_of(m));
+    EXPECT_EQ(b.tie_embeddings, m.tie_embeddings);
+    EXPECT_EQ(b.attention_bias, m.attention_bias);
+    EXPECT_EQ(b.qk_norm, m.qk_norm);
+    EXPECT_EQ(b.rope_scaling, m.rope_scaling);
+    EXPECT_EQ(b.rope_factor, m.rope_factor);
+    EXPECT_EQ(b.rope_theta, m.rope_theta);
+    EXPECT_EQ(b.rms_eps, m.rms_eps);
+    const int64_t original = m.rope_original_max_len > 0 ? m.rope_original_max_len : m.max_seq_len;
+    EXPECT_EQ(b.rope_original_max_len, original);
+    EXPECT_EQ(b.rope_beta_fast, m.rope_beta_fast);
+    EXPECT_EQ(b.rope_attention_factor, m.rope_attention_factor);
+    // The same RoPE tables from the written config.json.
+    EXPECT_TRUE(at::equal(rope_tables(b, 24).first, rope_tables(m, 24).first)) << family;
+    const std::vector<std::string> names = st::Reader::open(out).names();
+    const bool has_head = std::find(names.begin(), names.end(), "lm_head.weight") != names.end();
+    EXPECT_EQ(has_head, !m.tie_embeddings) << family;
+    const auto loaded = load_hf_units(out, build_layout(b, 2, {"norm"}), at::kFloat);
+    ASSERT_EQ(loaded.size(), units.size());
+    for (size_t i = 0; i < units.size(); ++i)
+      EXPECT_TRUE(at::equal(loaded[i].narrow(0, 0, lo.units[i].numel), units[i].narrow(0, 0, lo.units[i].numel)))
+          << family << " unit " << lo.units[i].name;
+    std::printf("%s: %zu tensors written (%s), config.json read back the same, units bitwise equal\n",
+                family.c_str(), names.size(), has_head ? "with lm_head.weight" : "no lm_head.weight");
+  }
+}
+
+// A tied model's folder with an lm_head.weight: ignored when it equals the embedding, refused
+// (naming it) when it does not.
+TEST_F(HfIo, TiedModelAcceptsOnlyAnEqualLmHead) {
+  ModelConfig m = family_config("llama");
+  const ModelLayout tied = build_layout(m, 1, {});
+  m.tie_embeddings = false;
+  const ModelLayout untied = build_layout(m, 1, {});
+  std::vector<at::Tensor> units;
+  for (const auto& u : untied.units) units.push_back(at::randn({u.padded_numel}));
+  const ParamSpec& e = untied.units.front().params.front();
+  const ParamSpec& h = untied.units.back().params.back();
+  ASSERT_EQ(h.name, "lm_head.weight");
+  units.back().narrow(0, h.offset, h.numel).copy_(units.front().narrow(0, e.offset, e.numel));
+  save_hf_model(dir("same"), m, untied, units, at::kFloat);
+  const auto loaded = load_hf_units(dir("same"), tied, at::kFloat);
+  EXPECT_TRUE(at::equal(loaded.front(), units.front()));
+  units.back().narrow(0, h.offset, 1).add_(1.0);
+  save_hf_model(dir("differs"), m, untied, units, at::kFloat);
+  std::string err;
+  try {
+    load_hf_units(dir("differs"), tied, at::kFloat);
+  } catch (const std::exception& ex) {
+    err = ex.what();
+  }
+  std::printf("error: %s\n", err.c_str());
+  EXPECT_NE(err.find("tensor 'lm_head.weight' differs from 'model.embed_tokens.weight'"), std::string::npos) << err;
 }

@@ -1,5 +1,5 @@
-// Numerical parity with transformers' LlamaForCausalLM: a tiny random model saved by
-// save_pretrained (tests/fixtures/hf_tiny, made by scripts/make_hf_fixture.py) is loaded with
+// Numerical parity with transformers' LlamaForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM:
+// tiny random models saved by save_pretrained (tests/fixtures/hf_*) are loaded with
 // load_hf_units, and xy's logits, loss and every parameter gradient (through the engine's per-unit
 // recompute + backward path) are compared with the ones transformers computed, in fp32.
 #include <gtest/gtest.h>
@@ -18,8 +18,6 @@
 using namespace xy;
 
 namespace {
-
-const char* kDir = "tests/fixtures/hf_tiny";
 
 bool exists(const std::string& p) {
   struct stat s;
@@ -40,12 +38,20 @@ at::Tensor fixture_tensor(const st::Reader& r, const std::string& name) {
 
 }  // namespace
 
-TEST(HfParity, LogitsLossAndEveryGradientMatchTransformers) {
+// Every fixture folder: hf_tiny (Llama-2-shaped), hf_llama3_tiny (tied, llama3 RoPE),
+// hf_qwen3_tiny (tied, head_dim 16 != 64 / 8, q/k norms), hf_qwen2_tiny (q/k/v biases), made by
+// scripts/make_hf_fixture.py and scripts/make_modern_fixtures.py.
+class HfParity : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(HfParity, LogitsLossAndEveryGradientMatchTransformers) {
+  const std::string dir = std::string("tests/fixtures/") + GetParam();
   // The fixture is committed: without it the checkout is broken (a failure, not a skip).
-  if (!exists(std::string(kDir) + "/config.json") || !exists(std::string(kDir) + "/fixture.safetensors"))
-    FAIL() << kDir << " is absent: generate it on a machine with PyTorch and transformers with\n"
-           << "  python3 scripts/make_hf_fixture.py --out " << kDir << "\n"
+  if (!exists(dir + "/config.json") || !exists(dir + "/fixture.safetensors"))
+    FAIL() << dir << " is absent: generate it on a machine with PyTorch and transformers with\n"
+           << "  python3 scripts/make_hf_fixture.py --out tests/fixtures/hf_tiny, or\n"
+           << "  python3 scripts/make_modern_fixtures.py --models tests/fixtures\n"
            << "and commit it (see docs/INTEROP.md)";
+  const char* kDir = dir.c_str();
 
   const HfModelConfig hc = read_hf_config(kDir);
   ModelConfig m = hc.model;
@@ -58,10 +64,13 @@ TEST(HfParity, LogitsLossAndEveryGradientMatchTransformers) {
   const at::Tensor ref_logits = fixture_tensor(fx, "logits");
   const double ref_loss = fixture_tensor(fx, "loss").reshape({-1})[0].item<double>();
   const int64_t t = ids.size(1);
-  std::printf("fixture: %s, vocab %lld, hidden %lld, %lld layers, %lld heads / %lld KV heads, "
+  std::printf("fixture: %s (%s), vocab %lld, hidden %lld, %lld layers, %lld heads / %lld KV heads, "
+              "head_dim %lld, tied %d, attention bias %s, qk_norm %d, rope %s (theta %g), "
               "input ids [%lld, %lld], transformers %s\n",
-              kDir, (long long)m.vocab_size, (long long)m.hidden, (long long)m.layers,
-              (long long)m.heads, (long long)m.kv_heads, (long long)ids.size(0), (long long)t,
+              kDir, m.family.c_str(), (long long)m.vocab_size, (long long)m.hidden, (long long)m.layers,
+              (long long)m.heads, (long long)m.kv_heads, (long long)head_dim_of(m),
+              (int)m.tie_embeddings, m.attention_bias.c_str(), (int)m.qk_norm,
+              m.rope_scaling.c_str(), m.rope_theta, (long long)ids.size(0), (long long)t,
               fx.files()[0]->header().metadata.count("transformers")
                   ? fx.files()[0]->header().metadata.at("transformers").c_str() : "?");
 
@@ -83,7 +92,8 @@ TEST(HfParity, LogitsLossAndEveryGradientMatchTransformers) {
   EXPECT_LE(loss_rel, 1e-5);
 
   // Gradients through the engine's path: forward without autograd keeping each block's input,
-  // then head backward, each block recomputed from its input and backpropagated, embedding last.
+  // then head backward, each block recomputed from its input and backpropagated, embedding last
+  // (tied: with the head's part of the embedding's gradient added, as the trainer does).
   // The last position predicts nothing, so running on the first t-1 tokens is exact.
   const test::UnitGrads pu = test::per_unit_backward(model, flats, in, labels);
   const std::vector<at::Tensor>& grads = pu.grads;
@@ -106,5 +116,44 @@ TEST(HfParity, LogitsLossAndEveryGradientMatchTransformers) {
       ++compared;
     }
   }
+  // Every parameter transformers has was compared: a tied model has no grad.lm_head.weight.
+  int in_fixture = 0;
+  for (const auto& n : fx.names()) in_fixture += n.rfind("grad.", 0) == 0;
+  EXPECT_EQ(compared, in_fixture) << "the fixture has gradients of parameters xy's layout lacks";
   std::printf("gradients: %d compared, worst relative error %.3g\n", compared, worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
+                         ::testing::Values("hf_tiny", "hf_llama3_tiny", "hf_qwen3_tiny", "hf_qwen2_tiny"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+// RoPE of every scaling kind against transformers' LlamaRotaryEmbedding: cos and sin for
+// positions 0..T-1 (attention factor included), from the config.json text that made them.
+TEST(RopeTables, EveryScalingKindMatchesTransformers) {
+  const std::string path = "tests/fixtures/rope_tables.safetensors";
+  if (!exists(path))
+    FAIL() << path << " is absent: python3 scripts/make_modern_fixtures.py --models tests/fixtures";
+  const st::Reader fx = st::Reader::open(path);
+  const auto& meta = fx.files()[0]->header().metadata;
+  int kinds = 0;
+  for (const char* kind : {"default", "linear", "dynamic", "llama3", "yarn"}) {
+    ASSERT_TRUE(meta.count(std::string(kind) + ".config")) << kind;
+    const ModelConfig m =
+        parse_hf_config(meta.at(std::string(kind) + ".config"), path + ": " + kind + ".config").model;
+    const at::Tensor ref_cos = fixture_tensor(fx, std::string(kind) + ".cos");
+    const at::Tensor ref_sin = fixture_tensor(fx, std::string(kind) + ".sin");
+    const int64_t t = ref_cos.size(0);
+    const auto [cos, sin] = rope_tables(m, t);
+    ASSERT_EQ(cos.sizes(), ref_cos.sizes()) << kind;
+    const double ec = test::max_abs_err(cos, ref_cos), es = test::max_abs_err(sin, ref_sin);
+    std::printf("rope %-8s (xy: %s, factor %g, original %lld, max_seq_len %lld): T %lld, head_dim "
+                "%lld: cos max abs error %.3g, sin %.3g\n",
+                kind, m.rope_scaling.c_str(), m.rope_factor, (long long)m.rope_original_max_len,
+                (long long)m.max_seq_len, (long long)t, (long long)cos.size(1), ec, es);
+    EXPECT_LE(ec, 1e-5) << kind;
+    EXPECT_LE(es, 1e-5) << kind;
+    EXPECT_EQ(m.rope_scaling, std::string(kind) == "default" ? "none" : kind);
+    ++kinds;
+  }
+  EXPECT_EQ(kinds, 5);
 }

@@ -85,7 +85,8 @@ inline UnitGrads per_unit_backward(const Llama& model, const std::vector<at::Ten
       x = model.block_forward(u, flats[u], x);
     }
   }
-  const HeadResult hr = model.head_backward(flats[head], x, labels, 1.0);
+  const HeadResult hr = model.head_backward(flats[head], x, labels, 1.0,
+                                            model.tied() ? flats[0] : at::Tensor());
   out.loss = hr.loss.item<double>();
   out.grads[head] = hr.grad_flat;
   at::Tensor gx = hr.grad_x;
@@ -95,6 +96,7 @@ inline UnitGrads per_unit_backward(const Llama& model, const std::vector<at::Ten
     out.grads[u] = g.second;
   }
   out.grads[0] = model.embed_backward(flats[0], ids, gx);
+  if (hr.grad_embed.defined()) out.grads[0] += hr.grad_embed;  // tied: the LM head's part
   return out;
 }
 
