@@ -1,6 +1,6 @@
 # Finds xy's dependencies through the standard mechanisms only (CMAKE_PREFIX_PATH and system
 # paths), so that a CUDA LibTorch elsewhere works with the same CMake. Defines imported targets
-# xy::torch, xy::caf, xy::sentencepiece, xy::toml, xy::zstd.
+# xy::torch, xy::caf, xy::sentencepiece, xy::toml, xy::zstd, xy::pcre2, xy::utf8proc.
 find_package(Threads REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # SHA-256 of inputs and tokenizer (libssl-dev)
@@ -15,6 +15,26 @@ add_library(xy::zstd INTERFACE IMPORTED)
 target_include_directories(xy::zstd INTERFACE ${ZSTD_INCLUDE_DIR})
 target_link_libraries(xy::zstd INTERFACE ${ZSTD_LIB})
 find_package(nlohmann_json 3 REQUIRED)
+
+# Byte-level BPE tokenizers (io/bpe_tokenizer.*): PCRE2 (8-bit, JIT) runs the pre-tokenizer
+# regexes, utf8proc the NFC normalizer. Debian's libpcre2-dev and libutf8proc-dev; found by path
+# (CMAKE_PREFIX_PATH), not only through pkg-config.
+find_path(PCRE2_INCLUDE_DIR pcre2.h)
+find_library(PCRE2_LIB pcre2-8)
+if(NOT PCRE2_INCLUDE_DIR OR NOT PCRE2_LIB)
+  message(FATAL_ERROR "PCRE2 not found (Debian: libpcre2-dev); run scripts/setup.sh")
+endif()
+add_library(xy::pcre2 INTERFACE IMPORTED)
+target_include_directories(xy::pcre2 INTERFACE ${PCRE2_INCLUDE_DIR})
+target_link_libraries(xy::pcre2 INTERFACE ${PCRE2_LIB})
+find_path(UTF8PROC_INCLUDE_DIR utf8proc.h)
+find_library(UTF8PROC_LIB utf8proc)
+if(NOT UTF8PROC_INCLUDE_DIR OR NOT UTF8PROC_LIB)
+  message(FATAL_ERROR "utf8proc not found (Debian: libutf8proc-dev); run scripts/setup.sh")
+endif()
+add_library(xy::utf8proc INTERFACE IMPORTED)
+target_include_directories(xy::utf8proc INTERFACE ${UTF8PROC_INCLUDE_DIR})
+target_link_libraries(xy::utf8proc INTERFACE ${UTF8PROC_LIB})
 
 # LibTorch: Debian's libtorch-dev (CPU) or a CUDA LibTorch on CMAKE_PREFIX_PATH.
 find_package(Torch REQUIRED)

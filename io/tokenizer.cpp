@@ -1,7 +1,9 @@
-// xy::Tokenizer: SentencePiece through the libxy_spm.so module, loaded into its own link namespace.
+// xy::Tokenizer: SentencePiece through the libxy_spm.so module, loaded into its own link namespace,
+// and the choice between it and byte-level BPE (io/bpe_tokenizer.hpp).
 #include "io/tokenizer.hpp"
 
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+
+#include "io/bpe_tokenizer.hpp"
 
 namespace xy {
 namespace {
@@ -118,18 +122,53 @@ const SpmModule& spm() {
   return module;
 }
 
+// A SentencePiece model through the module.
+class SpmTokenizer final : public Tokenizer {
+ public:
+  SpmTokenizer(void* handle, const std::string& path) : handle_(handle) { path_ = path; }
+  ~SpmTokenizer() override;
+  std::vector<int32_t> encode(const std::string& text) const override;
+  std::string decode(const std::vector<int32_t>& ids) const override;
+  int64_t vocab_size() const override { return spm().vocab_size(handle_); }
+  int32_t bos_id() const override { return spm().bos_id(handle_); }
+  int32_t eos_id() const override { return spm().eos_id(handle_); }
+
+ private:
+  void* handle_ = nullptr;  // the shim's opaque processor
+};
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 }  // namespace
 
-std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& model_path) {
+std::string Tokenizer::file_of(const std::string& path) {
+  if (!is_directory(path)) return path;
+  return path + (ends_with(path, "/") ? "" : "/") + "tokenizer.json";
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
+  if (is_directory(path)) {
+    const std::string file = file_of(path);
+    if (::access(file.c_str(), F_OK) != 0)
+      throw TokenizerError("tokenizer '" + path + "' is a directory without a tokenizer.json (" +
+                           std::strerror(errno) + "); give a tokenizer.json, its directory or a "
+                           "SentencePiece .model file");
+    return BpeTokenizer::load_json(file);
+  }
+  if (ends_with(path, ".json")) return BpeTokenizer::load_json(path);
   const SpmModule& m = spm();
   char err[kErrLen] = {0};
-  void* h = m.load(model_path.c_str(), err, sizeof(err));
+  void* h = m.load(path.c_str(), err, sizeof(err));
   if (h == nullptr)
-    throw TokenizerError("cannot load SentencePiece model '" + model_path + "': " + err);
-  std::unique_ptr<Tokenizer> tok(new Tokenizer());
-  tok->handle_ = h;
-  tok->path_ = model_path;
-  return tok;
+    throw TokenizerError("cannot load SentencePiece model '" + path + "': " + err);
+  return std::make_unique<SpmTokenizer>(h, path);
 }
 
 void Tokenizer::train(const std::string& text_file, const std::string& prefix, int64_t vocab_size,
@@ -168,11 +207,13 @@ void Tokenizer::train(const std::string& text_file, const std::string& prefix, i
                          std::to_string(vocab_size) + ") failed: " + err);
 }
 
-Tokenizer::~Tokenizer() {
+Tokenizer::~Tokenizer() = default;
+
+SpmTokenizer::~SpmTokenizer() {
   if (handle_ != nullptr) spm().free(handle_);
 }
 
-std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
+std::vector<int32_t> SpmTokenizer::encode(const std::string& text) const {
   const SpmModule& m = spm();
   char err[kErrLen] = {0};
   // Chinese runs ~1 token per 3-6 bytes, English ~1 per 3-4; byte fallback can reach 1 per byte:
@@ -189,7 +230,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
   return ids;
 }
 
-std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string SpmTokenizer::decode(const std::vector<int32_t>& ids) const {
   const SpmModule& m = spm();
   char err[kErrLen] = {0};
   std::string text(ids.size() * 4 + 16, '\0');
@@ -203,9 +244,5 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   text.resize(static_cast<size_t>(n));
   return text;
 }
-
-int64_t Tokenizer::vocab_size() const { return spm().vocab_size(handle_); }
-int32_t Tokenizer::bos_id() const { return spm().bos_id(handle_); }
-int32_t Tokenizer::eos_id() const { return spm().eos_id(handle_); }
 
 }  // namespace xy

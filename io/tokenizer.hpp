@@ -1,6 +1,7 @@
-// SentencePiece behind a small interface, loaded into its own link namespace.
+// The tokenizer interface: SentencePiece (`.model`) or byte-level BPE read from a Hugging Face
+// tokenizer.json (Llama-3.x, Qwen3; io/bpe_tokenizer.hpp), picked by Tokenizer::load.
 //
-// Debian's libsentencepiece carries a private protobuf that clashes with LibTorch's (a crash before
+// SentencePiece is loaded into its own link namespace: Debian's libsentencepiece carries a private protobuf that clashes with LibTorch's (a crash before
 // main when both are linked into one executable). So the SentencePiece calls live in a small shared
 // module with a C interface (xy_spm, io/spm_shim.cpp), which this class loads with
 // dlmopen(LM_ID_NEWLM): it gets its own copy of protobuf and never meets LibTorch's. Only plain C
@@ -23,8 +24,13 @@ class TokenizerError : public std::runtime_error {
 
 class Tokenizer {
  public:
-  // Loads a SentencePiece model file. Throws TokenizerError naming the file on failure.
-  static std::unique_ptr<Tokenizer> load(const std::string& model_path);
+  // Loads a tokenizer: byte-level BPE when `path` ends with `.json` or is a directory holding a
+  // tokenizer.json, else a SentencePiece model file. Throws TokenizerError naming the file.
+  static std::unique_ptr<Tokenizer> load(const std::string& path);
+
+  // The file that defines the tokenizer `path` names (what load reads; hashed and sized by
+  // preprocess and the token cache): `path`/tokenizer.json for a directory, else `path`.
+  static std::string file_of(const std::string& path);
 
   // Trains a BPE model with byte fallback from a text file (one sentence per line) and writes
   // `<prefix>.model` and `<prefix>.vocab`. Throws TokenizerError with SentencePiece's message.
@@ -35,22 +41,21 @@ class Tokenizer {
   static void train(const std::string& text_file, const std::string& prefix, int64_t vocab_size,
                     int threads = 2);
 
-  ~Tokenizer();
+  virtual ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
   // encode/decode/ids may be called from several threads at once. decode throws TokenizerError
-  // for an id outside [0, vocab_size()).
-  std::vector<int32_t> encode(const std::string& text) const;  // no BOS/EOS added
-  std::string decode(const std::vector<int32_t>& ids) const;
-  int64_t vocab_size() const;
-  int32_t bos_id() const;  // -1 when the model has none
-  int32_t eos_id() const;
-  const std::string& path() const { return path_; }
+  // for an id outside [0, vocab_size()). Ids are below vocab_size(), which is at most 2^31.
+  virtual std::vector<int32_t> encode(const std::string& text) const = 0;  // no BOS/EOS added
+  virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int32_t bos_id() const = 0;  // -1 when the model has none
+  virtual int32_t eos_id() const = 0;
+  const std::string& path() const { return path_; }  // the file read (file_of)
 
- private:
+ protected:
   Tokenizer() = default;
-  void* handle_ = nullptr;  // the shim's opaque processor
   std::string path_;
 };
 

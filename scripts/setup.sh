@@ -12,6 +12,7 @@ PKGS=(
   libgloo-dev                                # c10d ProcessGroupGloo (the CPU data plane)
   libcaf-dev                                 # C++ Actor Framework 0.17.6 (actors, control plane)
   libsentencepiece-dev sentencepiece         # tokenizer library and its command-line tools
+  libpcre2-dev libutf8proc-dev               # tokenizer.json (byte-level BPE): regexes, NFC
   libcxxopts-dev libtomlplusplus-dev nlohmann-json3-dev
   zlib1g-dev libzstd-dev libssl-dev           # corpus decompression; SHA-256 (xy-node preprocess)
   libgtest-dev libgmock-dev
