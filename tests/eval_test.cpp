@@ -95,3 +95,49 @@ TEST(Eval, ChangesNothingAboutTraining) {
                 delayed ? "delayed update" : "exact", with.evals.size());
   }
 }
+
+// Tied embeddings: the head's matrix is the embedding unit, held from the forward's gather until
+// the head has used it. The evaluated loss is the whole-model forward's (model/llama.cpp, every
+// unit at once) of the final parameters, and evaluating changes nothing about training.
+TEST(Eval, TiedEmbeddingsOnTwoRanks) {
+  auto run = [](bool with_eval) {
+    Config cfg = test::tiny_config(2, 4);
+    cfg.model.tie_embeddings = true;
+    cfg.model.qk_norm = true;
+    cfg.model.head_dim = 12;
+    cfg.eval.every_steps = 2;
+    cfg.eval.samples = kEvalSamples;
+    cfg.eval.micro_batch = 2;
+    RunOptions ro;
+    ro.data = test::random_samples(4000, cfg.data.seq_len, cfg.model.vocab_size);
+    ro.quiet = true;
+    ro.checkpoint_at_end = false;
+    ro.keep_params = true;
+    if (with_eval)
+      ro.eval_sets = {EvalSet{"held", "(random)",
+                              test::random_samples(600, cfg.data.seq_len, cfg.model.vocab_size, 99)}};
+    TrainResult r = run_training(cfg, ro);
+    EXPECT_EQ(r.exit_code, 0) << r.error;
+    return std::make_pair(cfg, r);
+  };
+  const auto [cfg, with] = run(true);
+  const auto without = run(false).second;
+  ASSERT_EQ(with.evals.size(), 2u);
+  const ModelLayout layout = build_layout(cfg.model, 1, cfg.optimizer.no_decay);
+  ASSERT_EQ(layout.units.back().params.size(), 1u) << "a tied head holds only the final norm";
+  const Llama model(cfg.model, layout);
+  auto set = test::random_samples(600, cfg.data.seq_len, cfg.model.vocab_size, 99);
+  const int64_t len = cfg.data.seq_len;
+  at::Tensor ids = at::empty({kEvalSamples, len + 1}, at::kLong);
+  for (int64_t i = 0; i < kEvalSamples; ++i) set->copy_sample(i, ids.data_ptr<int64_t>() + i * (len + 1));
+  at::NoGradGuard ng;
+  const at::Tensor logits = model.forward(with.final_params, ids.narrow(1, 0, len)).to(at::kDouble);
+  const double ref = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}),
+                                            ids.narrow(1, 1, len).reshape({-1})).item<double>();
+  const double err = std::abs(with.evals[1].loss - ref);
+  std::printf("tied, world 2: eval loss %.8f, whole-model forward %.8f, |error| %.3g\n",
+              with.evals[1].loss, ref, err);
+  EXPECT_LT(err, 1e-5);
+  for (size_t u = 0; u < with.final_params.size(); ++u)
+    EXPECT_TRUE(at::equal(with.final_params[u], without.final_params[u])) << "unit " << u;
+}
