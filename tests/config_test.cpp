@@ -417,6 +417,36 @@ TEST(ConfigFiles, ShippedConfigsAreValid) {
   EXPECT_EQ(llama.train.precision, "bf16");
 }
 
+// The continued-pretraining examples of today's families name a model folder that is not here:
+// with init_from emptied they load, and their presets are the architectures the folders have.
+TEST(ConfigFiles, ContinuedPretrainingExamplesAreValid) {
+  struct Example {
+    const char* path;
+    const char* family;
+    bool tied, qk_norm;
+    const char* rope_scaling;
+    const char* tokenizer_suffix;
+  };
+  for (const Example& e : {Example{"config/llama3.1-8b.toml", "llama", false, false, "llama3", "tokenizer.json"},
+                           Example{"config/qwen3-1.7b.toml", "qwen3", true, true, "none", "tokenizer.json"}}) {
+    SCOPED_TRACE(e.path);
+    std::ifstream in(e.path);
+    ASSERT_TRUE(in) << e.path << " not found; run the test from the repository root";
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = text.find("\ninit_from = \"");
+    ASSERT_NE(at, std::string::npos) << "an example of continued pretraining sets model.init_from";
+    const size_t value = text.find('"', at) + 1;
+    text.erase(value, text.find('"', value) - value);  // init_from = "" (the folder is not here)
+    const Config c = parse_config(text, e.path);
+    EXPECT_EQ(c.model.family, e.family);
+    EXPECT_EQ(c.model.tie_embeddings, e.tied);
+    EXPECT_EQ(c.model.qk_norm, e.qk_norm);
+    EXPECT_EQ(c.model.rope_scaling, e.rope_scaling);
+    EXPECT_LE(c.data.seq_len, c.model.max_seq_len);
+    EXPECT_TRUE(Has(c.data.tokenizer, e.tokenizer_suffix)) << c.data.tokenizer;
+  }
+}
+
 // ---- each key stated once: the field tables make the schema, the reader and the docs --------------
 
 // Every key of every table is read by its rule, and its message's "valid:" is its docs' column: a
