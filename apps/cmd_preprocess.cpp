@@ -59,7 +59,8 @@ int cmd_preprocess(int argc, char** argv) {
   xy::PreprocessOptions d;
   opts.add_options()
       ("o,output", "output directory (shards, manifest.json)", cxxopts::value<std::string>())
-      ("t,tokenizer", "SentencePiece .model file", cxxopts::value<std::string>())
+      ("t,tokenizer", "SentencePiece .model file, or a Hugging Face tokenizer.json (or its directory)",
+       cxxopts::value<std::string>())
       ("text-field", "JSON key holding each document's text",
        cxxopts::value<std::string>()->default_value(d.text_field))
       ("packing", "concat (BOS ids EOS per document, concatenated) or llm-code (groups of "

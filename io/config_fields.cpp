@@ -364,8 +364,9 @@ const Table<DataConfig>& data_table() {
                   "remove data.inputs (the shards were made from them) or data.shards");
        }},
       {"tokenizer", &T::tokenizer, string(),
-       "SentencePiece `.model` file; empty = train one from the inputs (BPE with byte fallback) "
-       "into `work_dir`"},
+       "SentencePiece `.model` file, or a Hugging Face `tokenizer.json` (byte-level BPE: Llama-3.x, "
+       "Qwen3; or the directory holding it; [DATA.md](DATA.md)); empty = train a SentencePiece "
+       "model from the inputs (BPE with byte fallback) into `work_dir`"},
       {"tokenizer_vocab", &T::tokenizer_vocab, integer(kMinTrainedVocab, kMaxVocab),
        "vocabulary size when training a tokenizer; at least 256 byte pieces, `<unk>`, `<s>`, "
        "`</s>` and one learned piece. SentencePiece also needs room for every character it must "

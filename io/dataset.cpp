@@ -31,7 +31,8 @@ nlohmann::json cache_key(const Config& cfg, const std::string& tokenizer) {
                            {"mtime", mtime}});
   }
   std::error_code ec;
-  k["tokenizer"] = {{"path", tokenizer}, {"bytes", static_cast<int64_t>(fs::file_size(tokenizer, ec))}};
+  k["tokenizer"] = {{"path", tokenizer},
+                    {"bytes", static_cast<int64_t>(fs::file_size(Tokenizer::file_of(tokenizer), ec))}};
   k["text_field"] = cfg.data.text_field;
   return k;
 }
@@ -50,7 +51,7 @@ PreparedData prepare_shards(const Config& cfg, std::ostream& log) {
   PreparedData out;
   out.tokenizer_path = cfg.data.tokenizer.empty() ? m.tokenizer_path : cfg.data.tokenizer;
   if (!cfg.data.tokenizer.empty()) {
-    const std::string sha = sha256_file(cfg.data.tokenizer);
+    const std::string sha = sha256_file(Tokenizer::file_of(cfg.data.tokenizer));
     if (sha != m.tokenizer_sha256)
       throw std::runtime_error("data.tokenizer '" + cfg.data.tokenizer + "' (sha256 " + sha +
                                ") is not the tokenizer the shards in '" + cfg.data.shards +
@@ -174,7 +175,7 @@ std::vector<EvalSet> prepare_eval_sets(const Config& cfg, const std::string& tok
       } catch (const ShardError& e) {
         throw std::runtime_error(where + ": " + e.what());
       }
-      if (shards->manifest().tokenizer_sha256 != sha256_file(tokenizer_path))
+      if (shards->manifest().tokenizer_sha256 != sha256_file(Tokenizer::file_of(tokenizer_path)))
         throw std::runtime_error(where + ": made with the tokenizer '" + shards->manifest().tokenizer_path +
                                  "', not this job's '" + tokenizer_path + "'");
       set.samples = shards;

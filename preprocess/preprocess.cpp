@@ -269,7 +269,7 @@ void Run::setup() {
   } catch (const TokenizerError& e) {
     throw PreprocessError(e.what());
   }
-  plan_.tok_sha = sha256_file(opt_.tokenizer);
+  plan_.tok_sha = sha256_file(plan_.tok->path());  // tokenizer.json when given its directory
   plan_.vocab = plan_.tok->vocab_size();
   plan_.bos = plan_.tok->bos_id();
   plan_.eos = plan_.tok->eos_id();

@@ -44,7 +44,7 @@ const char* problem_name(Problem p);  // "malformed_json", "missing_field", ...
 struct PreprocessOptions {
   std::vector<std::string> inputs;  // files, directories (searched recursively) or globs
   std::string output;               // output directory (created)
-  std::string tokenizer;            // SentencePiece .model
+  std::string tokenizer;            // SentencePiece .model, or tokenizer.json (or its directory)
   std::string text_field = "text";  // JSON key holding each document's text
   std::string packing = "concat";   // "concat" or "llm-code"
   int64_t seq_len = 0;              // llm-code: the sample length groups are padded to (required)
