@@ -205,15 +205,16 @@ def make_tokenizer_fixture(model_path, out):
 def check_export(folder, xy_logits):
     import torch
     from safetensors.torch import load_file
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     ref = load_file(xy_logits)
-    model = LlamaForCausalLM.from_pretrained(folder, attn_implementation="eager",
-                                             torch_dtype=torch.float32).eval()
+    # The class named by config.json (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM).
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager",
+                                                 torch_dtype=torch.float32).eval()
     with torch.no_grad():
         logits = model(input_ids=ref["input_ids"]).logits
     err = (logits - ref["logits"]).abs().max().item()
-    print(f"{folder}: loaded by transformers; logits vs xy's: max abs error {err:.3g} "
+    print(f"{folder}: loaded by transformers as {type(model).__name__}; logits vs xy's: max abs error {err:.3g} "
           f"(max |logit| {ref['logits'].abs().max().item():.3g})")
     if not err <= 1e-4:
         sys.exit(1)
