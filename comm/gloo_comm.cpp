@@ -1,9 +1,9 @@
 // Gloo communicators through LibTorch's c10d ProcessGroupGloo (the CPU data plane).
 //
 // Gloo in LibTorch 1.13 has no reduce_scatter and no flat all-gather; both are built here over what
-// it has: all-gather over the list form with views of one flat output, and reduce-scatter as an
-// all-reduce of the full buffer followed by taking this rank's slice (twice the traffic of a ring
-// reduce-scatter, correct for any size).
+// it has: all-gather over the list form with views of one flat output, and reduce-scatter over
+// point-to-point send/recv in the buffer's precision (comm/gloo_reduce_scatter.hpp: each rank moves
+// (world - 1) / world of the buffer, as a ring would).
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -18,6 +18,7 @@
 
 #include "comm/c10d_store.hpp"
 #include "comm/comm.hpp"
+#include "comm/gloo_reduce_scatter.hpp"
 #include "io/threads.hpp"
 
 namespace xy {
@@ -47,7 +48,7 @@ class GlooOp : public CommOp {
 
 class GlooComm : public Comm {
  public:
-  GlooComm(c10::intrusive_ptr<c10d::ProcessGroupGloo> pg) : pg_(std::move(pg)) {}
+  GlooComm(c10::intrusive_ptr<c10d::ProcessGroupGloo> pg) : pg_(pg), rs_(std::move(pg)) {}
   int rank() const override { return pg_->getRank(); }
   int size() const override { return pg_->getSize(); }
   std::string backend() const override { return "gloo"; }
@@ -68,16 +69,9 @@ class GlooComm : public Comm {
   }
 
   std::unique_ptr<CommOp> reduce_scatter(const at::Tensor& full, const at::Tensor& shard) override {
-    const int64_t n = shard.numel();
     check_split("reduce_scatter", full, shard);
-    // 16-bit floats are summed in fp32 (Gloo in LibTorch 1.13 cannot add them).
-    const at::Tensor sum = is16(full) ? full.to(at::kFloat) : full;
-    std::vector<at::Tensor> t{sum};
     const uint64_t s = next_seq();
-    at::Tensor mine = sum.narrow(0, rank() * n, n);
-    at::Tensor dst = shard;
-    return std::make_unique<GlooOp>(pg_->allreduce(t), "reduce-scatter #" + std::to_string(s),
-                                    [mine, dst]() mutable { dst.copy_(mine); });
+    return rs_.start(full, shard, "reduce-scatter #" + std::to_string(s));
   }
 
   std::unique_ptr<CommOp> all_reduce(const at::Tensor& t) override {
@@ -107,6 +101,7 @@ class GlooComm : public Comm {
 
  private:
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  GlooReduceScatter rs_;  // its thread (world > 1) ends before the process group goes
 };
 
 
@@ -137,9 +132,11 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
     }
   }
   // At the peak: a set-up thread per rank plus the 2 worker threads each process group starts
-  // after its rendezvous (where a refused one ends in std::terminate inside c10d).
-  check_threads_available(3 * local, "the Gloo process groups of " + std::to_string(local) +
-                                         " local ranks (a set-up thread and 2 workers each)");
+  // after its rendezvous (where a refused one ends in std::terminate inside c10d) and the
+  // communicator's reduce-scatter thread.
+  check_threads_available(4 * local, "the Gloo process groups of " + std::to_string(local) +
+                                         " local ranks (a set-up thread, 2 workers and a "
+                                         "reduce-scatter thread each)");
   std::mutex gate_mu;
   std::condition_variable gate_cv;
   int gate = 0;  // 1: all started, go; -1: one was refused, return at once
@@ -168,7 +165,7 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
               "gloo", store_for_local_rank(*kv, store_host, store_port, timeout_s));
           group.comms[l] = std::make_shared<GlooComm>(
               c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, first_rank + l, world, opts));
-        } catch (const std::system_error& e) {  // its worker threads (started after the rendezvous)
+        } catch (const std::system_error& e) {  // its threads (started after the rendezvous)
           refused[l] = e.code() == std::errc::resource_unavailable_try_again;
           errors[l] = (refused[l] ? "cannot start its worker threads: " : "") + std::string(e.what());
         } catch (const std::exception& e) {
