@@ -13,7 +13,7 @@ CollectiveQueue::CollectiveQueue(std::vector<int64_t> unit_bytes, int64_t budget
 void CollectiveQueue::gather(uint64_t request, int unit, int dir, int64_t version) {
   want(unit, version, false);
   const int units = static_cast<int>(unit_bytes_.size());
-  for (int k = 1; k <= prefetch_; ++k) {
+  for (int k = 1; dir != 0 && k <= prefetch_; ++k) {
     const int next = unit + dir * k;
     if (next < 0 || next >= units) break;
     want(next, version, true);

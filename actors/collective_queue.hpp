@@ -66,7 +66,8 @@ class CollectiveQueue {
 
   // The messages. Each may issue collectives and answer requests through the runner.
   // The trainer wants `unit` at version >= `version` (request id `request`); the next `prefetch`
-  // units in direction `dir` (+1, -1) are gathered ahead at the same version.
+  // units in direction `dir` (+1, -1) are gathered ahead at the same version; `dir` 0: none (the
+  // last gather of a step, whose prefetches the next step would gather again at a newer version).
   void gather(uint64_t request, int unit, int dir, int64_t version);
   // The trainer no longer uses `unit` (issues nothing).
   void release(int unit);

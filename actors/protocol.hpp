@@ -66,7 +66,7 @@ struct UnitGrad {
 // (The gradient of `reduce` is a UnitGrad, above.)
 
 // The full parameters of `unit` at version >= `version`; then prefetch the next units in
-// direction `dir` (+1 forward, -1 backward).
+// direction `dir` (+1 forward, -1 backward, 0 none).
 struct GatherRequest {
   int32_t unit = -1;
   int32_t dir = +1;

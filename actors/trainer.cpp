@@ -109,11 +109,13 @@ class Trainer {
                            std::vector<at::Tensor>* saved, at::Tensor* embed);
   // The head's loss and backward, then the backward over the blocks from their saved inputs
   // (recomputed) and the embedding; each unit's gradient goes to the parameter-shard as it is
-  // made. Returns the loss (a 0-d fp32 tensor on the device).
+  // made. Returns the loss (a 0-d fp32 tensor on the device). `prefetch_after`: the embedding's
+  // gather prefetches the next forward's first blocks (false at the end of a step whose successor
+  // reads newer parameters: they would be gathered again).
   at::Tensor backward_units(int64_t step, int64_t version, const at::Tensor& inputs,
                             const at::Tensor& labels, at::Tensor x, std::vector<at::Tensor>& saved,
-                            const at::Tensor& embed);
-  at::Tensor micro_batch(int64_t step, const Batch& b);
+                            const at::Tensor& embed, bool prefetch_after);
+  at::Tensor micro_batch(int64_t step, const Batch& b, bool prefetch_after);
   // Every held-out set ([eval]) after step `step`: forward only, through the same gathers as
   // training; its mean token loss over every rank's samples (one all-reduce in the collective
   // order). Every rank evaluates the same number of micro-batches.
@@ -184,7 +186,8 @@ at::Tensor Trainer::forward_units(int64_t step, int64_t version, const at::Tenso
 
 at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tensor& inputs,
                                    const at::Tensor& labels, at::Tensor x,
-                                   std::vector<at::Tensor>& saved, const at::Tensor& embed) {
+                                   std::vector<at::Tensor>& saved, const at::Tensor& embed,
+                                   bool prefetch_after) {
   const Llama& model = *ctx_->model;
   const int head = static_cast<int>(ctx_->layout.units.size()) - 1;
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
@@ -221,7 +224,8 @@ at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tens
   }
   // Tied: the embedding unit is still held from the forward, so this gather is answered from the
   // parameter-shard's cache (no second all-gather; the message sequence is that of untied runs).
-  p = gather(0, +1, version, step);
+  // Direction 0: no prefetch.
+  p = gather(0, prefetch_after ? +1 : 0, version, step);
   status(step, "backward", 0);
   t0 = Clock::now();
   at::Tensor gemb;
@@ -239,14 +243,14 @@ at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tens
 
 // One micro-batch's forward and backward. Returns its loss (a 0-d fp32 tensor on the device:
 // reading it would synchronise, so it is summed there and read once per step).
-at::Tensor Trainer::micro_batch(int64_t step, const Batch& b) {
+at::Tensor Trainer::micro_batch(int64_t step, const Batch& b, bool prefetch_after) {
   const int64_t version = version_for(step);
   current_step_ = step;
   const at::Tensor inputs = ready_tokens(b);
   std::vector<at::Tensor> saved(ctx_->layout.units.size());  // each block's input
   at::Tensor embed;  // tied embeddings: the gathered embedding unit, until its backward
   at::Tensor x = forward_units(step, version, inputs, &saved, &embed);
-  return backward_units(step, version, inputs, b.labels, std::move(x), saved, embed);
+  return backward_units(step, version, inputs, b.labels, std::move(x), saved, embed, prefetch_after);
 }
 
 namespace {
@@ -403,7 +407,12 @@ void Trainer::run() {
         b = ask<Batch>(prefetcher_, &rec_.wait_batch_s, next_atom::value);
       }
       samples_done_ = b.first_sample + b.tokens.size(0);
-      loss_sum += micro_batch(step, b);
+      // The step's last gather prefetches only what the next step reads at the same version (the
+      // first steps of the delayed update); decided from the micro-batch index, the same on
+      // every rank, so the collective sequence stays the same everywhere.
+      const bool prefetch_after =
+          k + 1 < cfg.train.grad_accum || version_for(step + 1) == version_for(step);
+      loss_sum += micro_batch(step, b, prefetch_after);
     }
     status(step, "optimizer", -1);
     // The time cadence is decided by node 0's first rank and agreed by all (in the all-reduce).

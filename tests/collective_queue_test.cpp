@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <random>
@@ -193,17 +194,21 @@ TEST(CollectiveQueue, PrefetchesStayWithinTheBudgetAndTheRequestedUnitIsAlwaysGa
 
 // A trainer message, as trainer.cpp sends them per micro-batch: forward gather/release unit by
 // unit, the head, the backward last block first (gather, reduce, release), the embedding; finish.
+// The embedding's gather prefetches the next forward's blocks, except at the end of a step whose
+// successor reads a newer version (`old_end_prefetch`: it always does, as the trainer used to).
 struct Msg {
   enum Kind { kGather, kRelease, kReduce, kFinish } kind;
   int unit = -1, dir = 0;
   int64_t version = 0, step = 0;
 };
 
-std::vector<Msg> trainer_program(int units, int64_t steps, int accum, bool delayed) {
+std::vector<Msg> trainer_program(int units, int64_t steps, int accum, bool delayed,
+                                 bool old_end_prefetch = false) {
   const int head = units - 1;
   std::vector<Msg> p;
   for (int64_t step = 1; step <= steps; ++step) {
     const int64_t v = delayed ? std::max<int64_t>(0, step - 2) : step - 1;
+    const int64_t v_next = delayed ? std::max<int64_t>(0, step - 1) : step;
     for (int k = 0; k < accum; ++k) {
       for (int u = 0; u < head; ++u) {
         p.push_back({Msg::kGather, u, +1, v, step});
@@ -217,7 +222,8 @@ std::vector<Msg> trainer_program(int units, int64_t steps, int accum, bool delay
         p.push_back({Msg::kReduce, u, 0, 0, step});
         p.push_back({Msg::kRelease, u});
       }
-      p.push_back({Msg::kGather, 0, +1, v, step});
+      const bool prefetch = old_end_prefetch || k + 1 < accum || v_next == v;
+      p.push_back({Msg::kGather, 0, prefetch ? +1 : 0, v, step});
       p.push_back({Msg::kReduce, 0, 0, 0, step});
       p.push_back({Msg::kRelease, 0});
     }
@@ -320,5 +326,36 @@ INSTANTIATE_TEST_SUITE_P(CollectiveQueue, SameOrderOnEveryRank,
                            return std::string(i.param.delayed ? "Delayed" : "Exact") + "Accum" +
                                   std::to_string(i.param.accum);
                          });
+
+// ZeRO-3's gathers and no more: per micro-batch every unit is gathered for the forward, and again
+// for the backward except the head (held from its prefetch in the forward to its backward): 2 x
+// units - 1. The step's last gather (the embedding's backward) must not prefetch blocks at a
+// version the next step does not read; it used to, so every such step gathered `prefetch` units
+// that the next step threw away (the delayed update's first step reads the same version as the
+// second: that prefetch is used and stays).
+TEST(CollectiveQueue, TheStepsLastGatherPrefetchesNothingTheNextStepRegathers) {
+  const int units = 5, prefetch = 2;
+  const int64_t steps = 3;
+  for (const bool delayed : {false, true}) {
+    for (const int accum : {1, 2}) {
+      auto gathers = [&](bool old_end_prefetch) {
+        std::string trace;
+        const Seq s = run_rank(trainer_program(units, steps, accum, delayed, old_end_prefetch),
+                               units, 1, kLarge, prefetch, [] { return true; }, &trace);
+        return std::count_if(s.begin(), s.end(),
+                             [](const std::string& x) { return x.rfind("all-gather", 0) == 0; });
+      };
+      const int64_t now = gathers(false), before = gathers(true);
+      const int64_t zero3 = steps * accum * (2 * units - 1);
+      const int64_t wasted = (delayed ? steps - 1 : steps) * prefetch;
+      std::printf("%s update, grad_accum %d: %lld all-gathers (ZeRO-3: %lld); always prefetching "
+                  "at the step's end: %lld\n", delayed ? "delayed" : "exact", accum,
+                  static_cast<long long>(now), static_cast<long long>(zero3),
+                  static_cast<long long>(before));
+      EXPECT_EQ(now, zero3);
+      EXPECT_EQ(before, zero3 + wasted);
+    }
+  }
+}
 
 }  // namespace
