@@ -2,7 +2,8 @@
 # On the GPU machine (see README, "Building with CUDA"): configures and builds the CUDA engine into
 # build-cuda, then runs what is asked: `tests` (ctest -L gpu), `tiny` (train_bench on the tiny
 # preset), `1b` (train_bench on 1b, seq 4096), `adam` (adam_bench), `peer1b` (the FSDP2 + CPU
-# offload peer, if .device/peer exists), `prep` (bench/preprocess_bench.sh with the CUDA build's
+# offload peer, if .device/peer exists), `modern` (train_bench on 1b, llama3.2-1b and qwen3-1.7b,
+# seq 4096), `prep` (bench/preprocess_bench.sh with the CUDA build's
 # xy-node, from the carried .device/bench: poems dump, tokenizer, Debian's spm_encode). Results
 # also go to $OUT when it is set.
 set -uo pipefail
@@ -23,6 +24,7 @@ for what in "$@"; do
     tests) (cd build-cuda && ctest -L gpu --output-on-failure --timeout 300) 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "relative|Passed|Failed|tests passed|Error" ;;
     tiny) ./build-cuda/bin/train_bench --config bench/configs/tiny-gpu.toml --steps 12 2>&1 | tee "$OUT/tiny.log" | grep -E "RESULT|error" ;;
     1b) ./build-cuda/bin/train_bench --config bench/configs/1b-h100.toml --steps 8 2>&1 | tee "$OUT/1b.log" | grep -E "RESULT|error" ;;
+    modern) for m in 1b llama3.2-1b qwen3-1.7b; do c=bench/configs/$m-h200.toml; [ -f "$c" ] || c=bench/configs/1b-h100.toml; ./build-cuda/bin/train_bench --config "$c" --steps 8 2>&1 | tee "$OUT/modern-$m.log" | grep -E "RESULT|error"; done ;;
     1b-dpu) ./build-cuda/bin/train_bench --config bench/configs/1b-h100-dpu.toml --steps 10 2>&1 | tee "$OUT/1b-dpu.log" | grep -E "^step|RESULT|error|xy:" ;;
     1b-dpu-off) ./build-cuda/bin/train_bench --config bench/configs/1b-h100-dpu.toml --steps 10 --offload-params 2>&1 | tee "$OUT/1b-dpu-off.log" | grep -E "RESULT|error|xy:" ;;
     7b-dpu-off) ./build-cuda/bin/train_bench --config bench/configs/7b-h100-dpu.toml --steps 6 --warmup 3 --offload-params 2>&1 | tee "$OUT/7b-dpu-off.log" | grep -E "RESULT|error|xy:" ;;

@@ -137,3 +137,54 @@ TEST(Gpu, TwoLocalRanksMatchOne) {
   std::printf("2 GPUs vs 1 GPU (same global batch): worst loss relative difference %.3g\n", worst);
   EXPECT_LT(worst, 1e-4);
 }
+
+// Today's architectures on CUDA: tied embeddings (the embedding unit held from its forward to its
+// backward), q/k norms, q/k/v biases, head_dim != hidden / heads and llama3 RoPE scaling reproduce
+// the CPU engine in fp32 (which engine_test holds to whole-model autograd), also with the delayed
+// update; parameter offload gives the same bf16 losses bit for bit.
+namespace {
+Config modern_config(int64_t steps) {
+  Config cfg = test::tiny_config(1, steps);
+  cfg.model.family = "qwen3";
+  cfg.model.tie_embeddings = true;
+  cfg.model.qk_norm = true;
+  cfg.model.attention_bias = "qkvo";
+  cfg.model.head_dim = 12;
+  cfg.model.rope_theta = 500000.0;
+  cfg.model.rope_scaling = "llama3";
+  cfg.model.rope_factor = 8.0;
+  cfg.model.rope_original_max_len = 4;
+  return cfg;
+}
+}  // namespace
+
+TEST(Gpu, ModernArchitectureMatchesTheCpuEngine) {
+  for (bool dpu : {false, true}) {
+    Config cfg = modern_config(16);
+    cfg.optimizer.delayed_update = dpu;
+    TrainResult cpu = run(cfg, "cpu", "fp32");
+    TrainResult gpu = run(cfg, "cuda", "fp32");
+    ASSERT_EQ(cpu.exit_code, 0) << cpu.error;
+    ASSERT_EQ(gpu.exit_code, 0) << gpu.error;
+    ASSERT_EQ(cpu.steps.size(), 16u);
+    const double worst = worst_loss_difference(cpu, gpu);
+    std::printf("tied + qk_norm + qkvo bias + head_dim 12 + llama3 RoPE%s, fp32 CUDA vs CPU over %zu "
+                "steps: worst loss relative difference %.3g\n",
+                dpu ? ", delayed update" : "", cpu.steps.size(), worst);
+    EXPECT_LT(worst, 1e-4);
+  }
+}
+
+TEST(Gpu, ModernArchitectureParameterOffloadGivesTheSameLosses) {
+  Config cfg = modern_config(10);
+  TrainResult on_device = run(cfg, "cuda", "bf16");
+  cfg.actors.offload_params = true;
+  TrainResult offloaded = run(cfg, "cuda", "bf16");
+  ASSERT_EQ(on_device.exit_code, 0) << on_device.error;
+  ASSERT_EQ(offloaded.exit_code, 0) << offloaded.error;
+  ASSERT_EQ(on_device.steps.size(), 10u);
+  const double worst = worst_loss_difference(on_device, offloaded);
+  std::printf("modern architecture, bf16, parameter offload vs on the device: worst loss difference %.3g\n",
+              worst);
+  EXPECT_EQ(worst, 0.0);
+}
