@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The bytes one training step moves between two machines, against ZeRO-3's arithmetic. Each node of
+# a two-node CPU job (one rank each) runs in its own network namespace, joined by a veth pair; the
+# bytes each end sends are read from /sys/class/net/<veth>/statistics before and after a job, for
+# two jobs that differ only in their step count: the difference, over the difference in steps, is
+# one step's traffic (start-up, rendezvous, the checkpoint at the end cancel out). Run in fp32 and
+# bf16; each direction must be within 5% of the prediction:
+#   per optimizer step, each rank sends (N = 2 ranks, W = bytes of the working precision):
+#     all-gathers:    (N-1)/N x W x (2 x embedding + 2 x blocks + head)
+#                     (the forward gathers every unit; the backward every unit again except the
+#                     head, which is gathered once for its loss and backward: actors/trainer.cpp)
+#     reduce-scatter: (N-1)/N x W x every unit (the gradient travels in the working precision)
+#     all-reduce:     the end-of-step facts, (4 + units) doubles (a few dozen bytes)
+#   each unit's size padded to a multiple of N (model/layout.cpp).
+# The wire's own headers are taken out: 66 bytes (Ethernet 14 + IPv4 20 + TCP 32 with timestamps)
+# per packet the interface counts (a segmentation-offloaded packet is counted once, headers once).
+# Needs root (CI runs as root); skipped (77) when network namespaces cannot be made. Only addresses
+# inside the namespaces made here are used, and the namespaces are removed at the end.
+# usage: zero3_bytes_test.sh XY_NODE WORK_DIR   (run from the repository root)
+# The model's shape can be set for a measurement (bench/RESULTS.md): XY_BYTES_MODEL="hidden layers
+# intermediate heads" (default "128 2 344 4"), XY_BYTES_STEPS="short long" (default "2 6").
+set -uo pipefail
+XY=$1
+W=$2
+source "$(dirname "$0")/lib.sh"
+[ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
+command -v ip >/dev/null || skip "needs iproute2 (ip)"
+read -r HIDDEN LAYERS INTER HEADS <<< "${XY_BYTES_MODEL:-128 2 344 4}"
+read -r S1 S2 <<< "${XY_BYTES_STEPS:-2 6}"
+VOCAB=8000
+rm -rf "$W" && mkdir -p "$W"
+N0=xyb0_$$ N1=xyb1_$$ L0=xybl0_$$ L1=xybl1_$$
+cleanup() { ip netns del "$N0" 2>/dev/null; ip netns del "$N1" 2>/dev/null; }
+trap cleanup EXIT
+ip netns add "$N0" && ip netns add "$N1" || skip "cannot make network namespaces here"
+ip link add "$L0" type veth peer name "$L1" || skip "cannot make a veth pair here"
+ip link set "$L0" netns "$N0" && ip link set "$L1" netns "$N1"
+for n in 0 1; do
+  ns=$N0 l=$L0; [ $n = 1 ] && ns=$N1 l=$L1
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add 10.231.7.$((n + 1))/24 dev "$l" && ip -n "$ns" link set "$l" up
+done
+
+train_test_tokenizer "$XY" "$W/tok"
+check "the tokenizer is trained" $?
+
+# counters NS DEV: "tx_bytes tx_packets" of DEV inside NS.
+counters() {
+  ip netns exec "$1" sh -c "cat /sys/class/net/$2/statistics/tx_bytes /sys/class/net/$2/statistics/tx_packets" | tr '\n' ' '
+}
+
+# job PRECISION STEPS: runs the two-node job; prints "node0_bytes node0_packets node1_bytes
+# node1_packets" sent during it.
+job() {
+  local prec=$1 steps=$2 dir="$W/$1-$2"
+  mkdir -p "$dir"
+  cat > "$dir/job.toml" <<EOF
+[topology]
+device = "cpu"
+[[topology.nodes]]
+host = "10.231.7.1"
+port = 29500
+devices = 1
+[[topology.nodes]]
+host = "10.231.7.2"
+port = 29500
+devices = 1
+[model]
+preset = "custom"
+vocab_size = $VOCAB
+hidden = $HIDDEN
+intermediate = $INTER
+layers = $LAYERS
+heads = $HEADS
+max_seq_len = 64
+[data]
+seq_len = 32
+tokenizer = "$W/tok/tokenizer.model"
+[train]
+steps = $steps
+micro_batch = 2
+precision = "$prec"
+log_every = 1000
+threads = 1
+[optimizer]
+warmup_steps = 1
+[checkpoint]
+dir = "$dir/checkpoints"
+every_steps = 0
+[control]
+doctor = false
+EOF
+  local b0 b1 a0 a1 pids=() rc=0
+  b0=$(counters "$N0" "$L0") b1=$(counters "$N1" "$L1")
+  for n in 0 1; do
+    local ns=$N0; [ $n = 1 ] && ns=$N1
+    ip netns exec "$ns" env XY_NODE_INDEX=$n XY_SECRET=bytes-test-secret \
+      timeout 180 "$XY" train --config "$dir/job.toml" --work-dir "$W/node$n" > "$dir/n$n.log" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[0]}" || rc=$?
+  wait "${pids[1]}" || rc=$?
+  a0=$(counters "$N0" "$L0") a1=$(counters "$N1" "$L1")
+  [ $rc -eq 0 ] || { echo "the $prec job of $steps steps failed (exit $rc):" >&2; tail -n 5 "$dir"/n0.log "$dir"/n1.log >&2; return 1; }
+  python3 - $b0 $a0 $b1 $a1 <<'PY'
+import sys
+b0, p0, a0, q0, b1, p1, a1, q1 = map(int, sys.argv[1:])
+print(a0 - b0, q0 - p0, a1 - b1, q1 - p1)
+PY
+}
+
+for prec in fp32 bf16; do
+  short=$(job $prec "$S1") && long=$(job $prec "$S2")
+  check "$prec: the jobs of $S1 and $S2 steps run" $?
+  [ -n "$short" ] && [ -n "$long" ] || continue
+  python3 - "$prec" "$S1" "$S2" "$VOCAB" "$HIDDEN" "$LAYERS" "$INTER" $short $long <<'PY'
+import sys
+prec, s1, s2, vocab, hidden, layers, inter = sys.argv[1], *map(int, sys.argv[2:8])
+short, long = list(map(int, sys.argv[8:12])), list(map(int, sys.argv[12:16]))
+N, W = 2, {"fp32": 4, "bf16": 2}[prec]
+pad = lambda n: (n + N - 1) // N * N
+emb = pad(vocab * hidden)
+block = pad(2 * hidden + 4 * hidden * hidden + 3 * hidden * inter)  # norms, q k v o, gate up down
+head = pad(hidden + vocab * hidden)                                 # final norm, LM head
+units = 2 + layers
+gathers = (N - 1) / N * W * (2 * emb + 2 * layers * block + head)
+reduce_scatter = (N - 1) / N * W * (emb + layers * block + head)
+all_reduce = 2 * (N - 1) / N * 8 * (4 + units)
+predicted = gathers + reduce_scatter + all_reduce
+print(f"{prec}: {emb + layers * block + head:,} parameters; predicted per step and rank: "
+      f"all-gathers {gathers/1e6:.3f} MB + reduce-scatter {reduce_scatter/1e6:.3f} MB + "
+      f"all-reduce {all_reduce:.0f} B = {predicted/1e6:.3f} MB")
+worst = 0
+for node in (0, 1):
+    d_bytes = long[2 * node] - short[2 * node]
+    d_packets = long[2 * node + 1] - short[2 * node + 1]
+    wire = d_bytes / (s2 - s1)
+    payload = (d_bytes - 66 * d_packets) / (s2 - s1)
+    ratio = payload / predicted
+    worst = max(worst, abs(ratio - 1))
+    print(f"{prec}: node {node} sends {payload/1e6:.3f} MB per step ({wire/1e6:.3f} MB with "
+          f"headers, {d_packets / (s2 - s1):.0f} packets): {ratio:.4f} x predicted "
+          f"(jobs of {s1} and {s2} steps sent {short[2*node]/1e6:.2f} and {long[2*node]/1e6:.2f} MB)")
+sys.exit(0 if worst <= 0.05 else 1)
+PY
+  check "$prec: each node's bytes per step are within 5% of ZeRO-3's" $?
+done
+finish
