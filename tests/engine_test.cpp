@@ -119,26 +119,12 @@ std::vector<at::Tensor> global_batches(const Config& cfg, const SampleSource& da
   return out;
 }
 
-// Today's open architectures in one model: tied embeddings (one parameter in two places), q/k/v
-// biases, per-head q/k RMSNorm, a head_dim other than hidden / heads (12, not 32 / 4), and llama3
-// RoPE scaling whose original length (4) is below the sequence, so that every frequency band
-// counts. (No Hugging Face class has all of these at once; the engine does not care.)
-void make_modern(Config& cfg) {
-  cfg.model.tie_embeddings = true;
-  cfg.model.qk_norm = true;
-  cfg.model.attention_bias = "qkv";
-  cfg.model.head_dim = 12;
-  cfg.model.rope_theta = 500000.0;
-  cfg.model.rope_scaling = "llama3";
-  cfg.model.rope_factor = 8.0;
-  cfg.model.rope_original_max_len = 4;
-}
 
 void expect_engine_matches_reference(int world, int64_t steps, int64_t accum, double tol,
                                      bool delayed = false, bool modern = false) {
   Config cfg = test::tiny_config(world, steps, accum);
   cfg.optimizer.delayed_update = delayed;
-  if (modern) make_modern(cfg);
+  if (modern) test::make_modern(cfg);
   auto data = test::random_samples(4000, cfg.data.seq_len, cfg.model.vocab_size);
   RunOptions ro;
   ro.data = data;

@@ -145,15 +145,7 @@ TEST(Gpu, TwoLocalRanksMatchOne) {
 namespace {
 Config modern_config(int64_t steps) {
   Config cfg = test::tiny_config(1, steps);
-  cfg.model.family = "qwen3";
-  cfg.model.tie_embeddings = true;
-  cfg.model.qk_norm = true;
-  cfg.model.attention_bias = "qkvo";
-  cfg.model.head_dim = 12;
-  cfg.model.rope_theta = 500000.0;
-  cfg.model.rope_scaling = "llama3";
-  cfg.model.rope_factor = 8.0;
-  cfg.model.rope_original_max_len = 4;
+  test::make_modern(cfg, "qkvo");
   return cfg;
 }
 }  // namespace

@@ -54,6 +54,22 @@ inline Config tiny_config(int world, int64_t steps, int64_t grad_accum = 1) {
   return c;
 }
 
+// Today's open architectures in one model: tied embeddings (one parameter in two places), q/k/v/o
+// biases, per-head q/k RMSNorm, a head_dim other than hidden / heads (12, not 32 / 4), and llama3
+// RoPE scaling whose original length (4) is below the sequence, so that every frequency band
+// counts. (No Hugging Face class has all of these at once; the engine does not care.)
+inline void make_modern(Config& c, const char* attention_bias = "qkv") {
+  c.model.family = "qwen3";
+  c.model.tie_embeddings = true;
+  c.model.qk_norm = true;
+  c.model.attention_bias = attention_bias;
+  c.model.head_dim = 12;
+  c.model.rope_theta = 500000.0;
+  c.model.rope_scaling = "llama3";
+  c.model.rope_factor = 8.0;
+  c.model.rope_original_max_len = 4;
+}
+
 // Random tokens (fixed seed) as a sample source.
 inline std::shared_ptr<TokenSamples> random_samples(int64_t tokens, int64_t seq_len, int64_t vocab,
                                                     uint64_t seed = 11) {
