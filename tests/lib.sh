@@ -39,3 +39,28 @@ train_test_tokenizer() {
   rm -rf "$2/checkpoints" "$2/metrics.jsonl" "$2/tb"
   return $rc
 }
+
+# two_namespaces TAG SUBNET [DECOY_SUBNET]: two machines on one. Makes network namespaces $N0 and
+# $N1 (loopback up) joined by a veth pair $L0-$L1 holding SUBNET.1 and SUBNET.2 (/24), removed when
+# the script exits. With DECOY_SUBNET, each namespace first gets a decoy interface (a veth pair kept
+# inside it, `aadecoy0` at DECOY_SUBNET.<n+1>, sorting before the real one) that reaches nothing.
+# Skips (77) where namespaces or veth pairs cannot be made. Use only addresses inside them.
+two_namespaces() {
+  local tag=$1 subnet=$2 decoy=${3:-} n ns
+  N0=${tag}0_$$ N1=${tag}1_$$ L0=${tag}l0_$$ L1=${tag}l1_$$
+  trap 'ip netns del "$N0" 2>/dev/null; ip netns del "$N1" 2>/dev/null' EXIT
+  ip netns add "$N0" && ip netns add "$N1" || skip "cannot make network namespaces here"
+  for n in 0 1; do
+    ns=$N0; [ "$n" = 1 ] && ns=$N1
+    ip -n "$ns" link set lo up
+    if [ -n "$decoy" ]; then
+      ip -n "$ns" link add aadecoy0 type veth peer name aadecoy1
+      ip -n "$ns" addr add "$decoy.$((n + 1))/24" dev aadecoy0
+      ip -n "$ns" link set aadecoy0 up && ip -n "$ns" link set aadecoy1 up
+    fi
+  done
+  ip link add "$L0" type veth peer name "$L1" || skip "cannot make a veth pair here"
+  ip link set "$L0" netns "$N0" && ip link set "$L1" netns "$N1"
+  ip -n "$N0" addr add "$subnet.1/24" dev "$L0" && ip -n "$N0" link set "$L0" up
+  ip -n "$N1" addr add "$subnet.2/24" dev "$L1" && ip -n "$N1" link set "$L1" up
+}

@@ -14,23 +14,7 @@ source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
 command -v ip >/dev/null || skip "needs iproute2 (ip)"
 rm -rf "$W" && mkdir -p "$W"
-N0=xyt0_$$ N1=xyt1_$$ L0=xyl0_$$ L1=xyl1_$$
-cleanup() { ip netns del "$N0" 2>/dev/null; ip netns del "$N1" 2>/dev/null; }
-trap cleanup EXIT
-ip netns add "$N0" && ip netns add "$N1" || skip "cannot make network namespaces here"
-for n in 0 1; do
-  ns=$N0; [ $n = 1 ] && ns=$N1
-  ip -n "$ns" link set lo up
-  # The decoy: a veth pair kept inside the namespace, made first (interface order), on a subnet of
-  # its own that reaches nothing.
-  ip -n "$ns" link add aadecoy0 type veth peer name aadecoy1
-  ip -n "$ns" addr add 10.231.9.$((n + 1))/24 dev aadecoy0
-  ip -n "$ns" link set aadecoy0 up && ip -n "$ns" link set aadecoy1 up
-done
-ip link add "$L0" type veth peer name "$L1"
-ip link set "$L0" netns "$N0" && ip link set "$L1" netns "$N1"
-ip -n "$N0" addr add 10.231.8.1/24 dev "$L0" && ip -n "$N0" link set "$L0" up
-ip -n "$N1" addr add 10.231.8.2/24 dev "$L1" && ip -n "$N1" link set "$L1" up
+two_namespaces xyt 10.231.8 10.231.9  # the decoys (10.231.9.x) come first in interface order
 ip netns exec "$N0" tc qdisc add dev "$L0" root tbf rate 1gbit burst 256kb latency 50ms 2>/dev/null
 ip netns exec "$N1" tc qdisc add dev "$L1" root tbf rate 1gbit burst 256kb latency 50ms 2>/dev/null
 

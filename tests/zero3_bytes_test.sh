@@ -29,17 +29,7 @@ read -r HIDDEN LAYERS INTER HEADS <<< "${XY_BYTES_MODEL:-128 2 344 4}"
 read -r S1 S2 <<< "${XY_BYTES_STEPS:-2 6}"
 VOCAB=8000
 rm -rf "$W" && mkdir -p "$W"
-N0=xyb0_$$ N1=xyb1_$$ L0=xybl0_$$ L1=xybl1_$$
-cleanup() { ip netns del "$N0" 2>/dev/null; ip netns del "$N1" 2>/dev/null; }
-trap cleanup EXIT
-ip netns add "$N0" && ip netns add "$N1" || skip "cannot make network namespaces here"
-ip link add "$L0" type veth peer name "$L1" || skip "cannot make a veth pair here"
-ip link set "$L0" netns "$N0" && ip link set "$L1" netns "$N1"
-for n in 0 1; do
-  ns=$N0 l=$L0; [ $n = 1 ] && ns=$N1 l=$L1
-  ip -n "$ns" link set lo up
-  ip -n "$ns" addr add 10.231.7.$((n + 1))/24 dev "$l" && ip -n "$ns" link set "$l" up
-done
+two_namespaces xyb 10.231.7
 
 train_test_tokenizer "$XY" "$W/tok"
 check "the tokenizer is trained" $?
