@@ -1,7 +1,8 @@
 // Building a node's context: everything its actors share — identity in the job, communicators
 // and the agreed precision, the model, and each local rank's shards of every unit, from a fresh
 // initialisation, a Hugging Face folder or a checkpoint (any saved world size). Where each piece
-// of a unit's state lives (device, pinned host, host) is decided in place_unit(); run_training
+// of a unit's state lives (device, pinned host, host) is the node's placement plan
+// (optim/placement.hpp), which place_unit() follows; run_training
 // (node.cpp) then spawns and supervises the actors over it.
 #include "actors/context.hpp"
 
@@ -28,7 +29,15 @@
 
 namespace xy {
 
-int64_t RankShards::host_bytes() const {
+template <class F>
+void RankShards::for_each_tensor(F&& f) const {
+  for (const auto* list : {&working, &working_alt, &grad, &grad_dev, &master, &m, &v})
+    for (const auto& t : *list) f(t);
+  for (const auto& t : staging)
+    if (t.defined()) f(t);
+}
+
+int64_t RankShards::state_bytes() const {
   int64_t b = 0;
   for (const auto* list : {&grad, &master, &m, &v})
     for (const auto& t : *list) b += t.numel() * t.element_size();
@@ -44,12 +53,19 @@ int64_t RankShards::working_bytes() const {
 
 int64_t RankShards::device_bytes() const {
   int64_t b = 0;
-  for (const auto* list : {&working, &grad_dev, &working_alt})
-    for (const auto& t : *list)
-      if (!t.is_cpu()) b += t.numel() * t.element_size();
+  for_each_tensor([&b](const at::Tensor& t) {
+    if (!t.is_cpu()) b += t.numel() * t.element_size();
+  });
   return b;
 }
 
+int64_t RankShards::host_bytes() const {
+  int64_t b = 0;
+  for_each_tensor([&b](const at::Tensor& t) {
+    if (t.is_cpu()) b += t.numel() * t.element_size();
+  });
+  return b;
+}
 
 namespace {
 
@@ -57,7 +73,9 @@ namespace {
 // Zeroed page-locked host memory of exactly n elements, for memory the device copies into
 // asynchronously. (LibTorch's pinned allocator rounds each block up to a power of two: up to 2x
 // the memory for large shards.)
-at::Tensor pinned_zeros(int64_t n, at::ScalarType t) {
+// Counted in `sh`'s pinned bytes (the plan's pinned_bytes is checked against them).
+at::Tensor pinned_zeros(int64_t n, at::ScalarType t, RankShards& sh) {
+  sh.note_pinned(n * static_cast<int64_t>(c10::elementSize(t)));
 #ifdef XY_WITH_CUDA
   const size_t bytes = std::max<size_t>(1, static_cast<size_t>(n) * c10::elementSize(t));
   void* p = nullptr;
@@ -76,7 +94,9 @@ at::Tensor pinned_zeros(int64_t n, at::ScalarType t) {
 }
 
 // A page-locked copy of a host tensor.
-at::Tensor pinned_copy(const at::Tensor& t) { return pinned_zeros(t.numel(), t.scalar_type()).copy_(t); }
+at::Tensor pinned_copy(const at::Tensor& t, RankShards& sh) {
+  return pinned_zeros(t.numel(), t.scalar_type(), sh).copy_(t);
+}
 
 
 at::ScalarType working_dtype(const std::string& precision, bool on_device) {
@@ -148,31 +168,44 @@ double machine_memory_bytes() {
   return total;
 }
 
-std::string gib_text(double bytes) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / 1073741824.0);
-  return buf;
+// What this node's GPUs and host offer the plan: the least free and total memory over the local
+// GPUs (after the CUDA context), and the machine's memory and swap.
+DeviceFacts device_facts(const NodeContext& ctx) {
+  DeviceFacts f;
+  f.host_bytes = static_cast<int64_t>(machine_memory_bytes());
+  if (!ctx.on_device) return f;
+  f.kind = DeviceFacts::Kind::kCuda;
+#ifdef XY_WITH_CUDA
+  int previous = 0;
+  cudaGetDevice(&previous);
+  for (int l = 0; l < ctx.local_ranks; ++l) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaSetDevice(l) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+      f.free_bytes = f.total_bytes = 0;  // unknown: not checked
+      break;
+    }
+    f.free_bytes = l == 0 ? static_cast<int64_t>(free_b) : std::min<int64_t>(f.free_bytes, free_b);
+    f.total_bytes = l == 0 ? static_cast<int64_t>(total_b) : std::min<int64_t>(f.total_bytes, total_b);
+  }
+  cudaSetDevice(previous);
+#endif
+  return f;
 }
 
-// Refuses, before anything is allocated, a model whose host state cannot fit in this machine:
-// the fp32 master, Adam's m and v and the gradient landing (16 bytes a parameter) of this node's
-// share of every unit, and the working copies of CPU ranks. (A lower bound of what training
-// needs; `xy-node doctor` compares it with the memory available now.)
-void check_host_memory(const NodeContext& ctx, const Config& cfg) {
-  double share = 0;  // elements of this node's shards
-  for (const UnitLayout& u : ctx.layout.units) share += static_cast<double>(u.shard_numel) * ctx.local_ranks;
-  const double working = ctx.on_device ? 0.0 : (cfg.train.precision == "fp32" ? 4.0 : 2.0);
-  const double need = (16.0 + working) * share;
-  const double have = machine_memory_bytes();
-  if (have <= 0 || need <= have) return;
-  char params[32];
-  std::snprintf(params, sizeof params, "%.3g", static_cast<double>(ctx.layout.total_numel()));
-  throw std::invalid_argument(
-      "the model is too large for this machine: " + std::string(params) + " parameters; node " +
-      std::to_string(ctx.node_index) + "'s share of its state (" + std::to_string(ctx.local_ranks) +
-      " of " + std::to_string(ctx.world) + " ranks, " + std::to_string(static_cast<int>(16 + working)) +
-      " bytes a parameter) needs " + gib_text(need) + ", but this machine has " + gib_text(have) +
-      " of memory and swap; choose a smaller model (model.*), or add nodes or ranks");
+// topology.gpu_memory_gb: LibTorch's caching allocator on each local GPU may hold no more than the
+// cap (a fraction of the device's total memory).
+void cap_device_memory(const NodeContext& ctx, const Config& cfg, const DeviceFacts& facts) {
+  const int64_t cap = gpu_cap_bytes(cfg);
+  if (!ctx.on_device || cap <= 0 || facts.total_bytes <= 0 || cap >= facts.total_bytes) return;
+#ifdef XY_WITH_CUDA
+  const double fraction = static_cast<double>(cap) / static_cast<double>(facts.total_bytes);
+  for (int l = 0; l < ctx.local_ranks; ++l) {
+    const c10::Device dev(c10::kCUDA, static_cast<c10::DeviceIndex>(l));
+    // A first allocation initialises the caching allocator, which setMemoryFraction needs.
+    (void)at::empty({1}, at::TensorOptions(at::kByte).device(dev));
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, dev.index());
+  }
+#endif
 }
 
 // A unit's full padded state before it is sharded: the fp32 master, the working copy, and the
@@ -230,34 +263,40 @@ UnitStart unit_start(const NodeContext& ctx, const Config& cfg, int u,
   return s;
 }
 
-// Where a unit's pieces live, per local rank: its slice of the full state `s`, placed.
-void place_unit(NodeContext& ctx, const Config& cfg, const UnitLayout& unit, const UnitStart& s) {
+// A unit's pieces on each local rank, where the plan says: its slice of the full state `s`.
+void place_unit(NodeContext& ctx, const UnitLayout& unit, const UnitStart& s) {
+  const UnitPlacement& p = ctx.plan.units[unit.index];
   for (size_t l = 0; l < ctx.shards.size(); ++l) {
     auto& sh = ctx.shards[l];
+    const c10::Device dev = ctx.streams[l].device;
     const int64_t b = unit.shard_begin(sh->rank), n = unit.shard_numel;
     sh->master.push_back(s.master.narrow(0, b, n).clone());
     const at::Tensor w = s.working.narrow(0, b, n);
-    if (ctx.on_device) {
-      // The working copy lives on the device; gradients land in pinned host memory in the
-      // working precision.
-      const c10::Device dev = ctx.streams[l].device;
-      if (cfg.actors.offload_params)  // parameter offload: pinned host memory instead
-        sh->working.push_back(pinned_copy(w));
-      else
-        sh->working.push_back(w.to(dev));
-      sh->grad.push_back(pinned_zeros(n, ctx.working_dtype));
-      if (cfg.train.grad_accum > 1)
-        sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
-    } else {
-      sh->working.push_back(w.clone());
-      // Gradients land in 2 bytes when they need no accumulation over micro-batches in a
-      // 16-bit run (as on a device); else in fp32.
-      const bool narrow = ctx.working_dtype != at::kFloat && cfg.train.grad_accum == 1;
-      sh->grad.push_back(at::zeros({n}, narrow ? ctx.working_dtype : at::kFloat));
-    }
+    sh->working.push_back(p.working == Where::kDevice       ? w.to(dev)
+                          : p.working == Where::kPinnedHost ? pinned_copy(w, *sh)
+                                                            : w.clone());
+    const at::ScalarType g = p.grad_landing_bytes == 4 ? at::kFloat : ctx.working_dtype;
+    sh->grad.push_back(p.grad_landing == Where::kPinnedHost ? pinned_zeros(n, g, *sh)
+                                                            : at::zeros({n}, g));
+    if (p.grad_on_device) sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
     sh->m.push_back(s.m.defined() ? s.m.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
     sh->v.push_back(s.v.defined() ? s.v.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
   }
+}
+
+// What was allocated must be what the plan priced: a difference is a bug in one or the other.
+void check_allocated(const NodeContext& ctx) {
+  const PlacementPlan& p = ctx.plan;
+  for (const auto& sh : ctx.shards)
+    for (auto [what, planned, made] :
+         {std::tuple{"device", p.device_bytes, sh->device_bytes()},
+          std::tuple{"host", p.host_bytes, sh->host_bytes()},
+          std::tuple{"pinned host", p.pinned_bytes, sh->pinned_bytes()}})
+      if (planned != made)
+        throw PlacementMismatch("rank " + std::to_string(sh->rank) + " allocated " +
+                                std::to_string(made) + " bytes of " + what +
+                                " memory, but the placement plan priced " + std::to_string(planned) +
+                                " (a bug: optim/placement.cpp and actors/context.cpp disagree)");
 }
 
 // Identity in the job, the layout and the model; refuses set-ups that cannot run.
@@ -280,7 +319,12 @@ void set_identity(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
   ctx.working_dtype = working_dtype(cfg.train.precision, ctx.on_device);
   ctx.layout = build_layout(cfg.model, ctx.world, cfg.optimizer.no_decay);
   ctx.node_index = topo.node_index;
-  check_host_memory(ctx, cfg);
+  // Where every piece of state goes, priced by the one memory model and checked against this
+  // machine's memory and its GPUs' before anything is allocated.
+  const DeviceFacts facts = device_facts(ctx);
+  ctx.plan = plan_placement(cfg, ctx.layout, ctx.world, ctx.local_ranks, facts);
+  if (!ctx.plan.refusal().empty()) throw std::invalid_argument(ctx.plan.refusal());
+  cap_device_memory(ctx, cfg, facts);
   ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
   ctx.data = opts.data;
   ctx.eval_sets = opts.eval_sets;
@@ -448,11 +492,18 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   std::vector<at::Tensor> hf_units;
   if (!ckpt && !cfg.model.init_from.empty()) hf_units = load_init_from(ctx, cfg, opts);
   for (size_t u = 0; u < ctx.layout.units.size(); ++u)
-    place_unit(ctx, cfg, ctx.layout.units[u], unit_start(ctx, cfg, static_cast<int>(u), ckpt, &hf_units));
-  if (cfg.optimizer.delayed_update)
-    for (auto& sh : ctx.shards)
-      for (const auto& w : sh->working)
-        sh->working_alt.push_back(w.is_cpu() && ctx.on_device ? pinned_copy(w) : w.clone());
+    place_unit(ctx, ctx.layout.units[u], unit_start(ctx, cfg, static_cast<int>(u), ckpt, &hf_units));
+  for (auto& sh : ctx.shards) {
+    for (size_t u = 0; u < sh->working.size(); ++u)
+      if (ctx.plan.units[u].double_buffered) {  // the delayed update's second copy, beside the first
+        const at::Tensor& w = sh->working[u];
+        sh->working_alt.push_back(ctx.plan.units[u].working == Where::kPinnedHost ? pinned_copy(w, *sh)
+                                                                                  : w.clone());
+      }
+    if (ctx.plan.staging_elems > 0)
+      for (auto& b : sh->staging) b = pinned_zeros(ctx.plan.staging_elems, ctx.working_dtype, *sh);
+  }
+  check_allocated(ctx);
   ctx.start_positions.assign(ctx.local_ranks, 0);
   if (ckpt) set_start(ctx, cfg, *ckpt);
 }

@@ -2,13 +2,21 @@
 // context.cpp. run_training (node.cpp) calls build_context, then spawns the actors over it.
 #pragma once
 
+#include <stdexcept>
+
 #include "actors/engine.hpp"
 
 namespace xy {
 
+// What was allocated differs from what the placement plan priced: a bug (exit code 1).
+struct PlacementMismatch : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // Fills `ctx` for this node: identity, communicators, agreed precision, model, every local rank's
-// shards (fresh, from model.init_from, or from opts.resume). Throws std::invalid_argument for a
-// set-up that cannot run, CheckpointError for a bad checkpoint, ThreadStartError.
+// shards (fresh, from model.init_from, or from opts.resume), placed as ctx.plan says. Throws
+// std::invalid_argument for a set-up that cannot run (the plan's refusal among them),
+// CheckpointError for a bad checkpoint, ThreadStartError, PlacementMismatch.
 void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts);
 
 // This process's resident memory, GiB.

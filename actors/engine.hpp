@@ -23,15 +23,17 @@
 #include "io/samples.hpp"
 #include "model/layout.hpp"
 #include "model/llama.hpp"
+#include "optim/placement.hpp"
 
 namespace xy {
 
 class MetricsLog;  // health/metrics.hpp
 
 
-// One rank's memory, allocated once at start-up. Ownership: `working` and `grad` are written by the
-// rank's parameter-shard actor (grad: during backward; working: never), `master`, `m`, `v` and
-// `working` by its optimizer-offload actor (between finish and the unit's `updated`).
+// One rank's memory, allocated once at start-up where the node's PlacementPlan says (context.cpp
+// checks that what it allocated is what the plan priced). Ownership: `working` and `grad` are
+// written by the rank's parameter-shard actor (grad: during backward; working: never), `master`,
+// `m`, `v` and `working` by its optimizer-offload actor (between finish and the unit's `updated`).
 struct RankShards {
   int rank = 0;
   std::vector<at::Tensor> working;  // per unit [shard_numel], working precision
@@ -39,7 +41,7 @@ struct RankShards {
   std::vector<at::Tensor> master;   // per unit [shard_numel], fp32
   std::vector<at::Tensor> m, v;     // per unit [shard_numel], fp32 Adam moments
   // On a device only: `working` lives on the device (the optimizer writes each unit's new working
-  // copy into a pinned staging buffer of its own and copies it up); `grad` is pinned and in the
+  // copy into a pinned staging buffer, `staging`, and copies it up); `grad` is pinned and in the
   // working precision (bf16 gradients land in 2 bytes: host state is then 14 bytes a parameter);
   // with grad_accum > 1 gradients accumulate on the device in `grad_dev` (fp32) until the end of
   // the step.
@@ -47,6 +49,9 @@ struct RankShards {
   // With the delayed update the working copy is double-buffered: version v lives in
   // working_of(u, v), so the optimizer writes version v + 1 while version v is still being read.
   std::vector<at::Tensor> working_alt;
+  // Where working copies live on the device: two pinned buffers (the largest shard each) that the
+  // optimizer writes each unit's new working copy into, in turn, before it is copied up.
+  at::Tensor staging[2];
   at::Tensor& working_of(size_t u, int64_t version) {
     return working_alt.empty() || version % 2 == 0 ? working[u] : working_alt[u];
   }
@@ -69,14 +74,22 @@ struct RankShards {
     }
     if (e) e->synchronize();
   }
-  // The host state of docs/ARCHITECTURE.md: fp32 master, m, v and the gradient landing buffer (14 bytes a
-  // parameter with 16-bit gradients, 16 with fp32 ones).
-  int64_t host_bytes() const;
+  // The optimizer's state of docs/ARCHITECTURE.md: fp32 master, m, v and the gradient landing
+  // buffer (14 bytes a parameter with 16-bit gradients, 16 with fp32 ones).
+  int64_t state_bytes() const;
   // The working copies (device memory; on CPU ranks they live in host memory too).
   int64_t working_bytes() const;
-  int64_t device_bytes() const;     // device bytes (0 on CPU)
+  // What the rank holds, measured from its tensors: on the device, in host memory (every host
+  // tensor), and the page-locked part of that (counted as it is allocated: pinned_bytes_).
+  int64_t device_bytes() const;
+  int64_t host_bytes() const;
+  int64_t pinned_bytes() const { return pinned_bytes_; }
+  void note_pinned(int64_t bytes) { pinned_bytes_ += bytes; }
 
  private:
+  template <class F>
+  void for_each_tensor(F&& f) const;
+  int64_t pinned_bytes_ = 0;
   int parity(int64_t version) const { return working_alt.empty() ? 0 : static_cast<int>(version % 2); }
   std::mutex read_mu_;
   std::vector<DeviceEventPtr> last_read_[2];
@@ -144,6 +157,9 @@ struct NodeContext {
   bool on_device = false;                            // topology.device is cuda
   std::unique_ptr<ThreadPool> adam_pool;             // node pool for CPU Adam
   at::ScalarType working_dtype = at::kFloat;
+  // Where every piece of each local rank's state lives, and its bytes (optim/placement.hpp): made
+  // once before anything is allocated; the allocation, the optimizer and the reports read it.
+  PlacementPlan plan;
   bool quiet = false;  // no per-step lines (tests)
 
   // Where training starts (from a checkpoint, else 0): the units' version, Adam's step count and

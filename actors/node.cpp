@@ -54,6 +54,11 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
     r.exit_code = kExitError;
     r.error = e.what();
     return r;
+  } catch (const PlacementMismatch& e) {
+    TrainResult r;
+    r.exit_code = kExitError;
+    r.error = e.what();
+    return r;
   } catch (const std::exception& e) {
     TrainResult r;
     r.exit_code = kExitUsage;
@@ -62,7 +67,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   }
   int64_t host_bytes = 0, working_bytes = 0;
   for (const auto& sh : ctx->shards) {
-    host_bytes += sh->host_bytes();
+    host_bytes += sh->state_bytes();
     working_bytes += sh->working_bytes();
   }
   const int64_t params = ctx->layout.total_numel();
@@ -79,6 +84,8 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
                 : cfg.actors.offload_params ? "pinned host memory: parameter offload"
                                                 : "device memory",
                 rss_gib());
+  // Where the state is, as planned (and allocated: build_context checked): one line.
+  if (!opts.quiet) std::printf("xy: placement %s\n", ctx->plan.summary().c_str());
 
   // The run's record: node 0 writes it (global rank 0's view of each step, after the all-reduce).
   if (opts.metrics && ctx->node_index == 0) {
@@ -86,7 +93,11 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
       ctx->metrics = std::make_shared<MetricsLog>(cfg.data.work_dir, ctx->start_step, true);
       ctx->metrics->event({{"event", "start"}, {"step", ctx->start_step},
                            {"resumed_from", ctx->resumed_from}, {"world", ctx->world},
-                           {"steps", cfg.train.steps}});
+                           {"steps", cfg.train.steps},
+                           {"placement", {{"device_bytes", ctx->plan.device_bytes},
+                                          {"host_bytes", ctx->plan.host_bytes},
+                                          {"pinned_bytes", ctx->plan.pinned_bytes},
+                                          {"local_ranks", ctx->local_ranks}}}});
     } catch (const std::exception& e) {
       TrainResult r;
       r.exit_code = kExitError;

@@ -16,15 +16,16 @@ struct OptimizerState {
   RankShards* sh = nullptr;
   param_shard_actor shard;
   RankStreams st;
-  // On a device: two pinned staging buffers (the largest shard each), used in turn, and the
-  // upload that last read each.
-  at::Tensor staging[2];
+  // Units whose working copy lives on the device (the plan's): the rank's two pinned staging
+  // buffers (RankShards::staging) are used in turn, and the upload that last read each is kept.
   DeviceEventPtr staged[2];
   int next_staging = 0;
   int64_t version = 0;
   static inline const char* name = "optimizer-offload";
-  // The working copies live on the device: each unit's new copy is uploaded after its update.
-  bool uploads() const { return ctx->on_device && !ctx->cfg.actors.offload_params; }
+  // Unit u's working copy lives on the device: its new copy is uploaded after its update.
+  bool uploads(int u) const { return ctx->plan.uploads(static_cast<size_t>(u)); }
+  // ... in pinned host memory (parameter offload), read by copies to the device.
+  bool offloaded(int u) const { return ctx->plan.units[static_cast<size_t>(u)].working == Where::kPinnedHost; }
 };
 
 WorkingType working_type(at::ScalarType t) {
@@ -59,7 +60,7 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
                                                           : GradType::kFloat32;
   // On a device the kernel writes the working copy into a pinned staging buffer, uploaded after
   // (with parameter offload, or on CPU ranks, straight into the host working copy).
-  at::Tensor& dst = s.uploads() ? s.staging[s.next_staging] : s.sh->working_of(u, o.step);
+  at::Tensor& dst = s.uploads(u) ? s.sh->staging[s.next_staging] : s.sh->working_of(u, o.step);
   char* out = static_cast<char*>(dst.data_ptr());
   const size_t esize = dst.element_size();
   const WorkingType wt = working_type(dst.scalar_type());
@@ -84,12 +85,6 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
   s.shard = shard;
   s.version = ctx->start_step;
   s.st = ctx->streams[local];
-  if (s.uploads()) {
-    int64_t largest = 0;
-    for (const auto& u : ctx->layout.units) largest = std::max(largest, u.shard_numel);
-    for (auto& b : s.staging)
-      b = at::empty({largest}, at::TensorOptions(ctx->working_dtype).pinned_memory(true));
-  }
   return {
       [=](step_atom, StepOrder order) {
         auto& s = self->state;
@@ -105,19 +100,19 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
             if (s.staged[k]) s.staged[k]->synchronize();
             // Parameter offload: the buffer about to be rewritten may still be read by a copy to
             // the device (an older version of the same parity).
-            if (s.ctx->on_device && !s.uploads()) s.sh->wait_reads(u, order.step);
+            if (s.offloaded(u)) s.sh->wait_reads(u, order.step);
             if (order.skip) {  // the new version is the current one, recast from the master
-              if (s.uploads())
-                s.staging[k].narrow(0, 0, s.sh->master[u].numel()).copy_(s.sh->master[u]);
+              if (s.uploads(u))
+                s.sh->staging[k].narrow(0, 0, s.sh->master[u].numel()).copy_(s.sh->master[u]);
               else  // (with the delayed update the other buffer holds an older version)
                 s.sh->working_of(u, order.step).copy_(s.sh->master[u]);
             }
             if (!order.skip) step_unit(s, u, order);
             s.sh->grad[u].zero_();
-            if (s.uploads()) {
+            if (s.uploads(u)) {
               c10::StreamGuard guard(s.st.h2d);
               at::Tensor& w = s.sh->working_of(u, order.step);
-              w.copy_(s.staging[k].narrow(0, 0, w.numel()), /*non_blocking=*/true);
+              w.copy_(s.sh->staging[k].narrow(0, 0, w.numel()), /*non_blocking=*/true);
               uploaded = s.staged[k] = DeviceEvent::record(s.st.h2d);
               s.next_staging = 1 - k;
             }

@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iomanip>
 #include <future>
 #include <map>
 #include <memory>
@@ -33,6 +34,7 @@
 #include "apps/commands.hpp"
 #include "io/threads.hpp"
 #include "model/layout.hpp"
+#include "optim/placement.hpp"
 
 #ifdef XY_WITH_CUDA
 #include <ATen/ATen.h>
@@ -157,12 +159,13 @@ struct Share {
   std::string error;  // build_layout's, when it refused the shape
   bool known = false;
   double params = 0, share = 0;  // all parameters; this node's (devices / world of them)
+  ModelLayout layout;
 };
 
 Share node_share(const Context& c) {
   const Config& cfg = c.cfg;
   Share s;
-  ModelLayout layout;
+  ModelLayout& layout = s.layout;
   try {
     ModelConfig m = cfg.model;
     if (m.vocab_size == 0) m.vocab_size = cfg.data.tokenizer_vocab;
@@ -436,20 +439,14 @@ std::optional<Row> check_locked_memory(Context& c) {
              "for systemd, --ulimit memlock=-1 for Docker)"};
 }
 
-// Host memory for this node's share of the state.
+// Host memory for this node's share of the state: the placement plan's (optim/placement.hpp), the
+// same figure `train` allocates and checks at start-up, against the memory available now.
 std::optional<Row> check_host_memory(Context& c) {
   const Config& cfg = c.cfg;
   const std::string& n = c.n;
   const Share s = node_share(c);
   if (!s.error.empty()) return Row{"host memory", n, "FAIL", s.error, "choose a smaller model (model.*)"};
   if (!s.known) return std::nullopt;
-  // fp32 master, m, v, gradient; with parameter offload also the pinned working copies
-  // (2 bytes a parameter in bf16/fp16, 4 in fp32; twice that with the delayed update).
-  const double working = !cfg.actors.offload_params ? 0.0
-                         : (cfg.train.precision == "fp32" ? 4.0 : 2.0) *
-                               (cfg.optimizer.delayed_update ? 2.0 : 1.0);
-  const double per_param = 16.0 + working;
-  const double need = per_param * s.share;
   int64_t avail_kb = 0;
   std::ifstream mi("/proc/meminfo");
   std::string key;
@@ -457,12 +454,18 @@ std::optional<Row> check_host_memory(Context& c) {
   std::string unit;
   while (mi >> key >> val >> unit)
     if (key == "MemAvailable:") avail_kb = val;
-  const double avail = avail_kb * 1024.0;
+  DeviceFacts facts;  // the GPUs' memory is not asked here (check_gpus probes them)
+  facts.kind = cfg.topology.device == "cuda" ? DeviceFacts::Kind::kCuda : DeviceFacts::Kind::kCpu;
+  facts.host_bytes = avail_kb * 1024;
+  facts.host_what = "available now";
+  const PlacementPlan plan = plan_placement(cfg, s.layout, cfg.topology.world_size(), c.self.devices, facts);
+  const double need = static_cast<double>(plan.host_bytes) * c.self.devices;
   std::ostringstream d;
-  d << static_cast<int64_t>(s.params) << " parameters; this node's share needs " << mib(need)
-    << " (" << per_param << " B/parameter" << (working > 0 ? ", with the offloaded working copies" : "")
-    << "); " << mib(avail) << " available";
-  if (need <= avail) return Row{"host memory", n, "PASS", d.str(), ""};
+  d << static_cast<int64_t>(s.params) << " parameters; this node's share needs " << mib(need) << " ("
+    << static_cast<int64_t>(need) << " bytes, " << std::setprecision(3) << need / s.share
+    << " B/parameter; placement " << plan.bytes_text()
+    << "); " << mib(avail_kb * 1024.0) << " available";
+  if (plan.refused_host.empty()) return Row{"host memory", n, "PASS", d.str(), ""};
   return Row{"host memory", n, "FAIL", d.str(),
              "add nodes or ranks (each holds 1/world of the state), choose a smaller model, "
              "or free memory on this node"};

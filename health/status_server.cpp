@@ -99,7 +99,7 @@ nlohmann::json node_status_json(NodeContext& ctx) {
     ranks[rank] = {{"rank", rank}, {"step", 0}, {"phase", "init"}, {"unit", -1},
                    {"ops", nlohmann::json::array()},
                    {"shard_bytes", l < static_cast<int>(ctx.shards.size()) && ctx.shards[l]
-                                       ? ctx.shards[l]->host_bytes() : 0}};
+                                       ? ctx.shards[l]->state_bytes() : 0}};
   }
   for (const auto& r : reg["ranks"]) {
     auto& dst = ranks[r["rank"].get<int>()];

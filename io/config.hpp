@@ -36,6 +36,7 @@ struct TopologyConfig {
   std::string device = "cpu";   // "cpu" (Gloo between ranks) or "cuda" (NCCL)
   std::vector<NodeSpec> nodes;  // default: one node on 127.0.0.1 with 1 device
   int node_index = 0;           // which entry of nodes this process is (overridable by flag/env)
+  double gpu_memory_gb = 0;     // GiB of each GPU the process may use (0 = the whole device)
   int world_size() const;       // sum of devices over nodes
 };
 

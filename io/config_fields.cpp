@@ -207,6 +207,20 @@ const Table<TopologyConfig>& topology_table() {
       {"node_index", &T::node_index, integer(0),
        "which `[[topology.nodes]]` entry this process is; less than the number of nodes (may be "
        "overridden by a flag or the launcher's environment)"},
+      {"gpu_memory_gb", &T::gpu_memory_gb,
+       number([](double v) { return v >= 0 && v <= 1048576; }, ">= 0 and <= 1048576"),
+       "GiB of each GPU that xy may use; `0` = the whole device. A cap makes a large GPU play a "
+       "smaller one (`39.5` an A100-40G, `31.7` a V100-32G): the placement plan checks the "
+       "state against the least of this and the free memory, and LibTorch's caching allocator is "
+       "limited to it ([OPERATIONS.md](OPERATIONS.md#a-gpu-memory-cap)). Only with `device = \"cuda\"`",
+       "",
+       [](const Context& ctx, const std::string& prefix, T& topo) {
+         if (topo.gpu_memory_gb == 0 || topo.device == "cuda") return;
+         ctx.fail(ctx.first_given({prefix + ".gpu_memory_gb"}), prefix + ".gpu_memory_gb",
+                  config_fields::fmt_double(topo.gpu_memory_gb) + " caps a GPU's memory, but " + prefix +
+                      ".device is \"" + topo.device + "\"",
+                  "0 with device = \"cpu\"");
+       }},
   }};
   return table;
 }

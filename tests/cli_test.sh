@@ -138,6 +138,14 @@ out=$("$XY" train --config config/tiny.toml --steps 4 --work-dir "$WORK/run" 2>&
 echo "$out" | tail -8
 check "tiny training exits 0" $([ $rc -eq 0 ]; echo $?)
 echo "$out" | grep -q "^step     4 | loss"; check "step lines printed" $?
+# The placement plan: train prints it, and the doctor's host-memory row prices the same state with
+# the same plan (optim/placement.hpp): the same bytes, to the printed digit.
+planned=$(echo "$out" | grep -o "^xy: placement per rank[^;]*pinned)" | sed 's/^xy: placement //')
+doctored=$("$XY" doctor --config config/tiny.toml 2>&1 | grep "^host memory" | grep -o "per rank[^;]*pinned)")
+doctor_bytes=$("$XY" doctor --config config/tiny.toml 2>&1 | grep "^host memory" | grep -o "([0-9]* bytes" | tr -dc 0-9)
+train_bytes=$(grep '"event":"start"' "$WORK/run/metrics.jsonl" | tail -1 | python3 -c 'import json,sys; p=json.load(sys.stdin)["placement"]; print(p["host_bytes"]*p["local_ranks"])')
+echo "train: $planned ($train_bytes bytes); doctor: $doctored ($doctor_bytes bytes)"
+check "train prints the placement plan, and the doctor's host memory row has the same bytes" $([ -n "$planned" ] && [ "$planned" = "$doctored" ] && [ -n "$train_bytes" ] && [ "$train_bytes" = "$doctor_bytes" ]; echo $?)
 test -f "$WORK/run/checkpoints/step-00000004/manifest.json"; check "checkpoint manifest published" $?
 test "$(cat "$WORK/run/checkpoints/latest" 2>/dev/null)" = "step-00000004"; check "latest names it" $?
 ls "$WORK/run/checkpoints" | grep -q '^\.tmp' ; check "no temporary checkpoint left" $([ $? -ne 0 ]; echo $?)

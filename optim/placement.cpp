@@ -1,0 +1,204 @@
+// The placement plan (optim/placement.hpp): the decision per unit, then one memory model that
+// prices it, then the checks against the host's and the GPU's memory.
+#include "optim/placement.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+namespace xy {
+
+const char* where_name(Where w) {
+  switch (w) {
+    case Where::kDevice: return "GPU";
+    case Where::kPinnedHost: return "pinned host";
+    case Where::kHost: return "host";
+  }
+  return "?";
+}
+
+std::string bytes_text(double bytes) {
+  char buf[64];
+  if (bytes >= 1073741824.0) std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / 1073741824.0);
+  else if (bytes >= 1048576.0) std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / 1048576.0);
+  else if (bytes >= 1024.0) std::snprintf(buf, sizeof buf, "%.1f KiB", bytes / 1024.0);
+  else std::snprintf(buf, sizeof buf, "%.0f B", bytes);
+  return buf;
+}
+
+int64_t gpu_cap_bytes(const Config& cfg) {
+  return static_cast<int64_t>(std::llround(cfg.topology.gpu_memory_gb * 1073741824.0));
+}
+
+std::string PlacementPlan::bytes_text() const {
+  std::string s = local_ranks > 1 ? "per rank (" + std::to_string(local_ranks) + " on this node): "
+                                  : std::string("per rank: ");
+  return s + "GPU " + xy::bytes_text(static_cast<double>(device_bytes)) + ", host " +
+         xy::bytes_text(static_cast<double>(host_bytes)) + " (" +
+         xy::bytes_text(static_cast<double>(pinned_bytes)) + " pinned)";
+}
+
+std::string PlacementPlan::summary() const { return bytes_text() + "; " + why; }
+
+std::string PlacementPlan::refusal() const {
+  if (refused_host.empty() || refused_device.empty()) return refused_host + refused_device;
+  return refused_host + "; and " + refused_device;
+}
+
+namespace {
+
+// The decision: where each unit's pieces go. A placement mode (docs/PLACEMENT.md) would be one
+// more input here, deciding device_elems; nothing else below changes with it.
+void decide(PlacementPlan& p, const Config& cfg, const ModelLayout& layout, bool cuda) {
+  const int wb = p.working_elem_bytes;
+  for (const UnitLayout& u : layout.units) {
+    UnitPlacement up;
+    up.shard_numel = u.shard_numel;
+    up.double_buffered = cfg.optimizer.delayed_update;
+    if (cuda) {
+      // The working copy on the GPU, or in pinned host memory with parameter offload (copied up
+      // before each use); gradients land in pinned host memory in the working precision, after
+      // accumulating over micro-batches on the GPU in fp32.
+      up.working = cfg.actors.offload_params ? Where::kPinnedHost : Where::kDevice;
+      up.grad_landing = Where::kPinnedHost;
+      up.grad_landing_bytes = wb;
+      up.grad_on_device = cfg.train.grad_accum > 1;
+    } else {
+      // CPU ranks: everything in host memory; gradients land in 2 bytes when they need no
+      // accumulation over micro-batches in a 16-bit run (as on a GPU), else in fp32.
+      up.working = Where::kHost;
+      up.grad_landing = Where::kHost;
+      up.grad_landing_bytes = wb == 2 && cfg.train.grad_accum == 1 ? 2 : 4;
+    }
+    up.device_elems = 0;  // the optimizer state on the host: the one placement built
+    p.units.push_back(up);
+  }
+  for (size_t u = 0; u < p.units.size(); ++u)
+    if (p.uploads(u)) p.staging_elems = std::max(p.staging_elems, p.units[u].shard_numel);
+}
+
+// The memory model: bytes of every piece, where it lives. The allocation (actors/context.cpp)
+// makes exactly these pieces, and checks at start-up that it did.
+void price(PlacementPlan& p) {
+  const int64_t wb = p.working_elem_bytes;
+  auto add = [&p](Where w, int64_t b) {
+    if (w == Where::kDevice) p.device_bytes += b;
+    else p.host_bytes += b;
+    if (w == Where::kPinnedHost) p.pinned_bytes += b;
+  };
+  for (const UnitPlacement& u : p.units) {
+    const int64_t n = u.shard_numel, d = u.device_elems, h = n - d;
+    const int64_t working = wb * n * (u.double_buffered ? 2 : 1);
+    add(u.working, working);
+    p.working_bytes += working;
+    if (u.grad_on_device) add(Where::kDevice, 4 * n);
+    // The device part: fp32 master, m, v, and its fp32 gradient (the accumulator's, if there is one).
+    add(Where::kDevice, 12 * d + (u.grad_on_device ? 0 : 4 * d));
+    // The host part: fp32 master, m, v (ordinary memory) and the gradient landing buffer.
+    add(Where::kHost, 12 * h);
+    add(u.grad_landing, u.grad_landing_bytes * h);
+    p.state_host_bytes += 12 * h + (u.grad_landing == Where::kDevice ? 0 : u.grad_landing_bytes * h);
+  }
+  add(Where::kPinnedHost, 2 * p.staging_elems * wb);
+}
+
+std::string g3(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+std::string why_text(const PlacementPlan& p, const Config& cfg, bool cuda, const DeviceFacts& facts,
+                     int64_t cap) {
+  const std::string wp = p.working_elem_bytes == 4 ? "fp32" : "16-bit";
+  const UnitPlacement& u = p.units.front();
+  const std::string db = u.double_buffered ? ", double-buffered for the delayed update" : "";
+  if (!cuda)
+    return "CPU ranks: the working copies (" + wp + db + "), the gradients (" +
+           (u.grad_landing_bytes == 2 ? "16-bit" : "fp32") +
+           ") and the optimizer state (fp32 master, m, v) in host memory";
+  std::string s = u.working == Where::kDevice
+                      ? "working copies (" + wp + ") on the GPU" + db
+                      : "working copies (" + wp + ") in pinned host memory (actors.offload_params)" + db;
+  s += "; gradients land in pinned host memory in " + wp;
+  if (u.grad_on_device)
+    s += " after fp32 accumulation on the GPU (train.grad_accum = " + std::to_string(cfg.train.grad_accum) + ")";
+  s += "; optimizer state (fp32 master, m, v) on the host, stepped by the CPU AdamW (the one placement "
+       "built)";
+  if (p.usable_device_bytes > 0) {
+    s += "; GPU: " + bytes_text(static_cast<double>(p.usable_device_bytes)) + " usable";
+    if (cap > 0)
+      s += " (topology.gpu_memory_gb = " + g3(cfg.topology.gpu_memory_gb) +
+           (facts.free_bytes > 0 ? ", " + bytes_text(static_cast<double>(facts.free_bytes)) + " free" : "") + ")";
+  }
+  return s;
+}
+
+}  // namespace
+
+PlacementPlan plan_placement(const Config& cfg, const ModelLayout& layout, int world, int local_ranks,
+                             const DeviceFacts& facts) {
+  if (layout.world_size != world || layout.units.empty() || local_ranks < 1 || local_ranks > world)
+    throw std::logic_error("plan_placement: a layout for world " + std::to_string(layout.world_size) +
+                           " (" + std::to_string(layout.units.size()) + " units) planned for world " +
+                           std::to_string(world) + ", " + std::to_string(local_ranks) + " local ranks");
+  const bool cuda = facts.kind == DeviceFacts::Kind::kCuda;
+  PlacementPlan p;
+  p.working_elem_bytes = cfg.train.precision == "fp32" ? 4 : 2;
+  p.local_ranks = local_ranks;
+  p.world = world;
+  p.params = layout.total_numel();
+  decide(p, cfg, layout, cuda);
+  price(p);
+
+  // What the GPU offers: its free memory, no more than topology.gpu_memory_gb.
+  const int64_t cap = cuda ? gpu_cap_bytes(cfg) : 0;
+  if (cuda) p.usable_device_bytes = facts.free_bytes > 0 && cap > 0 ? std::min(facts.free_bytes, cap)
+                                    : facts.free_bytes > 0          ? facts.free_bytes
+                                                                    : cap;
+  p.why = why_text(p, cfg, cuda, facts, cap);
+
+  const double node_host = static_cast<double>(p.host_bytes) * local_ranks;
+  if (facts.host_bytes > 0 && node_host > static_cast<double>(facts.host_bytes)) {
+    int64_t shard = 0;
+    for (const UnitPlacement& u : p.units) shard += u.shard_numel;
+    p.refused_host = ("the model is too large for this machine: " + g3(static_cast<double>(p.params)) +
+                 " parameters; node " + std::to_string(cfg.topology.node_index) + "'s share of its state (" +
+                 std::to_string(local_ranks) + " of " + std::to_string(world) + " ranks, " +
+                 g3(static_cast<double>(p.host_bytes) / static_cast<double>(shard)) +
+                 " bytes a parameter) needs " + bytes_text(node_host) + " of host memory, but this machine has " +
+                 bytes_text(static_cast<double>(facts.host_bytes)) + " " + facts.host_what +
+                 "; choose a smaller model (model.*), or add nodes or ranks");
+  }
+  if (cuda && p.usable_device_bytes > 0 && p.device_bytes > p.usable_device_bytes) {
+    int64_t accum = 0, working = 0;
+    for (const UnitPlacement& u : p.units) {
+      accum += u.grad_on_device ? 4 * u.shard_numel : 0;
+      if (u.working == Where::kDevice)
+        working += int64_t{p.working_elem_bytes} * u.shard_numel * (u.double_buffered ? 2 : 1);
+    }
+    const int64_t state = p.device_bytes - working - accum;
+    std::string offer = bytes_text(static_cast<double>(p.usable_device_bytes)) + " usable (";
+    offer += facts.free_bytes > 0 ? bytes_text(static_cast<double>(facts.free_bytes)) + " free" : "free unknown";
+    if (facts.total_bytes > 0) offer += " of " + bytes_text(static_cast<double>(facts.total_bytes));
+    if (cap > 0) offer += "; topology.gpu_memory_gb = " + g3(cfg.topology.gpu_memory_gb);
+    offer += ")";
+    const std::string node = "node " + std::to_string(cfg.topology.node_index) + "'s ";
+    p.refused_device = ("the model's state does not fit its GPUs: " +
+                 (local_ranks == 1 ? node + "rank keeps "
+                                   : "each of " + node + std::to_string(local_ranks) + " ranks keeps ") +
+                 bytes_text(static_cast<double>(p.device_bytes)) +
+                 " on its GPU before any activation (working copies " +
+                 bytes_text(static_cast<double>(working)) +
+                 (accum > 0 ? ", fp32 gradient accumulator " + bytes_text(static_cast<double>(accum)) : "") +
+                 (state > 0 ? ", optimizer state " + bytes_text(static_cast<double>(state)) : "") +
+                 "), but a GPU here has " + offer +
+                 (working > 0 ? "; set actors.offload_params = true (working copies in pinned host memory), "
+                                "add GPUs, or choose a smaller model"
+                              : "; add GPUs, or choose a smaller model"));
+  }
+  return p;
+}
+
+}  // namespace xy

@@ -1,0 +1,301 @@
+// The placement plan (optim/placement.*): its bytes equal an arithmetic written out here for every
+// preset, precision, parameter offload, delayed update, gradient accumulation and world size, on a
+// GPU (made-up DeviceFacts) and on CPU ranks; a plan that does not fit the host or the GPU is
+// refused with the numbers; topology.gpu_memory_gb caps what the GPU offers; and what a real CPU
+// context allocates (build_context, 1 and 2 ranks) is, tensor by tensor, what its plan priced.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <regex>
+#include <string>
+
+#include "actors/context.hpp"
+#include "optim/placement.hpp"
+#include "test_util.hpp"
+
+using namespace xy;
+
+namespace {
+
+constexpr double kGiB = 1073741824.0;
+
+// Per-rank bytes by hand: each piece's bytes per element times the shard sizes.
+struct Expected {
+  int64_t device = 0, host = 0, pinned = 0, state_host = 0, working = 0;
+};
+
+Expected by_hand(const ModelLayout& layout, const std::string& precision, bool offload, bool delayed,
+                 int64_t grad_accum, bool cuda) {
+  int64_t shard = 0, largest = 0;  // elements of one rank, and its largest unit
+  for (const UnitLayout& u : layout.units) {
+    shard += u.shard_numel;
+    largest = std::max(largest, u.shard_numel);
+  }
+  const int64_t w = precision == "fp32" ? 4 : 2;    // working precision
+  const int64_t copies = delayed ? 2 : 1;           // the delayed update's second working copy
+  Expected e;
+  e.working = w * shard * copies;
+  const int64_t adam = (4 + 4 + 4) * shard;         // fp32 master, m, v: ordinary host memory
+  if (cuda) {
+    const int64_t landing = w * shard;              // pinned, in the working precision
+    const int64_t accum = grad_accum > 1 ? 4 * shard : 0;  // fp32 on the GPU
+    const int64_t staging = offload ? 0 : 2 * largest * w;  // two pinned upload buffers
+    e.device = (offload ? 0 : e.working) + accum;
+    e.pinned = (offload ? e.working : 0) + landing + staging;
+    e.host = e.pinned + adam;
+    e.state_host = adam + landing;
+  } else {
+    const int64_t landing = (w == 2 && grad_accum == 1 ? 2 : 4) * shard;
+    e.host = e.working + adam + landing;
+    e.state_host = adam + landing;
+  }
+  return e;
+}
+
+Config config_for(const std::string& preset, const std::string& precision, bool offload, bool delayed,
+                  int64_t grad_accum, int world) {
+  Config cfg;
+  cfg.model = model_preset(preset);
+  cfg.train.precision = precision;
+  cfg.train.grad_accum = grad_accum;
+  cfg.actors.offload_params = offload;
+  cfg.optimizer.delayed_update = delayed;
+  cfg.topology.nodes = {NodeSpec{"127.0.0.1", 0, world}};
+  return cfg;
+}
+
+DeviceFacts gpu(double free_gib, double total_gib) {
+  DeviceFacts f;
+  f.kind = DeviceFacts::Kind::kCuda;
+  f.free_bytes = static_cast<int64_t>(free_gib * kGiB);
+  f.total_bytes = static_cast<int64_t>(total_gib * kGiB);
+  return f;
+}
+
+// The number after `label` in `text` ("needs 12.3 GiB" -> 12.3), in GiB; -1 if absent.
+double gib_after(const std::string& text, const std::string& label) {
+  std::smatch m;
+  if (!std::regex_search(text, m, std::regex(label + " ([0-9.]+) (GiB|MiB)"))) return -1;
+  return std::stod(m[1]) / (m[2] == "MiB" ? 1024.0 : 1.0);
+}
+
+}  // namespace
+
+TEST(Placement, BytesEqualTheArithmeticForEveryPresetAndSetting) {
+  int plans = 0, mismatches = 0;
+  for (const char* preset : {"tiny", "1b", "3b", "7b", "xuanyuan-6b", "llama3.1-8b", "llama3.2-1b",
+                             "llama3.2-3b", "qwen3-1.7b", "qwen3-8b"})
+    for (int world : {1, 2, 4}) {
+      const ModelLayout layout = build_layout(model_preset(preset), world, {});
+      for (const char* precision : {"fp32", "bf16", "fp16"})
+        for (bool offload : {false, true})
+          for (bool delayed : {false, true})
+            for (int64_t accum : {1, 2})
+              for (bool cuda : {false, true}) {
+                const Config cfg = config_for(preset, precision, offload, delayed, accum, world);
+                DeviceFacts facts = cuda ? gpu(0, 0) : DeviceFacts{};  // memory unknown: not checked
+                const PlacementPlan p = plan_placement(cfg, layout, world, world, facts);
+                const Expected e = by_hand(layout, precision, offload, delayed, accum, cuda);
+                ++plans;
+                const bool same = p.device_bytes == e.device && p.host_bytes == e.host &&
+                                  p.pinned_bytes == e.pinned && p.state_host_bytes == e.state_host &&
+                                  p.working_bytes == e.working && p.refusal().empty() &&
+                                  p.units.size() == layout.units.size();
+                if (!same && ++mismatches <= 5)
+                  ADD_FAILURE() << preset << " world " << world << " " << precision << " offload "
+                                << offload << " delayed " << delayed << " grad_accum " << accum
+                                << (cuda ? " GPU" : " CPU") << ": plan device/host/pinned/state/working "
+                                << p.device_bytes << "/" << p.host_bytes << "/" << p.pinned_bytes << "/"
+                                << p.state_host_bytes << "/" << p.working_bytes << ", by hand "
+                                << e.device << "/" << e.host << "/" << e.pinned << "/" << e.state_host
+                                << "/" << e.working;
+                for (const UnitPlacement& u : p.units) EXPECT_EQ(u.device_elems, 0);
+              }
+    }
+  std::printf("%d plans, %d differ from the arithmetic\n", plans, mismatches);
+  EXPECT_EQ(plans, 10 * 3 * 3 * 2 * 2 * 2 * 2);
+  EXPECT_EQ(mismatches, 0);
+}
+
+// What the plan decides per unit, as the allocation and the optimizer read it.
+TEST(Placement, WhereEachPieceGoes) {
+  const ModelLayout layout = build_layout(model_preset("tiny"), 2, {});
+  {
+    const PlacementPlan p = plan_placement(config_for("tiny", "bf16", false, true, 2, 2), layout, 2, 1, gpu(0, 0));
+    EXPECT_EQ(p.units[0].working, Where::kDevice);
+    EXPECT_TRUE(p.uploads(0));
+    EXPECT_TRUE(p.units[0].double_buffered);
+    EXPECT_EQ(p.units[0].grad_landing, Where::kPinnedHost);
+    EXPECT_EQ(p.units[0].grad_landing_bytes, 2);
+    EXPECT_TRUE(p.units[0].grad_on_device);
+    EXPECT_GT(p.staging_elems, 0);
+    std::printf("GPU: %s\n", p.summary().c_str());
+    EXPECT_NE(p.summary().find("per rank: GPU "), std::string::npos);
+    EXPECT_NE(p.why.find("double-buffered"), std::string::npos);
+  }
+  {
+    const PlacementPlan p = plan_placement(config_for("tiny", "fp32", true, false, 1, 2), layout, 2, 2, gpu(0, 0));
+    EXPECT_EQ(p.units[0].working, Where::kPinnedHost);
+    EXPECT_FALSE(p.uploads(0));
+    EXPECT_EQ(p.staging_elems, 0);
+    EXPECT_EQ(p.units[0].grad_landing_bytes, 4);
+    EXPECT_FALSE(p.units[0].grad_on_device);
+    EXPECT_EQ(p.device_bytes, 0);
+    std::printf("GPU, parameter offload: %s\n", p.summary().c_str());
+    EXPECT_NE(p.summary().find("per rank (2 on this node)"), std::string::npos);
+  }
+  {
+    const PlacementPlan p = plan_placement(config_for("tiny", "bf16", false, false, 1, 2), layout, 2, 2, DeviceFacts{});
+    EXPECT_EQ(p.units[0].working, Where::kHost);
+    EXPECT_EQ(p.units[0].grad_landing, Where::kHost);
+    EXPECT_EQ(p.units[0].grad_landing_bytes, 2);
+    EXPECT_EQ(p.device_bytes + p.pinned_bytes, 0);
+    std::printf("CPU: %s\n", p.summary().c_str());
+  }
+}
+
+// A node whose host memory cannot hold its ranks' state is refused, naming what it needs and has;
+// one byte more and it fits.
+TEST(Placement, HostTooSmallIsRefusedWithTheNumbers) {
+  for (bool cuda : {false, true}) {
+    const Config cfg = config_for("7b", "bf16", true, true, 2, 4);
+    const ModelLayout layout = build_layout(cfg.model, 4, {});
+    const Expected e = by_hand(layout, "bf16", true, true, 2, cuda);
+    const int64_t node = 2 * e.host;  // 2 of the 4 ranks on this node
+    DeviceFacts facts = cuda ? gpu(0, 0) : DeviceFacts{};
+    facts.host_bytes = node - 1;
+    const PlacementPlan p = plan_placement(cfg, layout, 4, 2, facts);
+    std::printf("%s: %s\n", cuda ? "GPU" : "CPU", p.refusal().c_str());
+    EXPECT_TRUE(p.refused_device.empty());
+    EXPECT_NE(p.refused_host.find("the model is too large for this machine: 6.74e+09 parameters"), std::string::npos);
+    EXPECT_NE(p.refused_host.find("(2 of 4 ranks"), std::string::npos);
+    EXPECT_NEAR(gib_after(p.refused_host, "needs"), node / kGiB, 0.05);
+    EXPECT_NEAR(gib_after(p.refused_host, "this machine has"), (node - 1) / kGiB, 0.05);
+    facts.host_bytes = node;
+    EXPECT_EQ(plan_placement(cfg, layout, 4, 2, facts).refusal(), "");
+  }
+}
+
+// A GPU that cannot hold a rank's device state is refused, naming it; the cap lowers what the GPU
+// offers to min(free, cap).
+TEST(Placement, GpuTooSmallIsRefusedWithTheNumbers) {
+  // Llama-2-7B in bf16 with the delayed update and grad_accum 2 on one GPU: working copies 2 x
+  // 12.6 GiB and the fp32 accumulator 25.1 GiB: 50.2 GiB, more than an A100-40G, less than an H200.
+  Config cfg = config_for("7b", "bf16", false, true, 2, 1);
+  const ModelLayout layout = build_layout(cfg.model, 1, {});
+  const Expected e = by_hand(layout, "bf16", false, true, 2, true);
+  std::printf("7b per GPU: %.2f GiB\n", e.device / kGiB);
+  EXPECT_EQ(plan_placement(cfg, layout, 1, 1, gpu(139, 140)).refusal(), "");
+  {
+    const PlacementPlan p = plan_placement(cfg, layout, 1, 1, gpu(39.4, 39.5));
+    std::printf("A100-40G: %s\n", p.refusal().c_str());
+    EXPECT_TRUE(p.refused_host.empty());
+    EXPECT_NEAR(gib_after(p.refused_device, "keeps"), e.device / kGiB, 0.05);
+    EXPECT_NEAR(gib_after(p.refused_device, "working copies"), 2 * 2.0 * layout.total_numel() / kGiB, 0.05);
+    EXPECT_NEAR(gib_after(p.refused_device, "fp32 gradient accumulator"), 4.0 * layout.total_numel() / kGiB, 0.05);
+    EXPECT_NEAR(gib_after(p.refused_device, "a GPU here has"), 39.4, 0.05);
+    EXPECT_NE(p.refused_device.find("actors.offload_params = true"), std::string::npos);
+  }
+  // The same H200 capped at 39.5 GiB plays the A100: refused, the cap named.
+  cfg.topology.gpu_memory_gb = 39.5;
+  {
+    const PlacementPlan p = plan_placement(cfg, layout, 1, 1, gpu(139, 140));
+    std::printf("H200 capped: %s\n", p.refusal().c_str());
+    EXPECT_EQ(p.usable_device_bytes, static_cast<int64_t>(39.5 * kGiB));
+    EXPECT_NEAR(gib_after(p.refused_device, "a GPU here has"), 39.5, 0.05);
+    EXPECT_NE(p.refused_device.find("topology.gpu_memory_gb = 39.5"), std::string::npos);
+  }
+  // The least of free and cap: a GPU with less free than the cap offers its free memory.
+  cfg.topology.gpu_memory_gb = 80;
+  EXPECT_EQ(plan_placement(cfg, layout, 1, 1, gpu(45, 140)).usable_device_bytes, static_cast<int64_t>(45 * kGiB));
+  EXPECT_NE(plan_placement(cfg, layout, 1, 1, gpu(45, 140)).refused_device, "");
+  EXPECT_EQ(plan_placement(cfg, layout, 1, 1, gpu(139, 140)).refusal(), "");
+  // Exactly enough fits; a byte less does not.
+  cfg.topology.gpu_memory_gb = 0;
+  DeviceFacts exact = gpu(0, 140);
+  exact.free_bytes = e.device;
+  EXPECT_EQ(plan_placement(cfg, layout, 1, 1, exact).refusal(), "");
+  exact.free_bytes = e.device - 1;
+  EXPECT_NE(plan_placement(cfg, layout, 1, 1, exact).refused_device, "");
+  // Parameter offload leaves only the accumulator on the GPU; on 2 ranks each holds half.
+  cfg.actors.offload_params = true;
+  EXPECT_EQ(plan_placement(cfg, layout, 1, 1, gpu(39.4, 39.5)).refusal(), "");
+  cfg.actors.offload_params = false;
+  const ModelLayout two = build_layout(cfg.model, 2, {});
+  cfg.topology.nodes = {NodeSpec{"127.0.0.1", 0, 2}};
+  EXPECT_EQ(plan_placement(cfg, two, 2, 2, gpu(39.4, 39.5)).refusal(), "");
+  // CPU ranks ignore GPU facts and the cap.
+  cfg.topology.gpu_memory_gb = 1;
+  EXPECT_EQ(plan_placement(cfg, two, 2, 2, DeviceFacts{}).refusal(), "");
+}
+
+TEST(Placement, GpuMemoryCapInTheConfig) {
+  const Config c = parse_config("[topology]\ndevice = \"cuda\"\ngpu_memory_gb = 39.5\n");
+  EXPECT_EQ(c.topology.gpu_memory_gb, 39.5);
+  EXPECT_EQ(gpu_cap_bytes(c), static_cast<int64_t>(39.5 * kGiB));
+  EXPECT_EQ(gpu_cap_bytes(parse_config("")), 0);
+  for (const char* bad : {"[topology]\ndevice = \"cuda\"\ngpu_memory_gb = -1\n",
+                          "[topology]\ngpu_memory_gb = 40\n"}) {
+    try {
+      parse_config(bad);
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const ConfigError& e) {
+      std::printf("refused: %s\n", e.what());
+      EXPECT_NE(std::string(e.what()).find("topology.gpu_memory_gb"), std::string::npos);
+    }
+  }
+}
+
+// Predicted == allocated: a real CPU context's tensors, counted here one by one, are the plan's
+// bytes (build_context also checks it, and fails with both numbers where they differ).
+TEST(Placement, CpuContextAllocatesWhatThePlanPriced) {
+  struct Case {
+    int world;
+    const char* precision;
+    int64_t grad_accum;
+    bool delayed;
+  };
+  for (const Case& c : {Case{1, "fp32", 1, false}, Case{1, "bf16", 1, true}, Case{2, "bf16", 2, false},
+                        Case{2, "fp32", 2, true}, Case{2, "bf16", 1, false}}) {
+    Config cfg = test::tiny_config(c.world, 2, c.grad_accum);
+    cfg.train.precision = c.precision;
+    cfg.optimizer.delayed_update = c.delayed;
+    RunOptions ro;
+    ro.data = test::random_samples(2000, cfg.data.seq_len, cfg.model.vocab_size);
+    ro.quiet = true;
+    NodeContext ctx;
+    build_context(ctx, cfg, ro);
+    const PlacementPlan& p = ctx.plan;
+    const Expected e = by_hand(ctx.layout, c.precision, false, c.delayed, c.grad_accum, false);
+    ASSERT_EQ(ctx.shards.size(), static_cast<size_t>(c.world));
+    for (const auto& sh : ctx.shards) {
+      int64_t host = 0, device = 0, state = 0;
+      auto count = [&](const std::vector<at::Tensor>& list, bool is_state) {
+        for (const at::Tensor& t : list) {
+          (t.is_cpu() ? host : device) += t.numel() * t.element_size();
+          if (is_state) state += t.numel() * t.element_size();
+        }
+      };
+      count(sh->working, false);
+      count(sh->working_alt, false);
+      count(sh->grad_dev, true);
+      count(sh->grad, true);
+      count(sh->master, true);
+      count(sh->m, true);
+      count(sh->v, true);
+      EXPECT_FALSE(sh->staging[0].defined());
+      std::printf("world %d %s grad_accum %lld delayed %d rank %d: allocated host %lld, plan %lld, "
+                  "by hand %lld\n", c.world, c.precision, static_cast<long long>(c.grad_accum), c.delayed,
+                  sh->rank, static_cast<long long>(host), static_cast<long long>(p.host_bytes),
+                  static_cast<long long>(e.host));
+      EXPECT_EQ(host, p.host_bytes);
+      EXPECT_EQ(host, e.host);
+      EXPECT_EQ(device, 0);
+      EXPECT_EQ(p.device_bytes, 0);
+      EXPECT_EQ(state, p.state_host_bytes);
+      EXPECT_EQ(sh->working_bytes(), p.working_bytes);
+      EXPECT_EQ(sh->host_bytes(), host);
+      EXPECT_EQ(sh->pinned_bytes(), 0);
+    }
+  }
+}
