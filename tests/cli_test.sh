@@ -9,14 +9,14 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 source "$(dirname "$0")/lib.sh"
 
 "$XY" >/dev/null 2>&1; check "no command exits 2" $([ $? -eq 2 ]; echo $?)
-out=$("$XY" train --help); echo "$out" | grep -q -- "--config"; check "train --help lists --config" $?
-out=$("$XY" bogus 2>&1); echo "$out" | grep -q "unknown command 'bogus'"; check "unknown command named" $?
+out=$("$XY" train --help); grep -q -- "--config" <<< "$out"; check "train --help lists --config" $?
+out=$("$XY" bogus 2>&1); grep -q "unknown command 'bogus'" <<< "$out"; check "unknown command named" $?
 
 printf '[model]\npreset = "tiny"\nheads = 7\n' > "$WORK/bad.toml"
 out=$("$XY" train --config "$WORK/bad.toml" 2>&1); rc=$?
 echo "$out"
 check "bad config exits 2" $([ $rc -eq 2 ]; echo $?)
-echo "$out" | grep -q "bad.toml:3:9: model.heads"; check "bad config message names file:line:col and key" $?
+grep -q "bad.toml:3:9: model.heads" <<< "$out"; check "bad config message names file:line:col and key" $?
 
 # ---- bad input from the command line, the environment, the config and the network: one line,
 # exit 2 (or a failed check), never a signal, an abort or a LibTorch backtrace ----
@@ -25,29 +25,29 @@ one_line() { [ "$(printf '%s\n' "$1" | wc -l)" -eq 1 ] && ! printf '%s' "$1" | g
 
 out=$("$XY" train --config config/tiny.toml --steps -5 --work-dir "$WORK/neg" --no-doctor 2>&1); rc=$?
 echo "$out"
-check "--steps -5 exits 2 with one line naming the flag" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q -- "--steps -5: valid: an integer >= 1"; echo $?)
+check "--steps -5 exits 2 with one line naming the flag" $([ $rc -eq 2 ] && one_line "$out" && grep -q -- "--steps -5: valid: an integer >= 1" <<< "$out"; echo $?)
 check "--steps -5 publishes nothing" $([ ! -e "$WORK/neg/checkpoints" ]; echo $?)
 for cmd_env in "doctor NODE_RANK=abc" "train SLURM_NODEID=" "doctor XY_NODE_INDEX=-1"; do
   env=${cmd_env#* }; extra=(); [ "${cmd_env%% *}" = train ] && extra=(--work-dir "$WORK/neg")
   out=$(env "$env" "$XY" ${cmd_env%% *} --config config/tiny.toml "${extra[@]}" 2>&1); rc=$?
   echo "$out"
-  check "${cmd_env%% *} with $env exits 2 naming ${env%%=*}" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q "${env%%=*} = '${env#*=}'\|${env%%=*} (environment) = ${env#*=}"; echo $?)
+  check "${cmd_env%% *} with $env exits 2 naming ${env%%=*}" $([ $rc -eq 2 ] && one_line "$out" && grep -q "${env%%=*} = '${env#*=}'\|${env%%=*} (environment) = ${env#*=}" <<< "$out"; echo $?)
 done
 out=$(XY_DOCTOR_GPU_TIMEOUT=soon "$XY" doctor --config config/tiny.toml 2>&1); rc=$?
-check "doctor with XY_DOCTOR_GPU_TIMEOUT=soon exits 2 naming it" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q "XY_DOCTOR_GPU_TIMEOUT = 'soon'"; echo $?)
+check "doctor with XY_DOCTOR_GPU_TIMEOUT=soon exits 2 naming it" $([ $rc -eq 2 ] && one_line "$out" && grep -q "XY_DOCTOR_GPU_TIMEOUT = 'soon'" <<< "$out"; echo $?)
 for args in "--restarts x|--restarts x" "--restarts -1|--restarts -1" "--restarts 1 --restart-backoff soon|--restart-backoff soon"; do
   out=$("$XY" train --config config/tiny.toml --work-dir "$WORK/neg" ${args%|*} 2>&1); rc=$?
   echo "$out"
-  check "train ${args%|*} exits 2 with one line naming the flag" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q -- "${args#*|}: valid:"; echo $?)
+  check "train ${args%|*} exits 2 with one line naming the flag" $([ $rc -eq 2 ] && one_line "$out" && grep -q -- "${args#*|}: valid:" <<< "$out"; echo $?)
 done
 printf '[eval]\nsets = ["fin=%s/absent.jsonl"]\n' "$WORK" > "$WORK/eval_absent.toml"
 cat config/tiny.toml | sed '/^\[eval\]/,/^$/d' >> "$WORK/eval_absent.toml"
 out=$("$XY" train --config "$WORK/eval_absent.toml" --work-dir "$WORK/neg" --no-doctor 2>&1); rc=$?
 echo "$out"
-check "an eval set that does not exist: exit 1 naming the set and its path" $([ $rc -eq 1 ] && echo "$out" | grep -q "eval set 'fin' ($WORK/absent.jsonl, eval.sets in .*): does not exist"; echo $?)
+check "an eval set that does not exist: exit 1 naming the set and its path" $([ $rc -eq 1 ] && grep -q "eval set 'fin' ($WORK/absent.jsonl, eval.sets in .*): does not exist" <<< "$out"; echo $?)
 out=$(XY_FAULT="sleep-compute:rank=1e300" "$XY" train --config config/tiny.toml --work-dir "$WORK/neg" 2>&1); rc=$?
 echo "$out"
-check "XY_FAULT with rank=1e300 exits 2 naming the key" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q "rank = 1e300"; echo $?)
+check "XY_FAULT with rank=1e300 exits 2 naming the key" $([ $rc -eq 2 ] && one_line "$out" && grep -q "rank = 1e300" <<< "$out"; echo $?)
 for args in "doctor --config config/tiny.toml --wait -1" "doctor --config config/tiny.toml --gpu-timeout 0" \
             "status --address 127.0.0.1:abc" "status --address 127.0.0.1:0" "status --address 127.0.0.1:1 --interval 0" \
             "export latest --dir $WORK --out $WORK/x --shard-gb 0" "train --config config/tiny.toml --work-dir="; do
@@ -63,16 +63,16 @@ for c in "port.toml:3:8: topology.nodes[0].port: 65535" "deadline.toml:2:16: dea
          "hidden.toml:2:10: model.hidden: 4611686018427387904"; do
   out=$("$XY" train --config "$WORK/${c%%:*}" --work-dir "$WORK/neg" --no-doctor 2>&1); rc=$?
   echo "$out"
-  check "${c%%:*} exits 2 naming file:line:col and key" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -qF "$WORK/$c"; echo $?)
+  check "${c%%:*} exits 2 naming file:line:col and key" $([ $rc -eq 2 ] && one_line "$out" && grep -qF "$WORK/$c" <<< "$out"; echo $?)
 done
 out=$("$XY" doctor --config "$WORK/hidden.toml" 2>&1); rc=$?
-check "doctor on hidden.toml exits 2 naming the key" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q "model.hidden"; echo $?)
+check "doctor on hidden.toml exits 2 naming the key" $([ $rc -eq 2 ] && one_line "$out" && grep -q "model.hidden" <<< "$out"; echo $?)
 # topology.device = "cuda" with the doctor off, in a CPU build: one line before any data work.
 if "$XY" doctor --facts | grep -q '"cuda":"none (CPU build)"'; then
   printf '[topology]\ndevice = "cuda"\n[control]\ndoctor = false\n' > "$WORK/cuda.toml"
   out=$("$XY" train --config "$WORK/cuda.toml" --work-dir "$WORK/neg" 2>&1); rc=$?
   echo "$out"
-  check "device = cuda in a CPU build exits 2 with one line" $([ $rc -eq 2 ] && one_line "$out" && echo "$out" | grep -q 'topology.device = "cuda"'; echo $?)
+  check "device = cuda in a CPU build exits 2 with one line" $([ $rc -eq 2 ] && one_line "$out" && grep -q 'topology.device = "cuda"' <<< "$out"; echo $?)
 fi
 
 # A doctor peer that answers `42`, and a status server that serves a malformed document: a failed
@@ -100,15 +100,15 @@ printf '[[topology.nodes]]\nhost = "127.0.0.1"\nport = %s\n[[topology.nodes]]\nh
 out=$("$XY" doctor --config "$WORK/peers.toml" --node-index 0 --wait 5 2>&1); rc=$?
 echo "$out" | grep -A1 "reach node 1"
 check "a doctor peer answering 42 is a failed check (exit 1)" $([ $rc -eq 1 ]; echo $?)
-echo "$out" | grep -q "reach node 1 .*FAIL .*unreadable answer from 127.0.0.1:$p1: expected a JSON object, got number"
+grep -q "reach node 1 .*FAIL .*unreadable answer from 127.0.0.1:$p1: expected a JSON object, got number" <<< "$out"
 check "the failed check names the peer and what is wrong" $?
 out=$("$XY" status --address "127.0.0.1:$p2" --once 2>&1); rc=$?
 echo "$out"
 check "status against a malformed /status exits 1 with one line" $([ $rc -eq 1 ] && one_line "$out"; echo $?)
-echo "$out" | grep -q "unreadable /status from 127.0.0.1:$p2: 'node' is not an integer"
+grep -q "unreadable /status from 127.0.0.1:$p2: 'node' is not an integer" <<< "$out"
 check "the message names the server and the field" $?
 out=$("$XY" status --address "127.0.0.1:$p2" --json 2>&1); rc=$?
-check "status --json against it exits 1" $([ $rc -eq 1 ] && echo "$out" | grep -q "'node' is not an integer"; echo $?)
+check "status --json against it exits 1" $([ $rc -eq 1 ] && grep -q "'node' is not an integer" <<< "$out"; echo $?)
 kill $fake 2>/dev/null; wait $fake 2>/dev/null
 
 # preset = "custom" with model.init_from (documented as valid) takes the folder's shape; it was a
@@ -123,24 +123,24 @@ out=$("$XY" doctor --config "$WORK/custom.toml" 2>&1); rc=$?
 check "doctor on preset custom + init_from exits 0" $([ $rc -eq 0 ]; echo $?)
 out=$("$XY" status --config "$WORK/custom.toml" 2>&1); rc=$?
 echo "$out"
-check "status on preset custom + init_from says it serves no status (exit 2)" $([ $rc -eq 2 ] && echo "$out" | grep -q "control.http_port = 0"; echo $?)
+check "status on preset custom + init_from says it serves no status (exit 2)" $([ $rc -eq 2 ] && grep -q "control.http_port = 0" <<< "$out"; echo $?)
 out=$("$XY" train --config "$WORK/custom.toml" --work-dir "$WORK/custom" --no-doctor 2>&1); rc=$?
 echo "$out" | tail -3
-check "train on preset custom + init_from runs a step (exit 0)" $([ $rc -eq 0 ] && echo "$out" | grep -q "model shape from tests/fixtures/hf_tiny/config.json: vocab 611, hidden 64"; echo $?)
+check "train on preset custom + init_from runs a step (exit 0)" $([ $rc -eq 0 ] && grep -q "model shape from tests/fixtures/hf_tiny/config.json: vocab 611, hidden 64" <<< "$out"; echo $?)
 # A model too large for this machine's memory (and far from 2^53): one line naming the size,
 # before anything is allocated (it was a raw allocator trace).
 printf '[model]\npreset = "custom"\nhidden = 65536\nintermediate = 65536\nheads = 64\nlayers = 1000\n[data]\ntokenizer = "%s"\nseq_len = 64\n' "$WORK/custom/tokenizer.model" > "$WORK/huge.toml"
 out=$("$XY" train --config "$WORK/huge.toml" --work-dir "$WORK/huge" --no-doctor 2>&1); rc=$?
 echo "$out" | tail -1
-check "a model too large for memory exits 2 naming the size" $([ $rc -eq 2 ] && echo "$out" | tail -1 | grep -q "the model is too large for this machine: 3.01e+13 parameters.* needs .* GiB" && ! echo "$out" | grep -q "frame #0"; echo $?)
+check "a model too large for memory exits 2 naming the size" $([ $rc -eq 2 ] && echo "$out" | tail -1 | grep -q "the model is too large for this machine: 3.01e+13 parameters.* needs .* GiB" && ! grep -q "frame #0" <<< "$out"; echo $?)
 
 out=$("$XY" train --config config/tiny.toml --steps 4 --work-dir "$WORK/run" 2>&1); rc=$?
 echo "$out" | tail -8
 check "tiny training exits 0" $([ $rc -eq 0 ]; echo $?)
-echo "$out" | grep -q "^step     4 | loss"; check "step lines printed" $?
+grep -q "^step     4 | loss" <<< "$out"; check "step lines printed" $?
 # The placement plan: train prints it, and the doctor's host-memory row prices the same state with
 # the same plan (optim/placement.hpp): the same bytes, to the printed digit.
-planned=$(echo "$out" | grep -o "^xy: placement per rank[^;]*pinned)" | sed 's/^xy: placement //')
+planned=$(grep -o "^xy: placement per rank[^;]*pinned)" <<< "$out" | sed 's/^xy: placement //')
 doctored=$("$XY" doctor --config config/tiny.toml 2>&1 | grep "^host memory" | grep -o "per rank[^;]*pinned)")
 doctor_bytes=$("$XY" doctor --config config/tiny.toml 2>&1 | grep "^host memory" | grep -o "([0-9]* bytes" | tr -dc 0-9)
 train_bytes=$(grep '"event":"start"' "$WORK/run/metrics.jsonl" | tail -1 | python3 -c 'import json,sys; p=json.load(sys.stdin)["placement"]; print(p["host_bytes"]*p["local_ranks"])')
@@ -166,7 +166,7 @@ check "export refuses a non-empty target" $([ $rc -eq 1 ]; echo $?)
 out=$("$XY" train --config config/tiny.toml --steps 1 --work-dir "$WORK/run" 2>&1); rc=$?
 echo "$out" | tail -1
 check "a fresh run over another run's checkpoints exits 2" $([ $rc -eq 2 ]; echo $?)
-echo "$out" | grep -q "already holds checkpoints of another run (step-00000004).*--resume latest"; check "the refusal names what is there and the ways out" $?
+grep -q "already holds checkpoints of another run (step-00000004).*--resume latest" <<< "$out"; check "the refusal names what is there and the ways out" $?
 test "$(cat "$WORK/run/checkpoints/latest")" = "step-00000004" && "$XY" verify latest --dir "$WORK/run/checkpoints" >/dev/null
 check "the other run's newest checkpoint is untouched" $?
 out=$("$XY" train --config config/tiny.toml --steps 1 --work-dir "$WORK/run" --overwrite-checkpoints 2>&1); rc=$?
@@ -181,7 +181,7 @@ modes=$(stat -c '%a' "$WORK/run/checkpoints/step-00000001" "$WORK/run/checkpoint
 echo "modes: $modes"
 test "$modes" = "700 600 600 600 "; check "checkpoint directory 700, files 600, token cache 600" $?
 out=$(XY_UMASK=8 "$XY" verify latest --dir "$WORK/run/checkpoints" 2>&1); rc=$?
-check "a bad XY_UMASK exits 2 naming it" $([ $rc -eq 2 ] && echo "$out" | grep -q "XY_UMASK='8'"; echo $?)
+check "a bad XY_UMASK exits 2 naming it" $([ $rc -eq 2 ] && grep -q "XY_UMASK='8'" <<< "$out"; echo $?)
 
 # The launcher without its engine: train cannot run and says where the engine should be; the
 # commands it runs itself (--help, preprocess) still work.
@@ -189,7 +189,7 @@ mkdir -p "$WORK/alone" && cp "$XY" "$WORK/alone/xy-node"
 out=$("$WORK/alone/xy-node" train --config config/tiny.toml 2>&1); rc=$?
 echo "$out"
 check "train without xy-node-engine exits 1" $([ $rc -eq 1 ]; echo $?)
-echo "$out" | grep -q "cannot run the engine '$WORK/alone/xy-node-engine'"; check "the missing engine's path is named" $?
+grep -q "cannot run the engine '$WORK/alone/xy-node-engine'" <<< "$out"; check "the missing engine's path is named" $?
 "$WORK/alone/xy-node" preprocess --help | grep -q -- "--tokenizer"; check "preprocess --help without the engine" $?
 
 finish

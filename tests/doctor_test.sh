@@ -58,16 +58,16 @@ one 127.0.0.1 $P0 > "$W/one.toml"
 out=$("$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
 echo "$out"
 check "sane node: exit 0" $([ $rc -eq 0 ]; echo $?)
-echo "$out" | grep -q "doctor: [0-9]* passed, 0 failed"; check "sane node: 0 failed" $?
+grep -q "doctor: [0-9]* passed, 0 failed" <<< "$out"; check "sane node: 0 failed" $?
 for c in "versions" "one NCCL loaded" "one LibTorch loaded" "interface" "control port free" "ulimit -n" "ulimit -l" "host memory" "disk for checkpoints"; do
-  echo "$out" | grep -q "^$c .* PASS"; check "sane node: '$c' passes" $?
+  grep -q "^$c .* PASS" <<< "$out"; check "sane node: '$c' passes" $?
 done
-echo "$out" | grep -q "^GPU visible and responsive .* SKIP .*skipped (CPU ranks)"; check "sane node: GPU check skipped for CPU ranks" $?
+grep -q "^GPU visible and responsive .* SKIP .*skipped (CPU ranks)" <<< "$out"; check "sane node: GPU check skipped for CPU ranks" $?
 if [ $CPU_BUILD -eq 1 ]; then
-  echo "$out" | grep -q "^versions .* PASS .*CUDA runtime none (CPU build), CUDA driver none (CPU build), NCCL none (CPU build)"
+  grep -q "^versions .* PASS .*CUDA runtime none (CPU build), CUDA driver none (CPU build), NCCL none (CPU build)" <<< "$out"
   check "CPU build: versions say none (CPU build)" $?
 else
-  echo "$out" | grep -q "^versions .* PASS .*CUDA runtime [0-9][0-9]*\.[0-9], CUDA driver [0-9][0-9]*\.[0-9], NCCL [0-9]*\.[0-9]*\.[0-9]"
+  grep -q "^versions .* PASS .*CUDA runtime [0-9][0-9]*\.[0-9], CUDA driver [0-9][0-9]*\.[0-9], NCCL [0-9]*\.[0-9]*\.[0-9]" <<< "$out"
   check "CUDA build: versions name CUDA runtime, driver and NCCL" $?
 fi
 
@@ -78,22 +78,22 @@ out=$("$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
 kill $HOLD
 echo "$out" | grep -A1 FAIL
 check "port in use: exit 1" $([ $rc -eq 1 ]; echo $?)
-echo "$out" | grep -q "^control port free .* FAIL .*127.0.0.1:$P0 cannot be bound: Address already in use"; check "port in use: FAIL names host:port" $?
-echo "$out" | grep -q "fix: another process holds it (see \`ss -ltnp 'sport = :$P0'\`)"; check "port in use: fix text" $?
+grep -q "^control port free .* FAIL .*127.0.0.1:$P0 cannot be bound: Address already in use" <<< "$out"; check "port in use: FAIL names host:port" $?
+grep -q "fix: another process holds it (see \`ss -ltnp 'sport = :$P0'\`)" <<< "$out"; check "port in use: fix text" $?
 
 # 3. A low ulimit -n (set in a child shell only).
 out=$(ulimit -n 256; "$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
 echo "$out" | grep -A1 FAIL
 check "low ulimit -n: exit 1" $([ $rc -eq 1 ]; echo $?)
-echo "$out" | grep -q "^ulimit -n .* FAIL .*256 open files; at least 1024 needed"; check "low ulimit -n: FAIL says what is needed" $?
-echo "$out" | grep -q "fix: raise it before starting xy-node: \`ulimit -n 65536\`"; check "low ulimit -n: fix text" $?
+grep -q "^ulimit -n .* FAIL .*256 open files; at least 1024 needed" <<< "$out"; check "low ulimit -n: FAIL says what is needed" $?
+grep -q "fix: raise it before starting xy-node: \`ulimit -n 65536\`" <<< "$out"; check "low ulimit -n: fix text" $?
 
 # 4. The configured host is not an address of this machine.
 one 192.0.2.7 $P0 > "$W/wrong-if.toml"
 out=$("$XY" doctor --config "$W/wrong-if.toml" 2>&1)
 echo "$out" | grep -A1 "^interface"
-echo "$out" | grep -q "^interface .* FAIL .*cannot bind 192.0.2.7"; check "wrong interface: FAIL" $?
-echo "$out" | grep -q "fix: set topology.nodes\[0\].host to this node's address .*this machine has: .*127.0.0.1"; check "wrong interface: fix lists this machine's addresses" $?
+grep -q "^interface .* FAIL .*cannot bind 192.0.2.7" <<< "$out"; check "wrong interface: FAIL" $?
+grep -q "fix: set topology.nodes\[0\].host to this node's address .*this machine has: .*127.0.0.1" <<< "$out"; check "wrong interface: fix lists this machine's addresses" $?
 
 # 5. Host memory for the planned shards: a model whose host state (>= 14 bytes a parameter) exceeds
 # this machine's memory (layers of 0.81 B parameters, hidden 8192, as many as it takes).
@@ -102,8 +102,8 @@ layers=$(( mem_kb * 1024 / (14 * 809000000) + 2 ))
 printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n[model]\npreset = "custom"\nvocab_size = 32000\nhidden = 8192\nintermediate = 22016\nlayers = %s\nheads = 64\nkv_heads = 8\n' "$layers" > "$W/big.toml"
 out=$("$XY" doctor --config "$W/big.toml" 2>&1)
 echo "$out" | grep -A1 "^host memory"
-echo "$out" | grep -q "^host memory .* FAIL .*[0-9]* parameters; this node's share needs" ; check "a model too big for this machine ($layers layers of hidden 8192): host memory FAIL with the arithmetic" $?
-echo "$out" | grep -q "fix: add nodes or ranks (each holds 1/world of the state)"; check "host memory: fix text" $?
+grep -q "^host memory .* FAIL .*[0-9]* parameters; this node's share needs" <<< "$out" ; check "a model too big for this machine ($layers layers of hidden 8192): host memory FAIL with the arithmetic" $?
+grep -q "fix: add nodes or ranks (each holds 1/world of the state)" <<< "$out"; check "host memory: fix text" $?
 
 # 6. A fake peer reports other versions and a skewed clock.
 two $P0 $P1 > "$W/two.toml"
@@ -112,18 +112,18 @@ out=$("$XY" doctor --config "$W/two.toml" --node-index 0 --wait 5 2>&1); rc=$?
 kill $FAKE 2>/dev/null
 echo "$out" | grep -A1 "FAIL\|reach"
 check "fake peer: exit 1" $([ $rc -eq 1 ]; echo $?)
-echo "$out" | grep -q "^reach node 1 .* PASS .*127.0.0.1:$P1 (fake)"; check "fake peer reached" $?
-echo "$out" | grep -q "^same versions as node 1 .* FAIL .*xy 0.0.9 there, $(fact xy) here; torch 2.1.0 there, $(fact torch) here"; check "mismatched versions named" $?
-echo "$out" | grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node"; check "versions: fix text" $?
-echo "$out" | grep -q "^clock skew to node 1 .* FAIL .*(more than 1 s)"; check "clock skew detected" $?
-echo "$out" | grep -q "fix: synchronise the clocks (chrony or systemd-timesyncd"; check "clock skew: fix text" $?
-echo "$out" | grep -q "^rendezvous port free .* PASS"; check "rendezvous port checked on node 0" $?
+grep -q "^reach node 1 .* PASS .*127.0.0.1:$P1 (fake)" <<< "$out"; check "fake peer reached" $?
+grep -q "^same versions as node 1 .* FAIL .*xy 0.0.9 there, $(fact xy) here; torch 2.1.0 there, $(fact torch) here" <<< "$out"; check "mismatched versions named" $?
+grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node" <<< "$out"; check "versions: fix text" $?
+grep -q "^clock skew to node 1 .* FAIL .*(more than 1 s)" <<< "$out"; check "clock skew detected" $?
+grep -q "fix: synchronise the clocks (chrony or systemd-timesyncd" <<< "$out"; check "clock skew: fix text" $?
+grep -q "^rendezvous port free .* PASS" <<< "$out"; check "rendezvous port checked on node 0" $?
 
 # 7. A peer that does not answer.
 out=$("$XY" doctor --config "$W/two.toml" --node-index 0 --wait 1 2>&1)
 echo "$out" | grep -A1 "^reach"
-echo "$out" | grep -q "^reach node 1 .* FAIL .*no doctor answered at 127.0.0.1:$P1"; check "unreachable peer: FAIL" $?
-echo "$out" | grep -q "fix: run \`xy-node doctor\` on node 1 at the same time"; check "unreachable peer: fix text" $?
+grep -q "^reach node 1 .* FAIL .*no doctor answered at 127.0.0.1:$P1" <<< "$out"; check "unreachable peer: FAIL" $?
+grep -q "fix: run \`xy-node doctor\` on node 1 at the same time" <<< "$out"; check "unreachable peer: fix text" $?
 
 # 8. The rendezvous port (node 0's port + 1) is in use.
 python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', $((P2 + 1)))); s.listen(1); time.sleep(30)" & HOLD=$!
@@ -133,9 +133,9 @@ fake_peer $P3 "$good"
 out=$("$XY" doctor --config "$W/two-b.toml" --node-index 0 --wait 5 2>&1)
 kill $HOLD $FAKE 2>/dev/null
 echo "$out" | grep -A1 "^rendezvous"
-echo "$out" | grep -q "^rendezvous port free .* FAIL .*127.0.0.1:$((P2 + 1)) cannot be bound"; check "rendezvous port in use: FAIL" $?
-echo "$out" | grep -q "fix: the store listens on topology.nodes\[0\].port + 1"; check "rendezvous port: fix text" $?
-echo "$out" | grep -q "^same versions as node 1 .* PASS"; check "matching versions pass" $?
+grep -q "^rendezvous port free .* FAIL .*127.0.0.1:$((P2 + 1)) cannot be bound" <<< "$out"; check "rendezvous port in use: FAIL" $?
+grep -q "fix: the store listens on topology.nodes\[0\].port + 1" <<< "$out"; check "rendezvous port: fix text" $?
+grep -q "^same versions as node 1 .* PASS" <<< "$out"; check "matching versions pass" $?
 
 # 9. Two real doctors on two 'nodes' pass together.
 read -r P0 P1 P2 P3 < <(free_ports 4)
@@ -159,25 +159,25 @@ NA=$(realpath "$W/nccl-a/libnccl-fake.so"); NB=$(realpath "$W/nccl-b/libnccl-fak
 out=$(LD_PRELOAD="$NA:$NB" "$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
 echo "$out" | grep -A1 "^one NCCL"
 check "two NCCLs: exit 1" $([ $rc -eq 1 ]; echo $?)
-echo "$out" | grep -q "^one NCCL loaded .* FAIL .*NCCLs loaded in this process: .*$NA" &&
-  echo "$out" | grep -q "^one NCCL loaded .* FAIL .*$NB"
+grep -q "^one NCCL loaded .* FAIL .*NCCLs loaded in this process: .*$NA" <<< "$out" &&
+  grep -q "^one NCCL loaded .* FAIL .*$NB" <<< "$out"
 check "two NCCLs: FAIL names both paths" $?
-echo "$out" | grep -q "fix: one NCCL per process: point LD_LIBRARY_PATH at the NCCL that LibTorch loads .*unset LD_PRELOAD of another libnccl"
+grep -q "fix: one NCCL per process: point LD_LIBRARY_PATH at the NCCL that LibTorch loads .*unset LD_PRELOAD of another libnccl" <<< "$out"
 check "two NCCLs: fix text" $?
 if [ $CPU_BUILD -eq 1 ]; then
   # The same file twice (once through a symbolic link) is one NCCL; so is a single preloaded one.
   ln -sf "$NA" "$W/nccl-a/libnccl-link.so"
   out=$(LD_PRELOAD="$W/nccl-a/libnccl-link.so:$NA" "$XY" doctor --config "$W/one.toml" 2>&1)
   echo "$out" | grep "^one NCCL"
-  echo "$out" | grep -q "^one NCCL loaded .* PASS .*libnccl: $NA\$"; check "one NCCL (loaded through a link too): PASS" $?
+  grep -q "^one NCCL loaded .* PASS .*libnccl: $NA\$" <<< "$out"; check "one NCCL (loaded through a link too): PASS" $?
   out=$(LD_PRELOAD="$NB" "$XY" doctor --config "$W/one.toml" 2>&1); rc=$?
-  echo "$out" | grep -q "^one NCCL loaded .* PASS .*libnccl: $NB\$"; check "one preloaded NCCL: PASS naming it" $?
+  grep -q "^one NCCL loaded .* PASS .*libnccl: $NB\$" <<< "$out"; check "one preloaded NCCL: PASS naming it" $?
   check "one preloaded NCCL: exit 0" $([ $rc -eq 0 ]; echo $?)
 else
   # A CUDA build has LibTorch's NCCL loaded already: one more is a second NCCL.
   out=$(LD_PRELOAD="$NB" "$XY" doctor --config "$W/one.toml" 2>&1)
   echo "$out" | grep "^one NCCL"
-  echo "$out" | grep -q "^one NCCL loaded .* FAIL .*2 NCCLs loaded in this process: .*$NB"
+  grep -q "^one NCCL loaded .* FAIL .*2 NCCLs loaded in this process: .*$NB" <<< "$out"
   check "a preloaded NCCL beside LibTorch's: FAIL" $?
 fi
 
@@ -193,9 +193,9 @@ for kv in "cuda=12.1|CUDA runtime 12.1 there, $(fact cuda) here" \
   kill $FAKE 2>/dev/null; wait $FAKE 2>/dev/null
   echo "$out" | grep -A1 "^same versions"
   check "peer with $set_kv: exit 1" $([ $rc -eq 1 ]; echo $?)
-  echo "$out" | grep -qF "$want" && echo "$out" | grep -q "^same versions as node 1 .* FAIL"
+  grep -qF "$want" <<< "$out" && grep -q "^same versions as node 1 .* FAIL" <<< "$out"
   check "peer with $set_kv: FAIL says '$want'" $?
-  echo "$out" | grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node"
+  grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node" <<< "$out"
   check "peer with $set_kv: fix text" $?
   [ "$(echo "$out" | grep -c FAIL)" -eq 1 ]; check "peer with $set_kv: the only failure" $?
 done
@@ -207,28 +207,28 @@ if [ $CPU_BUILD -eq 1 ]; then
   out=$("$XY" doctor --config "$W/cuda.toml" 2>&1); rc=$?
   echo "$out" | grep -A1 "^versions\|^GPU"
   check "device = cuda in a CPU build: exit 1" $([ $rc -eq 1 ]; echo $?)
-  echo "$out" | grep -q "^versions .* FAIL .*CUDA runtime none (CPU build).*but topology.device = \"cuda\""
+  grep -q "^versions .* FAIL .*CUDA runtime none (CPU build).*but topology.device = \"cuda\"" <<< "$out"
   check "device = cuda in a CPU build: versions FAIL" $?
-  echo "$out" | grep -q "fix: this xy-node was built without CUDA; rebuild with -DXY_CUDA=ON (README: Building with CUDA)"
+  grep -q "fix: this xy-node was built without CUDA; rebuild with -DXY_CUDA=ON (README: Building with CUDA)" <<< "$out"
   check "device = cuda in a CPU build: rebuild fix text" $?
-  echo "$out" | grep -q "^GPU visible and responsive .* SKIP"; check "device = cuda in a CPU build: GPU probe skipped" $?
+  grep -q "^GPU visible and responsive .* SKIP" <<< "$out"; check "device = cuda in a CPU build: GPU probe skipped" $?
 else
   out=$("$XY" doctor --config "$W/cuda.toml" 2>&1)
   echo "$out" | grep -A1 "^versions\|^GPU"
-  echo "$out" | grep -q "^versions .* PASS"; check "device = cuda in a CUDA build: versions PASS" $?
-  echo "$out" | grep -q "^GPU visible and responsive .* PASS .*1 of [0-9]* visible GPUs answered"; check "GPU 0 answers" $?
+  grep -q "^versions .* PASS" <<< "$out"; check "device = cuda in a CUDA build: versions PASS" $?
+  grep -q "^GPU visible and responsive .* PASS .*1 of [0-9]* visible GPUs answered" <<< "$out"; check "GPU 0 answers" $?
   t0=$(date +%s)
   out=$(XY_DOCTOR_GPU_STALL=0 timeout 60 "$XY" doctor --config "$W/cuda.toml" --gpu-timeout 3 2>&1); rc=$?
   t1=$(date +%s)
   echo "$out" | grep -A1 "^GPU"
   check "hung GPU: exit 1 (not a hang: $rc after $((t1 - t0)) s)" $([ $rc -eq 1 ]; echo $?)
-  echo "$out" | grep -q "^GPU visible and responsive .* FAIL .*GPU 0 did not finish a small computation .*within 3 s"
+  grep -q "^GPU visible and responsive .* FAIL .*GPU 0 did not finish a small computation .*within 3 s" <<< "$out"
   check "hung GPU: FAIL names the device and the timeout" $?
-  echo "$out" | grep -q "fix: run \`nvidia-smi\`.*driver.*check CUDA_VISIBLE_DEVICES"; check "hung GPU: fix text" $?
+  grep -q "fix: run \`nvidia-smi\`.*driver.*check CUDA_VISIBLE_DEVICES" <<< "$out"; check "hung GPU: fix text" $?
   sed 's/^devices = 1/devices = 64/' "$W/cuda.toml" > "$W/cuda64.toml"
   out=$("$XY" doctor --config "$W/cuda64.toml" 2>&1)
   echo "$out" | grep -A1 "^GPU"
-  echo "$out" | grep -q "^GPU visible and responsive .* FAIL .*GPUs visible; topology.nodes\[0\].devices = 64 needs 64"
+  grep -q "^GPU visible and responsive .* FAIL .*GPUs visible; topology.nodes\[0\].devices = 64 needs 64" <<< "$out"
   check "too few GPUs: FAIL" $?
 fi
 
@@ -236,6 +236,6 @@ fi
 out=$(ulimit -n 256; "$XY" train --config "$W/one.toml" 2>&1); rc=$?
 echo "$out" | tail -2
 check "train with a failing doctor exits 2" $([ $rc -eq 2 ]; echo $?)
-echo "$out" | grep -q "the preflight checks failed .* pass --no-doctor"; check "train names --no-doctor" $?
+grep -q "the preflight checks failed .* pass --no-doctor" <<< "$out"; check "train names --no-doctor" $?
 
 finish

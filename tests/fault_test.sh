@@ -106,7 +106,7 @@ setup)
   out=$(XY_FAULT="sleep-compute:rank=1;bogus:step=2" "$XY" train --config "$W/job.toml" --work-dir "$W" 2>&1); rc=$?
   echo "$out" | tail -1
   check "a bad XY_FAULT exits 2" $([ $rc -eq 2 ]; echo $?)
-  echo "$out" | grep -q "XY_FAULT: fault injection: unknown fault 'bogus'; valid: block-adam, "; check "... naming the fault and the valid ones" $?
+  grep -q "XY_FAULT: fault injection: unknown fault 'bogus'; valid: block-adam, " <<< "$out"; check "... naming the fault and the valid ones" $?
   tail -3 "$W/run.log"
   finish ;;
 skip-collective|sleep-compute|reorder|block-batch|block-adam|block-checkpoint|block-watchdog)

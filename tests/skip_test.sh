@@ -21,7 +21,7 @@ expect_skip() {
   out=$(PATH="$path" "$TIMEOUT" 60 "$@" 2>&1); rc=$?
   echo "$out" | tail -2
   check "$name: exit 77 (got $rc)" $([ $rc -eq 77 ]; echo $?)
-  echo "$out" | grep -q "^SKIPPED: $want"; check "$name: says '$want'" $?
+  grep -q "^SKIPPED: $want" <<< "$out"; check "$name: says '$want'" $?
 }
 for g in one-gpu:1 no-gpu:0; do
   d=${g%%:*}; n=${g#*:}
