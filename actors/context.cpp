@@ -328,6 +328,7 @@ void set_identity(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
   ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
   ctx.data = opts.data;
   ctx.eval_sets = opts.eval_sets;
+  ctx.tokenizer = opts.tokenizer;
   for (const EvalSet& e : ctx.eval_sets) {
     if (std::min(cfg.eval.samples, e.samples->size()) < ctx.world)
       throw std::invalid_argument("eval set '" + e.name + "' (" + e.path + "): " +

@@ -170,6 +170,7 @@ struct NodeContext {
   std::vector<int64_t> start_positions;
   std::string resumed_from;
   std::vector<EvalSet> eval_sets;  // from RunOptions
+  std::optional<TokenizerRecord> tokenizer;  // from RunOptions: recorded in checkpoint manifests
 
   // <work_dir>/metrics.jsonl and TensorBoard (node 0, with RunOptions::metrics): global rank 0
   // appends a line per step (health/metrics.hpp).
@@ -194,6 +195,7 @@ struct RunOptions {
   bool keep_params = false;      // return the full fp32 parameters (tests; costs 4 bytes/parameter)
   bool metrics = false;          // write <work_dir>/metrics.jsonl and tb/ (xy-node train does)
   std::vector<EvalSet> eval_sets;  // [eval]'s held-out sets (prepare_eval_sets)
+  std::optional<TokenizerRecord> tokenizer;  // the run's tokenizer (PreparedData), for the manifests
 };
 
 // Tokens of one optimizer step of the whole job (every rank, every micro-batch).

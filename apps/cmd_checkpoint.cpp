@@ -4,15 +4,24 @@
 
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "ckpt/checkpoint_io.hpp"
 #include "actors/engine.hpp"
 #include "apps/commands.hpp"
 #include "io/error_text.hpp"
+#include "io/sha256.hpp"
+#include "io/tokenizer.hpp"
 #include "model/hf_io.hpp"
 #include "model/layout.hpp"
 
@@ -47,18 +56,72 @@ int cmd_verify(int argc, char** argv) {
   }
 }
 
+namespace {
+
+// The bytes of a regular file of at most 1 GiB (a tokenizer; a manifest could name /dev/zero), or
+// nullopt with the reason in *why.
+std::optional<std::string> read_small_file(const std::string& path, std::string* why) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    *why = std::strerror(errno);
+    return std::nullopt;
+  }
+  if (!S_ISREG(st.st_mode) || st.st_size > (int64_t{1} << 30)) {
+    *why = "not a regular file of at most 1 GiB";
+    return std::nullopt;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    *why = "read error";
+    return std::nullopt;
+  }
+  return bytes;
+}
+
+std::string sha256_of(const std::string& bytes) {
+  xy::Sha256 sha;
+  sha.update(bytes.data(), bytes.size());
+  return sha.hex();
+}
+
+// The files an export copies for the tokenizer file `file` (holding `bytes`): a tokenizer.json,
+// with the tokenizer_config.json beside it if there is one, or a SentencePiece model as
+// tokenizer.model (how transformers finds them in a folder).
+std::vector<std::pair<std::string, std::string>> tokenizer_files(const std::string& file, std::string bytes) {
+  std::vector<std::pair<std::string, std::string>> files;
+  if (file.size() >= 5 && file.compare(file.size() - 5, 5, ".json") == 0) {
+    files.emplace_back("tokenizer.json", std::move(bytes));
+    std::string why;
+    const std::string beside = (std::filesystem::path(file).parent_path() / "tokenizer_config.json").string();
+    if (auto cfg = read_small_file(beside, &why)) files.emplace_back("tokenizer_config.json", std::move(*cfg));
+  } else {
+    files.emplace_back("tokenizer.model", std::move(bytes));
+  }
+  return files;
+}
+
+std::string id_text(int32_t id) { return id < 0 ? "null" : std::to_string(id); }
+
+}  // namespace
+
 // `xy-node export CHECKPOINT --out DIR`: a checkpoint (through the same reader and verification
 // as resume) as a Hugging Face folder: config.json + safetensors (sharded, with an index, above
-// --shard-gb) in bf16 or fp32, from the fp32 master weights. Progress on stderr.
+// --shard-gb) in bf16 or fp32, from the fp32 master weights, with the run's tokenizer (recorded in
+// the manifest: its bos/eos ids in config.json and generation_config.json, its files copied when
+// unchanged; --tokenizer overrides). Progress on stderr.
 int cmd_export(int argc, char** argv) {
   cxxopts::Options opts("xy-node export",
-                        "Write a checkpoint as a Hugging Face LlamaForCausalLM folder.");
+                        "Write a checkpoint as a Hugging Face transformers folder (Llama, Qwen2, Qwen3).");
   opts.add_options()
       ("checkpoint", "a checkpoint directory, or 'latest' with --dir", cxxopts::value<std::string>())
       ("dir", "the checkpoint root that 'latest' refers to", cxxopts::value<std::string>()->default_value("."))
       ("out", "the folder to write (must not exist or be empty)", cxxopts::value<std::string>())
       ("dtype", "bf16 or fp32", cxxopts::value<std::string>()->default_value("bf16"))
       ("shard-gb", "largest safetensors file, in GiB", cxxopts::value<double>()->default_value("5"))
+      ("tokenizer", "the tokenizer to copy and take bos/eos ids from (a tokenizer.json, its "
+       "directory, or a SentencePiece .model) instead of the one the run recorded",
+       cxxopts::value<std::string>())
       ("h,help", "show this help");
   opts.parse_positional({"checkpoint"});
   opts.positional_help("CHECKPOINT");
@@ -83,6 +146,58 @@ int cmd_export(int argc, char** argv) {
     const std::string dir =
         xy::resolve_checkpoint(args["checkpoint"].as<std::string>(), args["dir"].as<std::string>());
     const xy::CheckpointManifest man = xy::read_checkpoint(dir, /*verify=*/true);
+    // The tokenizer: --tokenizer, else the one the manifest records (copied only when its file
+    // still has the recorded SHA-256), else (older manifests) the ids xy always wrote for Llama.
+    xy::HfFolderExtras extras;
+    extras.generation_config = true;
+    if (args.count("tokenizer")) {
+      const std::string path = args["tokenizer"].as<std::string>();
+      std::unique_ptr<xy::Tokenizer> tok;
+      std::optional<std::string> bytes;
+      std::string why;
+      try {
+        tok = xy::Tokenizer::load(path);
+        bytes = read_small_file(tok->path(), &why);
+      } catch (const xy::TokenizerError& e) {
+        why = e.what();
+      }
+      if (!bytes) {
+        std::cerr << "xy-node export: --tokenizer " << path << ": " << why << "\n";
+        return xy::kExitUsage;
+      }
+      if (tok->vocab_size() > man.model.vocab_size) {
+        std::cerr << "xy-node export: --tokenizer " << path << " has " << tok->vocab_size()
+                  << " ids, more than the model's vocab_size " << man.model.vocab_size << " (" << dir << ")\n";
+        return xy::kExitUsage;
+      }
+      if (man.tokenizer && man.tokenizer->sha256 != sha256_of(*bytes))
+        std::cerr << "xy-node export: note: --tokenizer " << path << " is not the tokenizer the run used ("
+                  << man.tokenizer->file << ")\n";
+      extras.token_ids = {tok->bos_id(), tok->eos_id()};
+      extras.files = tokenizer_files(tok->path(), std::move(*bytes));
+    } else if (man.tokenizer) {
+      const xy::TokenizerRecord& t = *man.tokenizer;
+      extras.token_ids = {t.bos_id, t.eos_id};
+      std::string why;
+      std::optional<std::string> bytes = read_small_file(t.file, &why);
+      if (bytes && sha256_of(*bytes) != t.sha256)
+        why = "it has changed since training (sha256 " + sha256_of(*bytes) + ", the manifest records " +
+              t.sha256 + ")";
+      if (!why.empty())
+        std::cerr << "xy-node export: the tokenizer was not copied: " << t.file << ": " << why
+                  << "; config.json has the recorded ids (bos " << id_text(t.bos_id) << ", eos "
+                  << id_text(t.eos_id) << "); --tokenizer PATH copies one\n";
+      else
+        extras.files = tokenizer_files(t.file, std::move(*bytes));
+    } else {
+      // Before the record: Llama checkpoints had xy's SentencePiece ids (bos/eos 1/2); for Qwen
+      // there is no such guess.
+      const bool llama = man.model.family.empty() || man.model.family == "llama";
+      extras.token_ids = llama ? xy::HfTokenIds{1, 2} : xy::HfTokenIds{-1, -1};
+      std::cerr << "xy-node export: " << dir << "/manifest.json records no tokenizer (written before xy "
+                << "recorded it): config.json gets bos/eos " << (llama ? "1/2 (Llama-2's)" : "null")
+                << " and no tokenizer is copied; --tokenizer PATH copies one and takes its ids\n";
+    }
     const xy::ModelLayout layout = xy::build_layout(man.model, 1, {});
     if (layout.units.size() != man.units.size())
       throw xy::CheckpointError(dir + ": the manifest's units do not match its model shape");
@@ -104,9 +219,13 @@ int cmd_export(int argc, char** argv) {
     const std::string out = args["out"].as<std::string>();
     xy::save_hf_model(out, man.model, layout, units,
                       dtype_name == "bf16" ? at::kBFloat16 : at::kFloat,
-                      static_cast<int64_t>(shard_gb * 1073741824.0), progress);
-    std::printf("xy: exported %s (step %lld) to %s (%s)\n", dir.c_str(),
-                static_cast<long long>(man.step), out.c_str(), dtype_name.c_str());
+                      static_cast<int64_t>(shard_gb * 1073741824.0), progress, extras);
+    std::string tokenizer = "no tokenizer";
+    for (size_t i = 0; i < extras.files.size(); ++i)
+      tokenizer = (i ? tokenizer + " + " : std::string()) + extras.files[i].first;
+    std::printf("xy: exported %s (step %lld) to %s (%s; %s; bos %s, eos %s)\n", dir.c_str(),
+                static_cast<long long>(man.step), out.c_str(), dtype_name.c_str(), tokenizer.c_str(),
+                id_text(extras.token_ids.bos).c_str(), id_text(extras.token_ids.eos).c_str());
     return xy::kExitOk;
   } catch (const std::exception& e) {
     std::cerr << "xy-node export: " << xy::without_backtrace(e.what()) << "\n";

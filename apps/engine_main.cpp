@@ -18,6 +18,7 @@
 #include "apps/commands.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
+#include "io/hf_config.hpp"
 
 namespace {
 
@@ -139,6 +140,20 @@ int cmd_train(int argc, char** argv) {
                 static_cast<long long>(cfg.model.layers), static_cast<long long>(cfg.model.heads),
                 static_cast<long long>(cfg.model.kv_heads));
   }
+  // A pretrained model's embedding rows mean its own tokenizer's ids: load_config made the
+  // folder's tokenizer data.tokenizer when that was empty; without one, say what training a new
+  // tokenizer means.
+  if (!cfg.model.init_from.empty()) {
+    const std::string own = xy::hf_folder_tokenizer(cfg.model.init_from);
+    if (!own.empty() && cfg.data.tokenizer == own) {
+      std::printf("xy: tokenizer: %s (from model.init_from)\n", own.c_str());
+    } else if (own.empty() && cfg.data.tokenizer.empty() && cfg.data.shards.empty()) {
+      std::fprintf(stderr, "xy: warning: model.init_from '%s' holds no tokenizer.json or tokenizer.model: "
+                   "a new tokenizer is trained from data.inputs, and its token ids will not mean what the "
+                   "model learned (set data.tokenizer to the model's tokenizer)\n",
+                   cfg.model.init_from.c_str());
+    }
+  }
   xy::PreparedData data;
   try {
     data = xy::prepare_data(cfg, std::cout);
@@ -156,6 +171,7 @@ int cmd_train(int argc, char** argv) {
   xy::RunOptions ro;
   ro.data = data.samples;
   ro.metrics = true;
+  ro.tokenizer = data.tokenizer;
   if (cfg.eval.holdout > 0) {
     if (data.eos_id < 0) {
       std::cerr << "xy-node train: eval.holdout needs documents that end with an EOS token; the "

@@ -161,7 +161,15 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   for (const auto& u : ctx.layout.units)
     man["units"].push_back({{"name", u.name}, {"numel", u.numel}, {"shard_numel", u.shard_numel}});
   man["files"] = files;
-  write_file_atomic((tmp / "manifest.json").string(), man.dump(2) + "\n");
+  // The run's tokenizer: `xy-node export` writes its ids into config.json and copies it.
+  if (ctx.tokenizer) {
+    const TokenizerRecord& t = *ctx.tokenizer;
+    man["tokenizer"] = {{"file", t.file}, {"sha256", t.sha256}, {"vocab_size", t.vocab_size},
+                        {"bos_id", t.bos_id}, {"eos_id", t.eos_id}};
+  }
+  // (A tokenizer path that is not UTF-8 is written with U+FFFD: export then reports it missing.)
+  write_file_atomic((tmp / "manifest.json").string(),
+                    man.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   fsync_path(tmp.string(), true);
   // A checkpoint of the same step from before (a resumed run re-saving it) is replaced; a link in
   // its place is removed as a link.

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "io/config_fields.hpp"
+#include "io/hf_config.hpp"
 
 // toml++ 3.3 has parser paths that break its own preconditions on some malformed input ("[" at the
 // end of a line, "[=", "a = [}]"): they abort on an assert(), or are undefined behaviour under
@@ -393,6 +394,10 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
   for_each_table(cfg, [&](const auto& fields, auto& out) {
     read_table(ctx, table(fields.name.c_str()), fields, fields.name, out);
   });
+  // A pretrained model's embedding rows mean its own tokenizer's ids: model.init_from's tokenizer
+  // (tokenizer.json or tokenizer.model in the folder) is the run's when data.tokenizer is empty.
+  // Resolved here, so that every command (train, doctor, preprocess) and check sees the same one.
+  if (cfg.data.tokenizer.empty()) cfg.data.tokenizer = hf_folder_tokenizer(cfg.model.init_from);
   check_config(ctx, cfg);
 
   // Fill the documented defaults that depend on other fields.

@@ -325,7 +325,8 @@ const Table<ModelConfig>& model_table() {
           {"init_from", &T::init_from, string(),
            "a Hugging Face `LlamaForCausalLM`, `Qwen2ForCausalLM` or `Qwen3ForCausalLM` folder to "
            "start from instead of a random initialisation; its config.json sets the shape and "
-           "architecture (see below); empty = none"},
+           "architecture (see below), and its `tokenizer.json` (or `tokenizer.model`), if any, is "
+           "the run's tokenizer unless `data.tokenizer` is set; empty = none"},
       },
       [](const Context& ctx, const std::string&, T& m) {
         if (!m.init_from.empty()) {
@@ -367,7 +368,8 @@ const Table<DataConfig>& data_table() {
       {"shards", &T::shards, string(),
        "a directory written by `xy-node preprocess` ([DATA.md](DATA.md)): train from its "
        "memory-mapped token shards instead of tokenizing `inputs`; not together with `inputs`. Its "
-       "tokenizer is used (`tokenizer`, when given, must be the same file by SHA-256); with "
+       "tokenizer is used (`tokenizer`, when given, must be the same file by SHA-256, and so must "
+       "`model.init_from`'s when its folder holds one); with "
        "`llm-code` packing, `seq_len` must divide the preprocessing `--seq-len`",
        "",
        [](const Context& ctx, const std::string&, T&) {
@@ -379,8 +381,11 @@ const Table<DataConfig>& data_table() {
        }},
       {"tokenizer", &T::tokenizer, string(),
        "SentencePiece `.model` file, or a Hugging Face `tokenizer.json` (byte-level BPE: Llama-3.x, "
-       "Qwen3; or the directory holding it; [DATA.md](DATA.md)); empty = train a SentencePiece "
-       "model from the inputs (BPE with byte fallback) into `work_dir`"},
+       "Qwen3; or the directory holding it; [DATA.md](DATA.md)); empty = the tokenizer of "
+       "`model.init_from` when its folder holds a `tokenizer.json` (else a `tokenizer.model`): a "
+       "pretrained model's embedding rows mean its own tokenizer's ids; otherwise train a "
+       "SentencePiece model from the inputs (BPE with byte fallback) into `work_dir` (with "
+       "`init_from`, `xy-node train` warns that those ids do not mean what the model learned)"},
       {"tokenizer_vocab", &T::tokenizer_vocab, integer(kMinTrainedVocab, kMaxVocab),
        "vocabulary size when training a tokenizer; at least 256 byte pieces, `<unk>`, `<s>`, "
        "`</s>` and one learned piece. SentencePiece also needs room for every character it must "

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "io/corpus.hpp"
+#include "io/hf_config.hpp"
 #include "preprocess/preprocess.hpp"
 #include "io/shards.hpp"
 #include "io/tokenizer.hpp"
@@ -37,6 +38,13 @@ nlohmann::json cache_key(const Config& cfg, const std::string& tokenizer) {
   return k;
 }
 
+// The file a tokenizer path names, absolute (what a checkpoint records: export may run elsewhere).
+std::string absolute_file(const std::string& tokenizer) {
+  std::error_code ec;
+  const fs::path p = fs::absolute(Tokenizer::file_of(tokenizer), ec);
+  return ec ? Tokenizer::file_of(tokenizer) : p.lexically_normal().string();
+}
+
 // data.shards: the memory-mapped output of `xy-node preprocess`, checked against the config.
 PreparedData prepare_shards(const Config& cfg, std::ostream& log) {
   std::shared_ptr<ShardSamples> shards;
@@ -52,11 +60,17 @@ PreparedData prepare_shards(const Config& cfg, std::ostream& log) {
   out.tokenizer_path = cfg.data.tokenizer.empty() ? m.tokenizer_path : cfg.data.tokenizer;
   if (!cfg.data.tokenizer.empty()) {
     const std::string sha = sha256_file(Tokenizer::file_of(cfg.data.tokenizer));
+    // data.tokenizer is model.init_from's when the config left it empty (load_config).
+    const bool from_model = !cfg.model.init_from.empty() &&
+                            cfg.data.tokenizer == hf_folder_tokenizer(cfg.model.init_from);
     if (sha != m.tokenizer_sha256)
-      throw std::runtime_error("data.tokenizer '" + cfg.data.tokenizer + "' (sha256 " + sha +
-                               ") is not the tokenizer the shards in '" + cfg.data.shards +
-                               "' were made with ('" + m.tokenizer_path + "', sha256 " +
-                               m.tokenizer_sha256 + "); leave data.tokenizer empty or preprocess again");
+      throw std::runtime_error(
+          (from_model ? "the tokenizer of model.init_from, '" : "data.tokenizer '") + cfg.data.tokenizer +
+          "' (sha256 " + sha + ") is not the tokenizer the shards in '" + cfg.data.shards +
+          "' were made with ('" + m.tokenizer_path + "', sha256 " + m.tokenizer_sha256 + "); " +
+          (from_model ? "preprocess again with the model's tokenizer: its ids are what the model's "
+                        "embedding rows mean"
+                      : "leave data.tokenizer empty or preprocess again"));
   }
   if (cfg.model.vocab_size != 0 && cfg.model.vocab_size < m.vocab)
     throw std::runtime_error("model.vocab_size = " + std::to_string(cfg.model.vocab_size) +
@@ -64,6 +78,8 @@ PreparedData prepare_shards(const Config& cfg, std::ostream& log) {
                              std::to_string(m.vocab) + ", " + cfg.data.shards + "/manifest.json)");
   out.vocab = m.vocab;
   out.eos_id = m.eos_id;
+  // The shards' tokenizer as recorded (its file need not exist here; export checks it).
+  out.tokenizer = {absolute_file(out.tokenizer_path), m.tokenizer_sha256, m.vocab, m.bos_id, m.eos_id};
   out.documents = m.documents;
   out.tokens = m.tokens;
   out.samples = shards;
@@ -121,6 +137,8 @@ PreparedData prepare_data(const Config& cfg, std::ostream& log) {
   auto tok = Tokenizer::load(out.tokenizer_path);
   out.vocab = tok->vocab_size();
   out.eos_id = tok->eos_id();
+  out.tokenizer = {absolute_file(out.tokenizer_path), sha256_file(tok->path()), out.vocab, tok->bos_id(),
+                   out.eos_id};
 
   const fs::path cache = work / "tokens.bin", meta = work / "tokens.json";
   const nlohmann::json key = cache_key(cfg, out.tokenizer_path);

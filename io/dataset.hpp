@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/config.hpp"
+#include "io/manifest.hpp"
 #include "io/samples.hpp"
 
 namespace xy {
@@ -20,6 +21,7 @@ struct PreparedData {
   int64_t documents = 0;
   int64_t tokens = 0;
   int32_t eos_id = -1;      // the token that ends every document (for eval.holdout)
+  TokenizerRecord tokenizer;  // what checkpoint manifests record (xy-node export reads it)
 };
 
 // Files written under cfg.data.work_dir: tokenizer.model/.vocab (when trained), corpus.txt (the

@@ -260,7 +260,14 @@ HfModelConfig read_hf_config(const std::string& path) {
   return parse_hf_config(ss.str(), file);
 }
 
-std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype) {
+namespace {
+// An id, or null for none (-1).
+nlohmann::ordered_json token_id(int32_t id) {
+  return id < 0 ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(id);
+}
+}  // namespace
+
+std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype, const HfTokenIds& ids) {
   const int64_t kv = kv_heads_of(m);
   const std::string family = m.family.empty() ? "llama" : m.family;
   // The 4.x keys (rope_theta + rope_scaling): transformers 5 converts them to rope_parameters.
@@ -315,16 +322,34 @@ std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype)
   }
   j["initializer_range"] = m.init_std;
   j["tie_word_embeddings"] = m.tie_embeddings;
-  j["bos_token_id"] = 1;  // Llama-2's and xy's trained tokenizers: unk/bos/eos = 0/1/2
-  j["eos_token_id"] = 2;
+  j["bos_token_id"] = token_id(ids.bos);
+  j["eos_token_id"] = token_id(ids.eos);
   j["use_cache"] = true;
   j["torch_dtype"] = torch_dtype;
   return j.dump(2) + "\n";
 }
 
-void write_hf_config(const std::string& path, const ModelConfig& m, const std::string& torch_dtype) {
+std::string hf_generation_config_json(const HfTokenIds& ids) {
+  nlohmann::ordered_json j;
+  j["bos_token_id"] = token_id(ids.bos);
+  j["eos_token_id"] = token_id(ids.eos);
+  return j.dump(2) + "\n";
+}
+
+std::string hf_folder_tokenizer(const std::string& dir) {
+  if (dir.empty()) return "";
+  for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+    const std::string file = dir + (dir.back() == '/' ? "" : "/") + name;
+    struct stat s;
+    if (::stat(file.c_str(), &s) == 0 && S_ISREG(s.st_mode)) return file;
+  }
+  return "";
+}
+
+void write_hf_config(const std::string& path, const ModelConfig& m, const std::string& torch_dtype,
+                     const HfTokenIds& ids) {
   try {
-    write_file_atomic(path, hf_config_json(m, torch_dtype));
+    write_file_atomic(path, hf_config_json(m, torch_dtype, ids));
   } catch (const std::exception& e) {
     fail(path, "", e.what());
   }

@@ -16,6 +16,7 @@
 // Write: every key transformers (4.4x and 5.x) needs to rebuild the model, per family.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -39,11 +40,28 @@ HfModelConfig read_hf_config(const std::string& path);
 // Parses config.json text; `source` names it in messages.
 HfModelConfig parse_hf_config(const std::string& json_text, const std::string& source);
 
+// The special-token ids an export writes (config.json, generation_config.json): the run's
+// tokenizer's; -1 = none (written as null). The default is Llama-2's and xy's trained
+// SentencePiece tokenizers' (unk/bos/eos = 0/1/2).
+struct HfTokenIds {
+  int32_t bos = 1, eos = 2;
+};
+
 // The config.json text (pretty-printed) for `m`, with torch_dtype "float32" or "bfloat16".
-std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype);
+std::string hf_config_json(const ModelConfig& m, const std::string& torch_dtype,
+                           const HfTokenIds& ids = {});
+
+// A minimal generation_config.json with the same bos/eos ids (null where -1).
+std::string hf_generation_config_json(const HfTokenIds& ids);
 
 // Writes hf_config_json() to `path`. Throws HfConfigError naming the file on an I/O error.
-void write_hf_config(const std::string& path, const ModelConfig& m, const std::string& torch_dtype);
+void write_hf_config(const std::string& path, const ModelConfig& m, const std::string& torch_dtype,
+                     const HfTokenIds& ids = {});
+
+// The tokenizer a Hugging Face folder holds: `dir`/tokenizer.json, else `dir`/tokenizer.model
+// (a SentencePiece model), else "" (also for an empty `dir`). model.init_from's is the run's
+// tokenizer when data.tokenizer is empty (load_config applies it; docs/CONFIG.md).
+std::string hf_folder_tokenizer(const std::string& dir);
 
 // With m.init_from set: takes the model's shape from that folder's config.json (every field of
 // read_hf_config's model but max_seq_len, the larger of both, init_std and init_seed). Throws

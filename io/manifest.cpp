@@ -237,6 +237,24 @@ Manifest parse_checkpoint_manifest(const std::string& text, const std::string& w
       throw CheckpointError(where + ": " + path + "sha256 is not 64 lowercase hex digits");
     m.files[f.rank] = std::move(f);
   }
+
+  // The run's tokenizer: optional (older manifests have none), but whole and well-formed when given.
+  if (j.contains("tokenizer")) {
+    const json& tj = j.at("tokenizer");
+    if (!tj.is_object()) throw CheckpointError(where + ": field tokenizer is not an object");
+    TokenizerRecord t;
+    t.file = r.string(tj, "file", "tokenizer.");
+    if (t.file.empty() || t.file.find('\0') != std::string::npos)
+      throw CheckpointError(where + ": field tokenizer.file is empty or holds a NUL byte");
+    t.sha256 = r.string(tj, "sha256", "tokenizer.");
+    if (!is_sha256_hex(t.sha256))
+      throw CheckpointError(where + ": field tokenizer.sha256 is not 64 lowercase hex digits");
+    t.vocab_size = r.integer(tj, "vocab_size", 1, int64_t{1} << 31, "tokenizer.");
+    // An id is below the vocabulary; -1 = the tokenizer has none.
+    t.bos_id = static_cast<int32_t>(r.integer(tj, "bos_id", -1, t.vocab_size - 1, "tokenizer."));
+    t.eos_id = static_cast<int32_t>(r.integer(tj, "eos_id", -1, t.vocab_size - 1, "tokenizer."));
+    m.tokenizer = std::move(t);
+  }
   return m;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -46,6 +47,17 @@ struct ManifestUnit {
   int64_t numel = 0, shard_numel = 0;
 };
 
+// The run's tokenizer, as the manifest records it (`xy-node export` writes its ids into config.json
+// and copies the file when it is unchanged): the file that defines it (absolute, as used), its
+// SHA-256, its vocabulary size and its BOS / EOS ids (-1 = none). Absent in manifests written
+// before xy recorded it, and in runs given samples without a tokenizer (tests).
+struct TokenizerRecord {
+  std::string file;
+  std::string sha256;  // 64 lowercase hex digits
+  int64_t vocab_size = 0;
+  int32_t bos_id = -1, eos_id = -1;
+};
+
 struct Manifest {
   int64_t step = 0, adam_step = 0, samples_per_rank = 0;
   double loss_scale = 1;
@@ -58,12 +70,14 @@ struct Manifest {
   std::vector<ManifestUnit> units;
   std::vector<ManifestFile> files;  // sorted by rank, files[r].rank == r
   int64_t rank_file_bytes = 0;      // what each rank file must hold, from the units
+  std::optional<TokenizerRecord> tokenizer;
 };
 
 // Parses and validates a manifest's text. `where` (the manifest's path) starts every error.
 // Throws CheckpointError: invalid JSON, a missing field or one of the wrong type or out of range
 // (named), a file name xy does not write, a rank listed twice or missing, sizes that disagree
-// with the units, an overflow in the size arithmetic.
+// with the units, an overflow in the size arithmetic, a malformed tokenizer record (the field
+// named; the record itself is optional).
 Manifest parse_checkpoint_manifest(const std::string& text, const std::string& where);
 
 // The checkpoint directory `<root>/latest` names. Its content must be one step-N name (a sibling

@@ -11,6 +11,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "io/atomic_file.hpp"
 #include "io/hf_config.hpp"
 #include "io/safetensors.hpp"
 
@@ -116,8 +117,12 @@ std::vector<at::Tensor> load_hf_units(const std::string& dir, const ModelLayout&
 
 void save_hf_model(const std::string& dir, const ModelConfig& model, const ModelLayout& layout,
                    const std::vector<at::Tensor>& units, at::ScalarType dtype,
-                   int64_t max_shard_bytes, const SaveProgress& progress) {
+                   int64_t max_shard_bytes, const SaveProgress& progress, const HfFolderExtras& extras) {
   namespace fs = std::filesystem;
+  for (const auto& [name, contents] : extras.files)
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." ||
+        name == "config.json" || name == "generation_config.json" || name.find(".safetensors") != std::string::npos)
+      throw std::invalid_argument("save_hf_model: '" + name + "' is not a file name an export may add");
   if (dtype != at::kFloat && dtype != at::kBFloat16)
     throw std::invalid_argument("save_hf_model: dtype must be float32 or bfloat16");
   if (max_shard_bytes <= 0) throw std::invalid_argument("save_hf_model: max_shard_bytes must be > 0");
@@ -145,7 +150,10 @@ void save_hf_model(const std::string& dir, const ModelConfig& model, const Model
 
   try {
     const std::string torch_dtype = dtype == at::kFloat ? "float32" : "bfloat16";
-    write_hf_config((tmp / "config.json").string(), model, torch_dtype);
+    write_hf_config((tmp / "config.json").string(), model, torch_dtype, extras.token_ids);
+    if (extras.generation_config)
+      write_file_atomic((tmp / "generation_config.json").string(), hf_generation_config_json(extras.token_ids));
+    for (const auto& [name, contents] : extras.files) write_file_atomic((tmp / name).string(), contents);
     const st::DType file_dtype = dtype == at::kFloat ? st::DType::kF32 : st::DType::kBF16;
     std::vector<st::TensorToWrite> tensors;
     for (size_t i = 0; i < units.size(); ++i) {

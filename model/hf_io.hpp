@@ -12,9 +12,11 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "io/config.hpp"
+#include "io/hf_config.hpp"
 #include "model/layout.hpp"
 
 namespace xy {
@@ -32,6 +34,15 @@ std::vector<at::Tensor> load_hf_units(const std::string& dir, const ModelLayout&
 // Called as tensors are written: bytes written so far, bytes in all.
 using SaveProgress = std::function<void(uint64_t done, uint64_t total)>;
 
+// What an export adds beside the weights: config.json's special-token ids, and optionally a
+// generation_config.json with them and files copied in (the tokenizer), all inside the folder
+// that appears at once.
+struct HfFolderExtras {
+  HfTokenIds token_ids;                 // default: 1/2 (Llama-2's)
+  bool generation_config = false;       // write generation_config.json
+  std::vector<std::pair<std::string, std::string>> files;  // {plain file name, contents}
+};
+
 // Writes `units` (full flat buffers, one per unit of `layout`, any float dtype, at least numel
 // elements each) as a Hugging Face folder `dir`: config.json (from `model`, torch_dtype from
 // `dtype`) and the parameters in `dtype` (kFloat or kBFloat16) as safetensors, sharded at
@@ -40,6 +51,7 @@ using SaveProgress = std::function<void(uint64_t done, uint64_t total)>;
 // appears complete or not at all. Fails if `dir` exists and is not empty.
 void save_hf_model(const std::string& dir, const ModelConfig& model, const ModelLayout& layout,
                    const std::vector<at::Tensor>& units, at::ScalarType dtype,
-                   int64_t max_shard_bytes = int64_t{5} << 30, const SaveProgress& progress = {});
+                   int64_t max_shard_bytes = int64_t{5} << 30, const SaveProgress& progress = {},
+                   const HfFolderExtras& extras = {});
 
 }  // namespace xy

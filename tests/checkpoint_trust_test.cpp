@@ -75,6 +75,12 @@ const fs::path& good_checkpoint() {
   return dir;
 }
 
+// A well-formed tokenizer record (what checkpoint.cpp writes for a run's tokenizer).
+json tokenizer_record() {
+  return {{"file", "/models/x/tokenizer.json"}, {"sha256", std::string(64, 'a')}, {"vocab_size", 260},
+          {"bos_id", 258}, {"eos_id", 259}};
+}
+
 }  // namespace
 
 // The finding: a fresh 1-step run into a directory holding step-2 and step-4 printed
@@ -173,6 +179,24 @@ TEST(CheckpointManifestTrust, TamperedManifestsAreRefusedByName) {
       {"loss scale negative", [](json& j) { j["loss_scaler"]["scale"] = -1.0; }, "loss_scaler.scale"},
       {"unknown dtype", [](json& j) { j["working_dtype"] = "Int"; }, "working_dtype 'Int'"},
       {"not an object", [](json& j) { j = json::array({1, 2}); }, "not a JSON object"},
+      // The tokenizer record (optional, but whole and well-formed when present).
+      {"tokenizer not an object", [](json& j) { j["tokenizer"] = "tok.json"; }, "field tokenizer is not an object"},
+      {"tokenizer without file", [](json& j) { j["tokenizer"] = tokenizer_record(); j["tokenizer"].erase("file"); },
+       "missing field tokenizer.file"},
+      {"tokenizer file empty", [](json& j) { j["tokenizer"] = tokenizer_record(); j["tokenizer"]["file"] = ""; },
+       "field tokenizer.file is empty"},
+      {"tokenizer sha not hex", [](json& j) { j["tokenizer"] = tokenizer_record(); j["tokenizer"]["sha256"] = "abc"; },
+       "field tokenizer.sha256 is not 64 lowercase hex digits"},
+      {"tokenizer vocabulary zero", [](json& j) { j["tokenizer"] = tokenizer_record(); j["tokenizer"]["vocab_size"] = 0; },
+       "field tokenizer.vocab_size = 0"},
+      {"tokenizer vocabulary as text", [](json& j) { j["tokenizer"] = tokenizer_record(); j["tokenizer"]["vocab_size"] = "260"; },
+       "field tokenizer.vocab_size = \"260\""},
+      {"tokenizer bos beyond the vocabulary", [](json& j) { j["tokenizer"] = tokenizer_record(); j["tokenizer"]["bos_id"] = 260; },
+       "field tokenizer.bos_id = 260: expected an integer in [-1, 259]"},
+      {"tokenizer eos below -1", [](json& j) { j["tokenizer"] = tokenizer_record(); j["tokenizer"]["eos_id"] = -2; },
+       "field tokenizer.eos_id = -2"},
+      {"tokenizer eos missing", [](json& j) { j["tokenizer"] = tokenizer_record(); j["tokenizer"].erase("eos_id"); },
+       "missing field tokenizer.eos_id"},
   };
   for (const auto& c : cases) {
     const fs::path dir = root / "ckpt";
@@ -193,6 +217,28 @@ TEST(CheckpointManifestTrust, TamperedManifestsAreRefusedByName) {
   fs::remove(root / "ckpt" / "manifest.json");
   fs::create_symlink(good / "manifest.json", root / "ckpt" / "manifest.json");
   EXPECT_NE(checkpoint_error(root / "ckpt").find("has no manifest.json"), std::string::npos);
+}
+
+// The tokenizer record reads back; a manifest without one (older xy, or a run given samples) reads
+// as before; -1 is "none".
+TEST(CheckpointManifestTrust, TokenizerRecord) {
+  const fs::path good = good_checkpoint();
+  const json base = json::parse(slurp(good / "manifest.json"));
+  EXPECT_FALSE(base.contains("tokenizer"));  // run_training without RunOptions::tokenizer
+  EXPECT_FALSE(read_checkpoint(good.string(), true).tokenizer.has_value());
+  const fs::path dir = fresh_dir("tokrec") / "ckpt";
+  fs::copy(good, dir);
+  json j = base;
+  j["tokenizer"] = tokenizer_record();
+  j["tokenizer"]["bos_id"] = -1;
+  std::ofstream(dir / "manifest.json") << j.dump(2);
+  const CheckpointManifest m = read_checkpoint(dir.string(), true);
+  ASSERT_TRUE(m.tokenizer.has_value());
+  EXPECT_EQ(m.tokenizer->file, "/models/x/tokenizer.json");
+  EXPECT_EQ(m.tokenizer->sha256, std::string(64, 'a'));
+  EXPECT_EQ(m.tokenizer->vocab_size, 260);
+  EXPECT_EQ(m.tokenizer->bos_id, -1);
+  EXPECT_EQ(m.tokenizer->eos_id, 259);
 }
 
 TEST(CheckpointManifestTrust, RankFileThatIsALinkIsRefused) {

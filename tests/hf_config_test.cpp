@@ -1,8 +1,13 @@
 // config.json of LlamaForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM: real published files
 // (Llama-2-7b-hf, Llama-3.2-3B in both RoPE formats, Qwen3-1.7B), write -> read round trips, and
-// the exact error of each refused or malformed key.
+// the exact error of each refused or malformed key; the special-token ids an export writes, and
+// model.init_from's tokenizer as the run's.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "io/hf_config.hpp"
@@ -297,4 +302,53 @@ TEST(HfConfig, ErrorsNameTheFileAndKey) {
   } catch (const HfConfigError& e) {
     EXPECT_EQ(std::string(e.what()), "/nonexistent-xy/config.json: cannot open: No such file or directory");
   }
+}
+
+// config.json and generation_config.json carry the given ids; -1 is null (Qwen3 has no BOS); the
+// default stays Llama-2's 1/2.
+TEST(HfConfig, SpecialTokenIds) {
+  const ModelConfig m = parse_hf_config(kLlama32_3b, "c.json").model;
+  auto ids_of = [](const std::string& text) {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    return j.at("bos_token_id").dump() + "/" + j.at("eos_token_id").dump();
+  };
+  EXPECT_EQ(ids_of(hf_config_json(m, "bfloat16")), "1/2");
+  EXPECT_EQ(ids_of(hf_config_json(m, "bfloat16", {128000, 128001})), "128000/128001");
+  EXPECT_EQ(ids_of(hf_config_json(m, "bfloat16", {-1, 151643})), "null/151643");
+  EXPECT_EQ(ids_of(hf_config_json(m, "bfloat16", {-1, -1})), "null/null");
+  EXPECT_EQ(ids_of(hf_generation_config_json({-1, 151643})), "null/151643");
+  EXPECT_EQ(ids_of(hf_generation_config_json({128000, 128001})), "128000/128001");
+  // What xy writes still reads back as the same model.
+  expect_llama32_3b(parse_hf_config(hf_config_json(m, "bfloat16", {-1, 151643}), "out.json").model);
+}
+
+// A folder's tokenizer: tokenizer.json, else tokenizer.model, else none. With model.init_from and
+// data.tokenizer empty it is the run's tokenizer (load_config); data.tokenizer, when given, wins;
+// a folder without one leaves data.tokenizer empty (a tokenizer is trained, as before).
+TEST(HfConfig, InitFromTokenizerIsTheRunsTokenizer) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("xy_hf_tok_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file("tests/fixtures/hf_llama3_tiny/config.json", dir / "config.json");
+  const std::string toml = "[model]\npreset = \"custom\"\ninit_from = \"" + dir.string() +
+                           "\"\n[data]\ntokenizer_vocab = 300\n";
+  EXPECT_EQ(hf_folder_tokenizer(dir.string()), "");
+  EXPECT_EQ(hf_folder_tokenizer(""), "");
+  EXPECT_EQ(parse_config(toml).data.tokenizer, "");
+  std::ofstream(dir / "tokenizer.model") << "x";
+  EXPECT_EQ(hf_folder_tokenizer(dir.string()), (dir / "tokenizer.model").string());
+  EXPECT_EQ(hf_folder_tokenizer(dir.string() + "/"), (dir / "tokenizer.model").string());
+  EXPECT_EQ(parse_config(toml).data.tokenizer, (dir / "tokenizer.model").string());
+  std::ofstream(dir / "tokenizer.json") << "{}";
+  EXPECT_EQ(hf_folder_tokenizer(dir.string()), (dir / "tokenizer.json").string());
+  const Config c = parse_config(toml);
+  EXPECT_EQ(c.data.tokenizer, (dir / "tokenizer.json").string());
+  EXPECT_EQ(c.model.vocab_size, 611);  // the shape still from config.json
+  EXPECT_EQ(parse_config(toml + "tokenizer = \"other/tokenizer.json\"\n").data.tokenizer, "other/tokenizer.json");
+  // A directory named tokenizer.json is not a tokenizer file.
+  fs::remove(dir / "tokenizer.json");
+  fs::create_directory(dir / "tokenizer.json");
+  EXPECT_EQ(hf_folder_tokenizer(dir.string()), (dir / "tokenizer.model").string());
+  fs::remove_all(dir);
 }

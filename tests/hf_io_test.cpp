@@ -150,6 +150,40 @@ TEST_F(HfIo, ExtraTensorsAreListedAndInvFreqIgnored) {
                           "model.layers.0.self_attn.q_proj.bias, model.layers.1.self_attn.q_proj.bias");
 }
 
+// What an export adds (xy-node export): config.json's and generation_config.json's ids and the
+// tokenizer files, written inside the folder that appears at once; file names that could leave the
+// folder or replace what save_hf_model writes are refused.
+TEST_F(HfIo, ExtrasAreWrittenIntoTheFolder) {
+  HfFolderExtras extras;
+  extras.token_ids = {-1, 151643};
+  extras.generation_config = true;
+  extras.files = {{"tokenizer.json", "{\"x\": 1}"}, {"tokenizer_config.json", std::string("a\0b", 3)}};
+  save_hf_model(dir("x"), cfg_, layout_, units_, at::kFloat, int64_t{5} << 30, {}, extras);
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(slurp(dir("x") + "/tokenizer.json"), "{\"x\": 1}");
+  EXPECT_EQ(slurp(dir("x") + "/tokenizer_config.json"), std::string("a\0b", 3));
+  EXPECT_EQ(slurp(dir("x") + "/generation_config.json"), hf_generation_config_json({-1, 151643}));
+  EXPECT_NE(slurp(dir("x") + "/config.json").find("\"bos_token_id\": null,\n  \"eos_token_id\": 151643"),
+            std::string::npos);
+  EXPECT_EQ(load_hf_units(dir("x"), layout_).size(), units_.size());
+  // Without extras: no generation_config.json, Llama-2's ids (what export wrote before).
+  save_hf_model(dir("plain"), cfg_, layout_, units_, at::kFloat);
+  EXPECT_FALSE(fs::exists(dir("plain") + "/generation_config.json"));
+  EXPECT_NE(slurp(dir("plain") + "/config.json").find("\"bos_token_id\": 1,\n  \"eos_token_id\": 2"),
+            std::string::npos);
+  for (const char* bad : {"../tokenizer.json", "config.json", "model.safetensors", "", "a/b"}) {
+    HfFolderExtras e;
+    e.files = {{bad, "x"}};
+    EXPECT_THROW(save_hf_model(dir("bad"), cfg_, layout_, units_, at::kFloat, int64_t{5} << 30, {}, e),
+                 std::invalid_argument)
+        << bad;
+    EXPECT_FALSE(fs::exists(dir("bad")));
+  }
+}
+
 TEST_F(HfIo, NonFloatDtype) {
   std::vector<int32_t> ids(cfg_.hidden, 1);
   write_raw(dir("int"), [&](auto& ts) {

@@ -1,7 +1,8 @@
 // libFuzzer target for the checkpoint manifest parser (io/manifest.cpp: parse_checkpoint_manifest).
 //
 // Any input must either give a manifest whose rank files are rank-00000.bin ... in rank order, one
-// per rank of world_size, with sizes that fit, or throw CheckpointError naming the manifest;
+// per rank of world_size, with sizes that fit (and a tokenizer record, if any, whose ids are below
+// its vocabulary), or throw CheckpointError naming the manifest;
 // anything else (a crash, a sanitizer report, another exception) is a finding. Built with clang
 // and -DXY_FUZZ=ON; tests/fuzz/replay_main.cpp replays tests/fuzz/manifest_corpus in every build
 // and under ASan + UBSan (scripts/test.sh).
@@ -26,6 +27,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (m.rank_file_bytes < 0) std::abort();
     for (const auto& u : m.units)
       if (u.numel < 0 || u.shard_numel < 0) std::abort();
+    if (m.tokenizer) {  // the tokenizer record: ids below its vocabulary, or -1
+      const xy::TokenizerRecord& t = *m.tokenizer;
+      if (t.file.empty() || t.sha256.size() != 64 || t.vocab_size < 1 || t.bos_id < -1 || t.eos_id < -1 ||
+          t.bos_id >= t.vocab_size || t.eos_id >= t.vocab_size)
+        std::abort();
+    }
   } catch (const xy::CheckpointError&) {
   }
   return 0;
