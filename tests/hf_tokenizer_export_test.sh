@@ -63,8 +63,8 @@ cfg run
 out=$(timeout 300 "$XY" train --config "$WORK/run.toml" --work-dir "$WORK/run" 2>&1); rc=$?
 echo "$out" | grep "^xy: tokenizer\|warning\|^step" | head -5
 check "train from the folder exits 0" $rc
-echo "$out" | grep -qx "xy: tokenizer: $WORK/model/tokenizer.json (from model.init_from)"
-check "train says the tokenizer is model.init_from's, once" $([ $? -eq 0 ] && [ "$(echo "$out" | grep -c '^xy: tokenizer:')" -eq 1 ]; echo $?)
+grep -qx "xy: tokenizer: $WORK/model/tokenizer.json (from model.init_from)" <<< "$out"
+check "train says the tokenizer is model.init_from's, once" $([ $? -eq 0 ] && [ "$(grep -c '^xy: tokenizer:' <<< "$out")" -eq 1 ]; echo $?)
 test ! -e "$WORK/run/tokenizer.model"; check "no tokenizer was trained" $?
 CK="$WORK/run/checkpoints/step-00000002"
 python3 - "$CK/manifest.json" "$WORK/model/tokenizer.json" <<'PY'
@@ -97,7 +97,7 @@ check "export exits 0" $rc
 ids "$WORK/hf" 258 259; check "config.json and generation_config.json have bos 258, eos 259" $?
 cmp -s "$WORK/hf/tokenizer.json" "$WORK/model/tokenizer.json" && cmp -s "$WORK/hf/tokenizer_config.json" "$WORK/model/tokenizer_config.json"
 check "tokenizer.json and tokenizer_config.json are copied as they are" $?
-echo "$out" | grep -q "tokenizer.json + tokenizer_config.json; bos 258, eos 259"; check "export says what it copied" $?
+grep -q "tokenizer.json + tokenizer_config.json; bos 258, eos 259" <<< "$out"; check "export says what it copied" $?
 
 # The tokenizer changed after training: export still succeeds, with the recorded ids, and says
 # in one line that it did not copy it and why.
@@ -107,13 +107,13 @@ out=$("$XY" export "$CK" --out "$WORK/hf_changed" 2>&1); rc=$?
 echo "$out" | grep "not copied"
 check "a changed tokenizer: export exits 0" $rc
 check "it says in one line that the tokenizer was not copied because it changed" \
-  $([ "$(echo "$out" | grep -c "the tokenizer was not copied: $WORK/model/tokenizer.json: it has changed since training")" -eq 1 ]; echo $?)
+  $([ "$(grep -c "the tokenizer was not copied: $WORK/model/tokenizer.json: it has changed since training" <<< "$out")" -eq 1 ]; echo $?)
 test ! -e "$WORK/hf_changed/tokenizer.json" && ids "$WORK/hf_changed" 258 259 >/dev/null
 check "no tokenizer.json in the folder; the recorded ids in config.json" $?
 mv "$WORK/model/tokenizer.json" "$WORK/gone.json"
 out=$("$XY" export "$CK" --out "$WORK/hf_gone" 2>&1); rc=$?
 check "a deleted tokenizer: export exits 0 and says it is not copied (No such file)" \
-  $([ $rc -eq 0 ] && echo "$out" | grep -q "the tokenizer was not copied: $WORK/model/tokenizer.json: No such file"; echo $?)
+  $([ $rc -eq 0 ] && grep -q "the tokenizer was not copied: $WORK/model/tokenizer.json: No such file" <<< "$out"; echo $?)
 
 # A folder without a tokenizer (the fixture itself): as before, a SentencePiece tokenizer is trained
 # from the inputs, with a warning. Its export copies tokenizer.model and writes 1/2.
@@ -131,10 +131,10 @@ check "its export copies tokenizer.model and writes bos 1, eos 2" \
 # --tokenizer overrides: copied, its ids written.
 out=$("$XY" export "$CK" --out "$WORK/hf_override" --tokenizer "$SPM/tokenizer.model" 2>&1); rc=$?
 check "--tokenizer a .model: copied as tokenizer.model, its ids 1/2 written, a note that it is not the run's" \
-  $([ $rc -eq 0 ] && cmp -s "$WORK/hf_override/tokenizer.model" "$SPM/tokenizer.model" && ids "$WORK/hf_override" 1 2 >/dev/null && echo "$out" | grep -q "is not the tokenizer the run used"; echo $?)
+  $([ $rc -eq 0 ] && cmp -s "$WORK/hf_override/tokenizer.model" "$SPM/tokenizer.model" && ids "$WORK/hf_override" 1 2 >/dev/null && grep -q "is not the tokenizer the run used" <<< "$out"; echo $?)
 out=$("$XY" export "$CK" --out "$WORK/hf_bad" --tokenizer "$WORK/none.json" 2>&1); rc=$?
 echo "$out"
-check "--tokenizer that does not exist exits 2 naming it" $([ $rc -eq 2 ] && echo "$out" | grep -q -- "--tokenizer $WORK/none.json"; echo $?)
+check "--tokenizer that does not exist exits 2 naming it" $([ $rc -eq 2 ] && grep -q -- "--tokenizer $WORK/none.json" <<< "$out"; echo $?)
 mv "$WORK/gone.json" "$WORK/model/tokenizer.json"
 cp "$WORK/tokenizer.orig.json" "$WORK/model/tokenizer.json"
 
@@ -158,19 +158,19 @@ grep -q "records no tokenizer (written before xy recorded it): config.json gets 
 check "and says so on stderr" $?
 out=$("$XY" export "$WORK/old/qwen3" --out "$WORK/hf_old_qwen" 2>&1); rc=$?
 check "an old qwen3 manifest exports with null bos/eos, saying so" \
-  $([ $rc -eq 0 ] && ids "$WORK/hf_old_qwen" null null >/dev/null && echo "$out" | grep -q "gets bos/eos null"; echo $?)
+  $([ $rc -eq 0 ] && ids "$WORK/hf_old_qwen" null null >/dev/null && grep -q "gets bos/eos null" <<< "$out"; echo $?)
 # A malformed record is an error naming the field.
 cp -r "$CK" "$WORK/old/bad"
 python3 -c "import json,sys; p=sys.argv[1]; m=json.load(open(p)); m['tokenizer']['eos_id']=260; json.dump(m,open(p,'w'))" "$WORK/old/bad/manifest.json"
 out=$("$XY" export "$WORK/old/bad" --out "$WORK/hf_badrec" 2>&1); rc=$?
 echo "$out"
-check "a malformed tokenizer record exits 1 naming the field" $([ $rc -eq 1 ] && echo "$out" | grep -q "field tokenizer.eos_id = 260"; echo $?)
+check "a malformed tokenizer record exits 1 naming the field" $([ $rc -eq 1 ] && grep -q "field tokenizer.eos_id = 260" <<< "$out"; echo $?)
 
 # data.tokenizer given wins over the folder's: this run trains no tokenizer and records the given one.
 cfg given "tokenizer = \"$SPM/tokenizer.model\""
 out=$(timeout 300 "$XY" train --config "$WORK/given.toml" --work-dir "$WORK/given" --steps 1 2>&1); rc=$?
 check "with data.tokenizer set, train uses it (exit 0, no 'from model.init_from')" \
-  $([ $rc -eq 0 ] && ! echo "$out" | grep -q "from model.init_from"; echo $?)
+  $([ $rc -eq 0 ] && ! grep -q "from model.init_from" <<< "$out"; echo $?)
 python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['tokenizer']; print(t); sys.exit(0 if t['file'].endswith('/spm/tokenizer.model') and t['bos_id']==1 else 1)" \
   "$WORK/given/checkpoints/step-00000001/manifest.json"
 check "its manifest records data.tokenizer" $?
