@@ -220,6 +220,38 @@ def check_export(folder, xy_logits):
         sys.exit(1)
 
 
+def check_tokenizer_export(folder, fixture):
+    """An xy export that carries its run's tokenizer: transformers' AutoTokenizer loads it and gives
+    tokenizers' ids of tests/fixtures/bpe_ids.json; config.json's and generation_config.json's
+    bos/eos are the tokenizer's; AutoModelForCausalLM loads the folder and computes finite logits."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    doc = json.load(open(fixture, encoding="utf-8"))
+    family = "qwen3" if "<|endoftext|>" in tok.get_vocab() and "<|end_of_text|>" not in tok.get_vocab() else "llama3"
+    bad = 0
+    for case in doc["cases"]:
+        if tok.encode(case["text"], add_special_tokens=False) != case[family]["ids"]:
+            bad += 1
+    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    gen = GenerationConfig.from_pretrained(folder)
+    want_eos = tok.convert_tokens_to_ids("<|end_of_text|>" if family == "llama3" else "<|endoftext|>")
+    want_bos = tok.convert_tokens_to_ids("<|begin_of_text|>") if family == "llama3" else None
+    ids = torch.tensor([c[family]["ids"][:8] for c in doc["cases"] if len(c[family]["ids"]) >= 8][:2])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    ok = (bad == 0 and model.config.eos_token_id == want_eos == gen.eos_token_id and
+          model.config.bos_token_id == want_bos == gen.bos_token_id and bool(torch.isfinite(logits).all()))
+    print(f"{folder}: {type(tok).__name__} + {type(model).__name__}; {len(doc['cases']) - bad} of "
+          f"{len(doc['cases'])} texts give tokenizers' ids ({family}); bos/eos config "
+          f"{model.config.bos_token_id}/{model.config.eos_token_id}, generation "
+          f"{gen.bos_token_id}/{gen.eos_token_id}, expected {want_bos}/{want_eos}; logits finite "
+          f"{bool(torch.isfinite(logits).all())}: {'ok' if ok else 'FAILED'}")
+    if not ok:
+        sys.exit(1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="tests/fixtures/hf_tiny", help="model fixture folder")
@@ -228,7 +260,12 @@ def main():
     ap.add_argument("--tokenizer-only", action="store_true", help="skip the model fixture")
     ap.add_argument("--check-export", metavar="DIR", help="check a folder exported by xy instead")
     ap.add_argument("--xy-logits", metavar="FILE", help="with --check-export: xy's input_ids and logits")
+    ap.add_argument("--check-tokenizer-export", metavar="DIR",
+                    help="check an export that carries a tokenizer.json (with tests/fixtures/bpe_ids.json)")
     a = ap.parse_args()
+    if a.check_tokenizer_export:
+        check_tokenizer_export(a.check_tokenizer_export, "tests/fixtures/bpe_ids.json")
+        return
     if a.check_export:
         if not a.xy_logits:
             ap.error("--check-export needs --xy-logits")
