@@ -88,25 +88,21 @@ void ThreadPool::parallel_for(int64_t n, int64_t align,
   done_cv_.wait(lock, [&] { return pending_ == 0; });
 }
 
-namespace {
+AdamConsts::AdamConsts(const AdamHyper& h, bool decay) {
+  b1 = static_cast<float>(h.beta1);
+  b2 = static_cast<float>(h.beta2);
+  one_b1 = static_cast<float>(1.0 - h.beta1);
+  one_b2 = static_cast<float>(1.0 - h.beta2);
+  scale = static_cast<float>(h.grad_scale);
+  wd_mul = decay ? static_cast<float>(1.0 - h.lr * h.weight_decay) : 1.0f;
+  const double bc1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
+  const double bc2 = 1.0 - std::pow(h.beta2, static_cast<double>(h.step));
+  step_size = static_cast<float>(h.lr / bc1);
+  inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  eps = static_cast<float>(h.eps);
+}
 
-// Scalar constants of one call, shared by every path.
-struct AdamConsts {
-  float b1, b2, one_b1, one_b2, scale, wd_mul, step_size, inv_sqrt_bc2, eps;
-  AdamConsts(const AdamHyper& h, bool decay) {
-    b1 = static_cast<float>(h.beta1);
-    b2 = static_cast<float>(h.beta2);
-    one_b1 = static_cast<float>(1.0 - h.beta1);
-    one_b2 = static_cast<float>(1.0 - h.beta2);
-    scale = static_cast<float>(h.grad_scale);
-    wd_mul = decay ? static_cast<float>(1.0 - h.lr * h.weight_decay) : 1.0f;
-    const double bc1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
-    const double bc2 = 1.0 - std::pow(h.beta2, static_cast<double>(h.step));
-    step_size = static_cast<float>(h.lr / bc1);
-    inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-    eps = static_cast<float>(h.eps);
-  }
-};
+namespace {
 
 // The scalar path (also the tail of the vector paths).
 template <typename Out, typename G>

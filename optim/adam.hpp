@@ -26,6 +26,14 @@ struct AdamHyper {
   double grad_scale = 1.0;  // multiplies the gradient before use
 };
 
+// The fp32 constants of one call, computed once on the host (in double, then rounded), shared by
+// every path of the CPU kernel and by the device kernel (optim/adam_device.hpp), so that both
+// start from the same bits.
+struct AdamConsts {
+  float b1, b2, one_b1, one_b2, scale, wd_mul, step_size, inv_sqrt_bc2, eps;
+  AdamConsts(const AdamHyper& h, bool decay);  // wd_mul = 1 - lr * wd with decay, else 1
+};
+
 enum class WorkingType { kNone, kFloat32, kBFloat16, kFloat16 };
 
 // The gradient's type: fp32, or bf16 / fp16 (gradients landed from a device in the working

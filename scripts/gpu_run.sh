@@ -2,7 +2,8 @@
 # On the GPU machine (see README, "Building with CUDA"): configures and builds the CUDA engine into
 # build-cuda, then runs what is asked: `tests` (ctest -L gpu), `tiny` (train_bench on the tiny
 # preset), `1b` (train_bench on 1b, seq 4096), `adam` (adam_bench), `peer1b` (the FSDP2 + CPU
-# offload peer, if .device/peer exists), `modern` (train_bench on 1b, llama3.2-1b and qwen3-1.7b,
+# offload peer, if .device/peer exists), `devadam` (adam_device_test, then adam_bench and
+# adam_device_bench: the device AdamW against the CPU kernel), `modern` (train_bench on 1b, llama3.2-1b and qwen3-1.7b,
 # seq 4096), `prep` (bench/preprocess_bench.sh with the CUDA build's
 # xy-node, from the carried .device/bench: poems dump, tokenizer, Debian's spm_encode). Results
 # also go to $OUT when it is set.
@@ -15,7 +16,7 @@ start=$(date +%s)
 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DXY_CUDA=ON \
   -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH;$TORCH_CMAKE" > "$OUT/configure.log" 2>&1 \
   || { tail -40 "$OUT/configure.log"; exit 1; }
-cmake --build build-cuda -j 16 --target xy-node gpu_test adam_bench train_bench hf_logits > "$OUT/build.log" 2>&1 \
+cmake --build build-cuda -j 16 --target xy-node gpu_test adam_bench train_bench hf_logits adam_device_test adam_device_bench > "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; exit 1; }
 echo "xy: CUDA build took $(( $(date +%s) - start )) s"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -35,6 +36,9 @@ for what in "$@"; do
     interop) bash scripts/interop_gpu_check.sh 2>&1 | tee "$OUT/interop.log" | grep -E "^step|exported|hf_logits|transformers|error|Error" ;;
     peer7b4) [ -d .device/peer ] && bash .device/peer/run_peer.sh 4 7b 4096 4 6 1 2>&1 | tee "$OUT/peer7b4.log" | tail -3 ;;
     adam) ./build-cuda/bin/adam_bench $((1 << 27)) 5 2>&1 | tee "$OUT/adam.log" ;;
+    devadam)  # the device AdamW: its test against the CPU kernel, then the CPU and device benchmarks
+      { ./build-cuda/bin/adam_device_test; ./build-cuda/bin/adam_bench $((1 << 27)) 5; ./build-cuda/bin/adam_device_bench 10; } 2>&1 \
+        | tee "$OUT/devadam.log" | grep -vE "^\[ (RUN|  *OK) " ;;
     prep)
       # spm_encode from the carried sentencepiece package (.device/env.sh unpacks .device/debs into
       # /opt/deps once per machine; a machine unpacked before the package was carried gets it here).
