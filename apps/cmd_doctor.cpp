@@ -5,6 +5,8 @@
 // and answers each connection with one JSON line of its facts (versions, wall clock); it asks
 // every other node's doctor the same, so that the checks cover versions, reachability of each
 // node's interface, the ports and the clock skew. Run it on every node at about the same time.
+// The facts served carry the node's transport settings, and after asking, node 0 and each other
+// node measure their link over Gloo (apps/doctor_links.cpp).
 //
 // The checks of this node are apps/doctor_checks.cpp, one function each; this file asks the
 // peers, runs the list and prints the table.
@@ -13,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -35,6 +38,14 @@
 
 namespace xy {
 namespace doctor {
+
+std::string printable(std::string s) {
+  if (s.size() > 200) s = s.substr(0, 200) + "...";
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s;
+}
+
 namespace {
 
 using json = nlohmann::json;
@@ -52,14 +63,6 @@ std::string peer_facts_problem(const json& j) {
     if (!j.contains(k) || !j[k].is_string()) return std::string("no string '") + k + "'";
   if (!j.contains("time_us") || !j["time_us"].is_number()) return "no number 'time_us'";
   return "";
-}
-
-// Text from the network as it may be printed: control characters as '?', at most 200 bytes.
-std::string printable(std::string s) {
-  if (s.size() > 200) s = s.substr(0, 200) + "...";
-  for (char& c : s)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  return s;
 }
 
 // Connects to host:port within timeout_s and reads one line; "" + err on failure.
@@ -97,23 +100,26 @@ std::string ask_peer(const std::string& host, int port, double timeout_s, std::s
   return "";
 }
 
-// Answers each connection to `listener` with this node's facts, one JSON line, until `serving`
-// is false (the peers' ask_peer).
-void serve_facts(int listener, int me, const std::atomic<bool>& serving) {
+// Answers each connection to `listener` with this node's facts (local_facts, and what `extra`
+// adds: the transport settings and whether it probes), one JSON line, until `serving` is false
+// (the peers' ask_peer).
+void serve_facts(int listener, int me, const json& extra, const std::atomic<bool>& serving) {
   while (serving) {
     pollfd p{listener, POLLIN, 0};
     if (poll(&p, 1, 100) <= 0) continue;
     int c = accept(listener, nullptr, nullptr);
     if (c < 0) continue;
-    const std::string line = local_facts(me).dump() + "\n";
+    json facts = local_facts(me);
+    facts.update(extra);
+    const std::string line = facts.dump() + "\n";
     (void)!write(c, line.data(), line.size());
     close(c);
   }
 }
 
 // Node p as seen from here: its doctor's answer (reach), then, when it answered with facts, the
-// versions and the clock skew compared with ours.
-std::vector<Row> check_peer(const Context& c, int p, double wait_s) {
+// versions, the transport settings and the clock skew compared with ours (its facts in *answer).
+std::vector<Row> check_peer(const Context& c, int p, double wait_s, json* answer) {
   const std::string& n = c.n;
   const json& facts = c.facts;
   const NodeSpec& peer = c.cfg.topology.nodes[p];
@@ -145,6 +151,7 @@ std::vector<Row> check_peer(const Context& c, int p, double wait_s) {
                  "; it sent: " + printable(line.substr(0, 80)),
              "something else listens on " + peer.host + ":" + std::to_string(peer.port) +
                  " (or another xy version): check topology.nodes[" + pn + "]"}};
+  *answer = theirs;
   std::vector<Row> rows;
   rows.push_back({"reach node " + pn, n, "PASS", peer.host + ":" + std::to_string(peer.port) + " (" +
                   printable(theirs["hostname"].get<std::string>()) + ")", ""});
@@ -152,7 +159,7 @@ std::vector<Row> check_peer(const Context& c, int p, double wait_s) {
   for (const auto& [k, name] : kVersions)
     if (theirs[k].get<std::string>() != facts[k].get<std::string>())
       diff += std::string(diff.empty() ? "" : "; ") + name + " " + printable(theirs[k].get<std::string>()) +
-              " there, " + facts[k].get<std::string>() + " here";
+              " on node " + pn + ", " + facts[k].get<std::string>() + " on node " + n;
   if (diff.empty())
     rows.push_back({"same versions as node " + pn, n, "PASS",
                     "xy, LibTorch, CUDA runtime, CUDA driver, NCCL match", ""});
@@ -160,6 +167,7 @@ std::vector<Row> check_peer(const Context& c, int p, double wait_s) {
     rows.push_back({"same versions as node " + pn, n, "FAIL", diff,
                     "install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on "
                     "every node (a mismatch hangs or corrupts collectives)"});
+  rows.push_back(check_transport(c, p, theirs));
   const double mid_us = std::chrono::duration_cast<std::chrono::microseconds>(
                             (t0.time_since_epoch() + t1.time_since_epoch()) / 2).count();
   const double skew = std::abs(theirs["time_us"].get<double>() - mid_us) / 1e6;
@@ -187,10 +195,10 @@ int print_rows(const std::vector<Row>& rows, std::ostream& out, bool as_json) {
     out << j.dump(2) << "\n";
   } else {
     char buf[128];
-    std::snprintf(buf, sizeof buf, "%-26s %-5s %-6s %s\n", "check", "node", "result", "detail");
+    std::snprintf(buf, sizeof buf, "%-27s %-5s %-6s %s\n", "check", "node", "result", "detail");
     out << buf;
     for (const auto& r : rows) {
-      std::snprintf(buf, sizeof buf, "%-26s %-5s %-6s ", r.check.c_str(), r.node.c_str(), r.result.c_str());
+      std::snprintf(buf, sizeof buf, "%-27s %-5s %-6s ", r.check.c_str(), r.node.c_str(), r.result.c_str());
       out << buf << r.detail << "\n";
       if (!r.fix.empty()) out << "    fix: " << r.fix << "\n";
     }
@@ -221,7 +229,7 @@ std::string doctor_environment_problem() {
   return "";
 }
 
-int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool as_json) {
+int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool as_json, bool probe) {
   using namespace doctor;
   // The order of the table.
   static constexpr Check kChecks[] = {
@@ -230,19 +238,30 @@ int run_doctor(const Config& cfg, int me, double wait_s, std::ostream& out, bool
       check_open_files, check_locked_memory, check_host_memory, check_checkpoint_disk,
   };
   Context c{cfg, me, std::to_string(me), cfg.topology.nodes.at(me), local_facts(me)};
+  c.transport = transport_facts(cfg, me);
+  const int nodes = static_cast<int>(cfg.topology.nodes.size());
+  if (!probe) c.no_probe = "not asked for (--no-probe; train's preflight does not probe)";
   std::vector<Row> rows;
   for (const Check check : kChecks)
     if (std::optional<Row> row = check(c)) rows.push_back(std::move(*row));
+  // Node 0 serves the probe's rendezvous on its port + 1: it probes only when that is free.
+  for (const Row& r : rows)
+    if (r.check == "rendezvous port free" && r.result != "PASS" && c.no_probe.empty())
+      c.no_probe = "the rendezvous port is taken (above)";
 
   // Peers: serve our facts, ask theirs.
   std::atomic<bool> serving{true};
   std::thread server;
+  const json extra = {{"transport", c.transport}, {"probe", c.no_probe.empty()}};
   if (c.listener >= 0)
-    server = start_thread("the doctor's answering thread", [&] { serve_facts(c.listener, me, serving); });
-  const int nodes = static_cast<int>(cfg.topology.nodes.size());
+    server = start_thread("the doctor's answering thread", [&] { serve_facts(c.listener, me, extra, serving); });
+  std::vector<json> peers(nodes);
   for (int p = 0; p < nodes; ++p)
     if (p != me)
-      for (Row& row : check_peer(c, p, wait_s)) rows.push_back(std::move(row));
+      for (Row& row : check_peer(c, p, wait_s, &peers[p])) rows.push_back(std::move(row));
+  // The link probe: a few seconds at most (each direction's transfer stops after ~0.3 s).
+  if (nodes > 1)
+    for (Row& row : probe_links(c, peers, std::clamp(wait_s, 5.0, 20.0))) rows.push_back(std::move(row));
   // Keep answering for the peers that are still asking.
   if (c.listener >= 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(nodes > 1 ? 1500 : 0));
@@ -265,6 +284,7 @@ int cmd_doctor(int argc, char** argv) {
       ("gpu-timeout", "seconds each GPU gets to answer the probe (default 20, or XY_DOCTOR_GPU_TIMEOUT)",
        cxxopts::value<double>())
       ("json", "print the checks as JSON")
+      ("no-probe", "skip the link probe (the timed Gloo exchange between node 0 and each other node)")
       ("facts", "print what this node reports to its peers (versions, host, clock) as JSON and exit")
       ("h,help", "show this help");
   cxxopts::ParseResult args;
@@ -303,7 +323,8 @@ int cmd_doctor(int argc, char** argv) {
     std::cerr << "xy-node doctor: " << e.what() << "\n";
     return 2;
   }
-  const int failed = xy::run_doctor(cfg, me, wait_s, std::cout, args.count("json") > 0);
+  const int failed = xy::run_doctor(cfg, me, wait_s, std::cout, args.count("json") > 0,
+                                   args.count("no-probe") == 0);
   if (xy::doctor::g_gpu_hung) {
     // A probe thread is stuck in the driver: do not run exit handlers that may wait for it.
     std::cout.flush();

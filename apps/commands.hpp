@@ -60,8 +60,11 @@ int node_index_from(const xy::Config& cfg, std::optional<int> flag);
 
 namespace xy {
 // The preflight checks of node `node_index` (apps/cmd_doctor.cpp): prints the table (or JSON) to
-// `out`, waits up to wait_s for each peer's doctor; returns the number of failed checks.
-int run_doctor(const Config& cfg, int node_index, double wait_s, std::ostream& out, bool as_json);
+// `out`, waits up to wait_s for each peer's doctor; returns the number of failed checks. With
+// `probe` (xy-node doctor without --no-probe; not train's preflight) and several nodes, it also
+// measures each link to node 0 (apps/doctor_links.cpp).
+int run_doctor(const Config& cfg, int node_index, double wait_s, std::ostream& out, bool as_json,
+               bool probe = false);
 // What is wrong with the doctor's environment variables (XY_DOCTOR_GPU_TIMEOUT: seconds > 0;
 // XY_DOCTOR_GPU_STALL: a device index), naming the variable; "" when nothing is.
 std::string doctor_environment_problem();

@@ -3,14 +3,17 @@
 // returns its row of the table; run_doctor() runs them in order and prints the rows.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "io/config.hpp"
 
 namespace xy {
+struct ModelLayout;
 namespace doctor {
 
 // The longest wait or timeout the doctor takes (as the config's deadlines): 30 days.
@@ -35,6 +38,8 @@ struct Context {
   const NodeSpec& self;   // cfg.topology.nodes[me]
   nlohmann::json facts;   // local_facts(me)
   int listener = -1;      // the control port, bound by check_control_port (the peers ask it)
+  nlohmann::json transport;  // transport_facts(cfg, me)
+  std::string no_probe;      // why this node runs no link probe; "" = it does
 };
 
 // What this node reports to its peers (and prints with --facts); the peers compare the versions.
@@ -57,6 +62,36 @@ std::optional<Row> check_checkpoint_disk(Context& c);
 
 // A listening socket on host:port, or -1 with the reason in *err.
 int listen_on(const std::string& host, int port, std::string* err);
+
+// Text from the network as it may be printed: control characters as '?', at most 200 bytes.
+std::string printable(std::string s);
+
+// The checks between nodes (apps/doctor_links.cpp). This node's transport settings, which the
+// doctor adds to the facts it serves under "transport": its topology address and the interface
+// owning it, the user's NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME ("" = unset: xy sets both to that
+// interface), and the NCCL settings every node must share.
+nlohmann::json transport_facts(const Config& cfg, int me);
+// "same transport as node p": p's transport facts (in its answer `theirs`) against ours; a FAIL
+// names both nodes and both values.
+Row check_transport(const Context& c, int p, const nlohmann::json& theirs);
+
+// The bytes one rank sends in one optimizer step under global ZeRO-3 (per micro-batch: the
+// all-gathers of the forward and backward and the reduce-scatter of every unit's gradient, each
+// (world-1)/world of the unit's padded size in the working precision; once per step: the
+// all-reduce of the step's facts). The one place of this arithmetic: the doctor's step traffic
+// row prints it, and tests/doctor_cluster_test.sh checks it against tests/zero3_bytes.py (whose
+// prediction tests/zero3_bytes_test.sh checks against the bytes on the wire).
+struct StepTraffic {
+  double gathers = 0, reduce_scatter = 0, all_reduce = 0;
+  double total() const { return gathers + reduce_scatter + all_reduce; }
+};
+StepTraffic step_traffic(const ModelLayout& layout, int world, int working_bytes, int64_t micro_batches);
+
+// The link probe: node 0 and each other node time a ping-pong and a transfer each way over Gloo
+// (the job's rendezvous on node 0's port + 1, bound to the topology addresses), and say what one
+// step moves across the link (step_traffic). `peers[p]` is node p's answer (null if none); a
+// node probes only when the node(s) it pairs with said they would ("probe" in their facts).
+std::vector<Row> probe_links(const Context& c, const std::vector<nlohmann::json>& peers, double timeout_s);
 
 }  // namespace doctor
 }  // namespace xy

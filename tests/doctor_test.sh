@@ -113,7 +113,7 @@ kill $FAKE 2>/dev/null
 echo "$out" | grep -A1 "FAIL\|reach"
 check "fake peer: exit 1" $([ $rc -eq 1 ]; echo $?)
 grep -q "^reach node 1 .* PASS .*127.0.0.1:$P1 (fake)" <<< "$out"; check "fake peer reached" $?
-grep -q "^same versions as node 1 .* FAIL .*xy 0.0.9 there, $(fact xy) here; torch 2.1.0 there, $(fact torch) here" <<< "$out"; check "mismatched versions named" $?
+grep -q "^same versions as node 1 .* FAIL .*xy 0.0.9 on node 1, $(fact xy) on node 0; torch 2.1.0 on node 1, $(fact torch) on node 0" <<< "$out"; check "mismatched versions named" $?
 grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node" <<< "$out"; check "versions: fix text" $?
 grep -q "^clock skew to node 1 .* FAIL .*(more than 1 s)" <<< "$out"; check "clock skew detected" $?
 grep -q "fix: synchronise the clocks (chrony or systemd-timesyncd" <<< "$out"; check "clock skew: fix text" $?
@@ -146,6 +146,11 @@ wait $D1; rc1=$?
 cat "$W/d0.log"
 check "two real doctors: both exit 0 ($rc0, $rc1)" $([ $rc0 -eq 0 ] && [ $rc1 -eq 0 ]; echo $?)
 grep -q "^clock skew to node 0 .* PASS" "$W/d1.log"; check "node 1 checked its clock against node 0" $?
+grep -q "^same transport as node 1 .* PASS .*NCCL_IB_DISABLE 0 on both; socket interface lo (xy's choice) on node 1" "$W/d0.log"
+check "two real doctors: the same transport settings" $?
+grep -q "^bandwidth to node 1 .* PASS .*node 0 -> node 1 [0-9.]* Mbit/s" "$W/d0.log" &&
+  grep -q "^bandwidth to node 1 .* PASS" "$W/d1.log" && grep -q "^step traffic to node 1 .* PASS .*one step moves" "$W/d1.log"
+check "two real doctors: the link probe ran on both (tests/doctor_cluster_test.sh checks its figures)" $?
 
 # 11. Two NCCLs in one process: two (empty) libnccl libraries from two folders, LD_PRELOADed. (Not
 # named libnccl.so.2: in a CUDA build one of that soname would stand in for the real NCCL and the
@@ -184,9 +189,9 @@ fi
 # 12. A peer with another CUDA runtime, CUDA driver or NCCL (each alone) fails with the fix.
 read -r P0 P1 P2 P3 < <(free_ports 4)
 two $P0 $P1 > "$W/two-v.toml"
-for kv in "cuda=12.1|CUDA runtime 12.1 there, $(fact cuda) here" \
-          "cuda_driver=535.54|CUDA driver 535.54 there, $(fact cuda_driver) here" \
-          "nccl=2.18.1|NCCL 2.18.1 there, $(fact nccl) here"; do
+for kv in "cuda=12.1|CUDA runtime 12.1 on node 1, $(fact cuda) on node 0" \
+          "cuda_driver=535.54|CUDA driver 535.54 on node 1, $(fact cuda_driver) on node 0" \
+          "nccl=2.18.1|NCCL 2.18.1 on node 1, $(fact nccl) on node 0"; do
   set_kv=${kv%%|*}; want=${kv#*|}
   fake_peer $P1 "$(facts "$set_kv")"
   out=$("$XY" doctor --config "$W/two-v.toml" --node-index 0 --wait 5 2>&1); rc=$?
@@ -198,6 +203,9 @@ for kv in "cuda=12.1|CUDA runtime 12.1 there, $(fact cuda) here" \
   grep -q "fix: install the same xy build, LibTorch, CUDA runtime, CUDA driver and NCCL on every node" <<< "$out"
   check "peer with $set_kv: fix text" $?
   [ "$(echo "$out" | grep -c FAIL)" -eq 1 ]; check "peer with $set_kv: the only failure" $?
+  grep -q "^same transport as node 1 .* SKIP .*did not report its transport settings" <<< "$out" &&
+    grep -q "^link probe .* SKIP .*node 1's doctor runs no link probe" <<< "$out"
+  check "peer with $set_kv (facts without transport or probe): those rows SKIP" $?
 done
 
 # 13. GPU ranks: a CPU build refuses them with the rebuild; a CUDA build probes each GPU.

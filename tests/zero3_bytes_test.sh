@@ -12,6 +12,8 @@
 #     reduce-scatter: (N-1)/N x W x every unit (the gradient travels in the working precision)
 #     all-reduce:     the end-of-step facts, (4 + units) doubles (a few dozen bytes)
 #   each unit's size padded to a multiple of N (model/layout.cpp).
+# (tests/zero3_bytes.py computes it; the doctor's step traffic row, apps/doctor_links.cpp's
+# step_traffic(), is checked against the same function by tests/doctor_cluster_test.sh.)
 # The wire's own headers are taken out: 66 bytes (Ethernet 14 + IPv4 20 + TCP 32 with timestamps)
 # per packet the interface counts (a segmentation-offloaded packet is counted once, headers once).
 # Needs root (CI runs as root); skipped (77) when network namespaces cannot be made. Only addresses
@@ -103,21 +105,14 @@ for prec in fp32 bf16; do
   short=$(job $prec "$S1") && long=$(job $prec "$S2")
   check "$prec: the jobs of $S1 and $S2 steps run" $?
   [ -n "$short" ] && [ -n "$long" ] || continue
-  python3 - "$prec" "$S1" "$S2" "$VOCAB" "$HIDDEN" "$LAYERS" "$INTER" $short $long <<'PY'
+  PYTHONPATH="$(dirname "$0")" python3 - "$prec" "$S1" "$S2" "$VOCAB" "$HIDDEN" "$LAYERS" "$INTER" $short $long <<'PY'
 import sys
+from zero3_bytes import predict  # tests/zero3_bytes.py: the arithmetic of the header above
 prec, s1, s2, vocab, hidden, layers, inter = sys.argv[1], *map(int, sys.argv[2:8])
 short, long = list(map(int, sys.argv[8:12])), list(map(int, sys.argv[12:16]))
-N, W = 2, {"fp32": 4, "bf16": 2}[prec]
-pad = lambda n: (n + N - 1) // N * N
-emb = pad(vocab * hidden)
-block = pad(2 * hidden + 4 * hidden * hidden + 3 * hidden * inter)  # norms, q k v o, gate up down
-head = pad(hidden + vocab * hidden)                                 # final norm, LM head
-units = 2 + layers
-gathers = (N - 1) / N * W * (2 * emb + 2 * layers * block + head)
-reduce_scatter = (N - 1) / N * W * (emb + layers * block + head)
-all_reduce = 2 * (N - 1) / N * 8 * (4 + units)
+gathers, reduce_scatter, all_reduce, params = predict(prec, 2, vocab, hidden, layers, inter)
 predicted = gathers + reduce_scatter + all_reduce
-print(f"{prec}: {emb + layers * block + head:,} parameters; predicted per step and rank: "
+print(f"{prec}: {params:,} parameters; predicted per step and rank: "
       f"all-gathers {gathers/1e6:.3f} MB + reduce-scatter {reduce_scatter/1e6:.3f} MB + "
       f"all-reduce {all_reduce:.0f} B = {predicted/1e6:.3f} MB")
 worst = 0
