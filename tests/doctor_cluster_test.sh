@@ -28,16 +28,7 @@ for n in 0 1; do
 done
 # The zero3_bytes_test model (hidden 128, 2 layers, intermediate 344), bf16, two ranks.
 cat > "$W/job.toml" <<EOF2
-[topology]
-device = "cpu"
-[[topology.nodes]]
-host = "10.231.6.1"
-port = 29600
-devices = 1
-[[topology.nodes]]
-host = "10.231.6.2"
-port = 29600
-devices = 1
+$(two_node_topology 10.231.6 29600)
 [model]
 preset = "custom"
 vocab_size = 8000

@@ -64,3 +64,10 @@ two_namespaces() {
   ip -n "$N0" addr add "$subnet.1/24" dev "$L0" && ip -n "$N0" link set "$L0" up
   ip -n "$N1" addr add "$subnet.2/24" dev "$L1" && ip -n "$N1" link set "$L1" up
 }
+
+# two_node_topology SUBNET PORT: the [topology] table of a two-node CPU job, one rank at SUBNET.1
+# and one at SUBNET.2 (the addresses two_namespaces gives), both on PORT.
+two_node_topology() {
+  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "%s.1"\nport = %s\ndevices = 1\n[[topology.nodes]]\nhost = "%s.2"\nport = %s\ndevices = 1\n' \
+    "$1" "$2" "$1" "$2"
+}

@@ -22,16 +22,7 @@ ip netns exec "$N1" tc qdisc add dev "$L1" root tbf rate 1gbit burst 256kb laten
 train_test_tokenizer "$XY" "$W/tok"
 check "the tokenizer is trained" $?
 cat > "$W/job.toml" <<EOF
-[topology]
-device = "cpu"
-[[topology.nodes]]
-host = "10.231.8.1"
-port = 29400
-devices = 1
-[[topology.nodes]]
-host = "10.231.8.2"
-port = 29400
-devices = 1
+$(two_node_topology 10.231.8 29400)
 [model]
 preset = "custom"
 vocab_size = 8000

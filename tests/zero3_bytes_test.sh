@@ -47,16 +47,7 @@ job() {
   local prec=$1 steps=$2 dir="$W/$1-$2"
   mkdir -p "$dir"
   cat > "$dir/job.toml" <<EOF
-[topology]
-device = "cpu"
-[[topology.nodes]]
-host = "10.231.7.1"
-port = 29500
-devices = 1
-[[topology.nodes]]
-host = "10.231.7.2"
-port = 29500
-devices = 1
+$(two_node_topology 10.231.7 29500)
 [model]
 preset = "custom"
 vocab_size = $VOCAB
