@@ -5,36 +5,29 @@ find_package(Threads REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # SHA-256 of inputs and tokenizer (libssl-dev)
 
-# zstd (.zst inputs of xy-node preprocess): Debian's libzstd-dev.
-find_path(ZSTD_INCLUDE_DIR zstd.h)
-find_library(ZSTD_LIB zstd)
-if(NOT ZSTD_INCLUDE_DIR OR NOT ZSTD_LIB)
-  message(FATAL_ERROR "zstd not found (Debian: libzstd-dev); run scripts/setup.sh")
-endif()
-add_library(xy::zstd INTERFACE IMPORTED)
-target_include_directories(xy::zstd INTERFACE ${ZSTD_INCLUDE_DIR})
-target_link_libraries(xy::zstd INTERFACE ${ZSTD_LIB})
+# xy_find_c_library(TARGET HEADER LIBRARY WHAT DEBIAN_PACKAGE): an imported target xy::TARGET
+# for a C library found by path (CMAKE_PREFIX_PATH and system paths, not only pkg-config), or a
+# configure error naming the Debian package.
+function(xy_find_c_library target header library what package)
+  string(TOUPPER "${target}" var)
+  find_path(${var}_INCLUDE_DIR ${header})
+  find_library(${var}_LIB ${library})
+  if(NOT ${var}_INCLUDE_DIR OR NOT ${var}_LIB)
+    message(FATAL_ERROR "${what} not found (Debian: ${package}); run scripts/setup.sh")
+  endif()
+  add_library(xy::${target} INTERFACE IMPORTED)
+  target_include_directories(xy::${target} INTERFACE ${${var}_INCLUDE_DIR})
+  target_link_libraries(xy::${target} INTERFACE ${${var}_LIB})
+endfunction()
+
+# zstd (.zst inputs of xy-node preprocess).
+xy_find_c_library(zstd zstd.h zstd zstd libzstd-dev)
 find_package(nlohmann_json 3 REQUIRED)
 
 # Byte-level BPE tokenizers (io/bpe_tokenizer.*): PCRE2 (8-bit, JIT) runs the pre-tokenizer
-# regexes, utf8proc the NFC normalizer. Debian's libpcre2-dev and libutf8proc-dev; found by path
-# (CMAKE_PREFIX_PATH), not only through pkg-config.
-find_path(PCRE2_INCLUDE_DIR pcre2.h)
-find_library(PCRE2_LIB pcre2-8)
-if(NOT PCRE2_INCLUDE_DIR OR NOT PCRE2_LIB)
-  message(FATAL_ERROR "PCRE2 not found (Debian: libpcre2-dev); run scripts/setup.sh")
-endif()
-add_library(xy::pcre2 INTERFACE IMPORTED)
-target_include_directories(xy::pcre2 INTERFACE ${PCRE2_INCLUDE_DIR})
-target_link_libraries(xy::pcre2 INTERFACE ${PCRE2_LIB})
-find_path(UTF8PROC_INCLUDE_DIR utf8proc.h)
-find_library(UTF8PROC_LIB utf8proc)
-if(NOT UTF8PROC_INCLUDE_DIR OR NOT UTF8PROC_LIB)
-  message(FATAL_ERROR "utf8proc not found (Debian: libutf8proc-dev); run scripts/setup.sh")
-endif()
-add_library(xy::utf8proc INTERFACE IMPORTED)
-target_include_directories(xy::utf8proc INTERFACE ${UTF8PROC_INCLUDE_DIR})
-target_link_libraries(xy::utf8proc INTERFACE ${UTF8PROC_LIB})
+# regexes, utf8proc the NFC normalizer.
+xy_find_c_library(pcre2 pcre2.h pcre2-8 PCRE2 libpcre2-dev)
+xy_find_c_library(utf8proc utf8proc.h utf8proc utf8proc libutf8proc-dev)
 
 # LibTorch: Debian's libtorch-dev (CPU) or a CUDA LibTorch on CMAKE_PREFIX_PATH.
 find_package(Torch REQUIRED)
