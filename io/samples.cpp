@@ -1,6 +1,7 @@
 // Samples and their order (see samples.hpp).
 #include "io/samples.hpp"
 
+#include <algorithm>
 #include <random>
 #include <string>
 
@@ -64,13 +65,41 @@ DocumentSplit split_by_document(const std::shared_ptr<const SampleSource>& all, 
 }
 
 SampleOrder::SampleOrder(int64_t samples, int world, uint64_t seed)
-    : samples_(samples), world_(world), seed_(seed) {
-  if (world < 1) throw std::invalid_argument("world size must be >= 1");
-  per_epoch_ = samples - samples % world;
+    : SampleOrder(samples, std::vector<int64_t>(world < 1 ? 0 : world, 1), seed) {}
+
+SampleOrder::SampleOrder(int64_t samples, const std::vector<int64_t>& per_step, uint64_t seed)
+    : samples_(samples), world_(static_cast<int>(per_step.size())), seed_(seed) {
+  if (world_ < 1) throw std::invalid_argument("world size must be >= 1");
+  int64_t total = 0, most = 0;
+  for (int64_t c : per_step) {
+    if (c < 1) throw std::invalid_argument("samples per step must be >= 1, not " + std::to_string(c));
+    equal_ = equal_ && c == per_step[0];
+    total += c;
+    most = std::max(most, c);
+  }
+  if (equal_) {
+    per_epoch_ = samples - samples % world_;
+    if (per_epoch_ <= 0)
+      throw std::invalid_argument("the data has " + std::to_string(samples) +
+                                  " samples, fewer than the " + std::to_string(world_) +
+                                  " data-parallel ranks; add data or shorten data.seq_len");
+    return;
+  }
+  step_ = total;
+  counts_ = per_step;
+  per_epoch_ = samples - samples % total;
   if (per_epoch_ <= 0)
-    throw std::invalid_argument("the data has " + std::to_string(samples) +
-                                " samples, fewer than the " + std::to_string(world) +
-                                " data-parallel ranks; add data or shorten data.seq_len");
+    throw std::invalid_argument("the data has " + std::to_string(samples) + " samples, fewer than the " +
+                                std::to_string(total) + " of one step (the ranks' micro_batch x grad_accum "
+                                "added up); add data or shorten data.seq_len");
+  // Deal the step's block round-robin: round i gives one sample to each rank with more than i.
+  first_.resize(world_);
+  for (int r = 1; r < world_; ++r) first_[r] = first_[r - 1] + counts_[r - 1];
+  deal_.resize(total);
+  int64_t next = 0;
+  for (int64_t i = 0; i < most; ++i)
+    for (int r = 0; r < world_; ++r)
+      if (counts_[r] > i) deal_[first_[r] + i] = next++;
 }
 
 const std::vector<int64_t>& SampleOrder::permutation(int64_t epoch) const {
@@ -89,7 +118,13 @@ const std::vector<int64_t>& SampleOrder::permutation(int64_t epoch) const {
 }
 
 int64_t SampleOrder::at(int rank, int64_t pos) const {
-  const int64_t e = pos * world_ + rank;  // position in the global stream
+  int64_t e;  // position in the global stream
+  if (equal_) {
+    e = pos * world_ + rank;
+  } else {
+    const int64_t c = counts_[rank];
+    e = pos / c * step_ + deal_[first_[rank] + pos % c];
+  }
   const int64_t epoch = e / per_epoch_;
   return permutation(epoch)[e % per_epoch_];
 }

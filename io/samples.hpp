@@ -5,6 +5,12 @@
 // one). Each epoch visits a seeded permutation of all samples, cut to a multiple of the world size
 // so that no rank is starved; rank r takes every world-th sample of the epoch's stream, starting at
 // r. A rank's position is the count of samples it has consumed (saved in checkpoints).
+//
+// Mixed GPUs: ranks may take different numbers of samples per optimizer step (c_r = its node's
+// micro_batch x grad_accum; T = their sum). Step s then reads the block [s*T, s*T + T) of the same
+// stream, dealt round-robin: the i-th sample of rank r's step is the block's
+// sum_q min(c_q, i) + #{q < r : c_q > i}-th. With equal counts this is the rule above exactly;
+// with unequal ones an epoch is cut to a multiple of T, so that no step straddles two epochs.
 #pragma once
 
 #include <cstdint>
@@ -75,15 +81,26 @@ class SampleOrder {
  public:
   // Throws std::invalid_argument if there are fewer samples than ranks.
   SampleOrder(int64_t samples, int world, uint64_t seed);
+  // Samples per step of each rank (all >= 1). Equal counts give the order of SampleOrder(samples,
+  // world, seed). Throws std::invalid_argument if there are fewer samples than ranks, or, for
+  // unequal counts, than one step's.
+  SampleOrder(int64_t samples, const std::vector<int64_t>& per_step, uint64_t seed);
   // The sample index that rank `rank` reads at its position `pos` (0-based, across epochs).
   int64_t at(int rank, int64_t pos) const;
-  int64_t per_rank_per_epoch() const { return per_epoch_ / world_; }
+  int64_t per_rank_per_epoch(int rank = 0) const {
+    return equal_ ? per_epoch_ / world_ : per_epoch_ / step_ * counts_[rank];
+  }
 
  private:
   const std::vector<int64_t>& permutation(int64_t epoch) const;
 
   int64_t samples_, per_epoch_;
   int world_;
+  bool equal_ = true;            // every rank takes as many samples per step
+  int64_t step_ = 0;             // unequal: T, the samples of one step
+  std::vector<int64_t> counts_;  // unequal: c_r
+  std::vector<int64_t> first_;   // unequal: rank r's entries of deal_ start at first_[r]
+  std::vector<int64_t> deal_;    // unequal: the block offset of rank r's i-th sample of a step
   uint64_t seed_;
   mutable int64_t cached_epoch_ = -1;  // one epoch's permutation is cached (not thread-safe)
   mutable std::vector<int64_t> perm_;

@@ -44,6 +44,59 @@ TEST(SampleOrder, TooFewSamplesIsAClearError) {
   }
 }
 
+// Per-rank counts (mixed GPUs). The reference is the one-rank order, whose stream position e is
+// the global stream's: with 120 samples every epoch below is the whole permutation.
+TEST(SampleOrder, EqualCountsAreTheOneRankStreamDealtByRank) {
+  const SampleOrder one(120, 1, 9);
+  for (int world : {1, 2, 3, 4})
+    for (int64_t c : {1, 3}) {
+      const SampleOrder o(120, std::vector<int64_t>(world, c), 9);
+      EXPECT_EQ(o.per_rank_per_epoch(), 120 / world);
+      for (int r = 0; r < world; ++r)
+        for (int64_t pos = 0; pos < 300; ++pos)  // two and a half epochs
+          ASSERT_EQ(o.at(r, pos), one.at(0, pos * world + r)) << "world " << world << " rank " << r << " pos " << pos;
+    }
+}
+
+TEST(SampleOrder, UnequalCountsPartitionEachStepsBlock) {
+  // Micro-batches 3 and 1: step s of the two ranks is step s of one rank with 4, dealt
+  // round-robin (rank 0 takes block offsets 0, 2, 3; rank 1 takes 1).
+  const SampleOrder one(120, std::vector<int64_t>{4}, 9), two(120, std::vector<int64_t>{3, 1}, 9);
+  EXPECT_EQ(two.per_rank_per_epoch(0), 90);
+  EXPECT_EQ(two.per_rank_per_epoch(1), 30);
+  for (int64_t s = 0; s < 75; ++s) {  // two and a half epochs
+    EXPECT_EQ(two.at(0, 3 * s), one.at(0, 4 * s)) << "step " << s;
+    EXPECT_EQ(two.at(1, s), one.at(0, 4 * s + 1)) << "step " << s;
+    EXPECT_EQ(two.at(0, 3 * s + 1), one.at(0, 4 * s + 2)) << "step " << s;
+    EXPECT_EQ(two.at(0, 3 * s + 2), one.at(0, 4 * s + 3)) << "step " << s;
+  }
+  // Three ranks with 3, 1, 2 (T = 6) over 103 samples: an epoch is 102, each sample at most once.
+  const SampleOrder three(103, std::vector<int64_t>{3, 1, 2}, 4);
+  const std::vector<int64_t> counts = {3, 1, 2};
+  std::multiset<int64_t> seen;
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(three.per_rank_per_epoch(r), 17 * counts[r]);
+    for (int64_t i = 0; i < three.per_rank_per_epoch(r); ++i) seen.insert(three.at(r, i));
+  }
+  EXPECT_EQ(seen.size(), 102u);
+  EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), 102u);
+  // The next epoch starts at each rank's 17th step: a fresh permutation, not the remainder.
+  std::set<int64_t> second;
+  for (int r = 0; r < 3; ++r)
+    for (int64_t i = 0; i < three.per_rank_per_epoch(r); ++i)
+      second.insert(three.at(r, three.per_rank_per_epoch(r) + i));
+  EXPECT_EQ(second.size(), 102u);
+}
+
+TEST(SampleOrder, UnequalCountsNeedOneStepOfSamples) {
+  try {
+    SampleOrder o(5, std::vector<int64_t>{3, 3, 1}, 1);
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("fewer than the 7 of one step"), std::string::npos) << e.what();
+  }
+}
+
 TEST(SampleSource, OverlappingWindows) {
   TokenSamples s({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 3, 10);
   EXPECT_EQ(s.size(), 3);
