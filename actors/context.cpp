@@ -26,6 +26,7 @@
 #include "health/control.hpp"
 #include "io/hf_config.hpp"
 #include "model/hf_io.hpp"
+#include "optim/sharding.hpp"
 
 namespace xy {
 
@@ -269,7 +270,7 @@ void place_unit(NodeContext& ctx, const UnitLayout& unit, const UnitStart& s) {
   for (size_t l = 0; l < ctx.shards.size(); ++l) {
     auto& sh = ctx.shards[l];
     const c10::Device dev = ctx.streams[l].device;
-    const int64_t b = unit.shard_begin(sh->rank), n = unit.shard_numel;
+    const int64_t b = unit.shard_begin(sh->shard), n = unit.shard_numel;
     sh->master.push_back(s.master.narrow(0, b, n).clone());
     const at::Tensor w = s.working.narrow(0, b, n);
     sh->working.push_back(p.working == Where::kDevice       ? w.to(dev)
@@ -299,6 +300,17 @@ void check_allocated(const NodeContext& ctx) {
                                 " (a bug: optim/placement.cpp and actors/context.cpp disagree)");
 }
 
+// The layout, the placement plan and the model for global or node sharding (ctx.shard_world ranks
+// share each unit; with node sharding a rank holds the slice of its local index).
+void apply_sharding(NodeContext& ctx, const Config& cfg, const DeviceFacts& facts, bool node) {
+  ctx.node_shard = node && ctx.nodes > 1;
+  ctx.shard_world = ctx.node_shard ? ctx.local_ranks : ctx.world;
+  ctx.layout = build_layout(cfg.model, ctx.shard_world, cfg.optimizer.no_decay);
+  ctx.plan = plan_placement(cfg, ctx.layout, ctx.shard_world, ctx.local_ranks, facts);
+  if (!ctx.plan.refusal().empty()) throw std::invalid_argument(ctx.plan.refusal());
+  ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
+}
+
 // Identity in the job, the layout and the model; refuses set-ups that cannot run.
 void set_identity(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
   ctx.cfg = cfg;
@@ -317,15 +329,16 @@ void set_identity(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
   for (int i = 0; i < topo.node_index; ++i) ctx.first_rank += topo.nodes[i].devices;
   ctx.local_ranks = topo.nodes[topo.node_index].devices;
   ctx.working_dtype = working_dtype(cfg.train.precision, ctx.on_device);
-  ctx.layout = build_layout(cfg.model, ctx.world, cfg.optimizer.no_decay);
   ctx.node_index = topo.node_index;
-  // Where every piece of state goes, priced by the one memory model and checked against this
+  ctx.nodes = static_cast<int>(topo.nodes.size());
+  // How the state is sharded (this node's choice; connect() agrees on it with the other nodes),
+  // then where every piece of it goes, priced by the one memory model and checked against this
   // machine's memory and its GPUs' before anything is allocated.
   const DeviceFacts facts = device_facts(ctx);
-  ctx.plan = plan_placement(cfg, ctx.layout, ctx.world, ctx.local_ranks, facts);
-  if (!ctx.plan.refusal().empty()) throw std::invalid_argument(ctx.plan.refusal());
+  const ShardChoice choice = choose_sharding(cfg, cfg.model, facts);
+  ctx.shard_why = choice.why;
+  apply_sharding(ctx, cfg, facts, choice.node);
   cap_device_memory(ctx, cfg, facts);
-  ctx.model = std::make_shared<Llama>(cfg.model, ctx.layout);
   ctx.data = opts.data;
   ctx.eval_sets = opts.eval_sets;
   ctx.tokenizer = opts.tokenizer;
@@ -343,8 +356,6 @@ void set_identity(NodeContext& ctx, const Config& cfg, const RunOptions& opts) {
   }
   if (cfg.train.threads > 0) at::set_num_threads(cfg.train.threads);
   ctx.adam_pool = std::make_unique<ThreadPool>(cfg.actors.adam_threads);
-  ctx.node_index = topo.node_index;
-  ctx.nodes = static_cast<int>(topo.nodes.size());
   if (ctx.on_device) ctx.peak_flops = device_peak_flops(0, cfg.train.precision);
 }
 
@@ -360,6 +371,12 @@ void connect(NodeContext& ctx, const Config& cfg) {
         ctx.on_device ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(l)) : c10::Device(c10::kCPU)));
   const double comm_timeout = 2 * cfg.deadlines.collective_s * cfg.deadlines.first_step_factor;
   CommGroup group;
+  // Node sharding's groups are made wherever it may be chosen (the nodes agree below, on the
+  // store that the communicators bring up); unused ones stay idle.
+  bool same_devices = true;
+  for (const NodeSpec& n : topo.nodes) same_devices = same_devices && n.devices == topo.nodes[0].devices;
+  const NodeGroups node_groups{topo.node_index, ctx.nodes};
+  const NodeGroups* groups = multi && same_devices && topo.shard != "global" ? &node_groups : nullptr;
   // Several nodes: every store connection proves the job's secret (comm/net_store.hpp), and the
   // job's node-level secret handshake runs on the store before any rank connects.
   if (multi) {
@@ -375,14 +392,33 @@ void connect(NodeContext& ctx, const Config& cfg) {
   if (ctx.on_device)
     group = make_nccl_comms(ctx.world, ctx.first_rank, ctx.local_ranks,
                             multi ? topo.nodes[0].host : "", multi ? topo.nodes[0].port + 1 : 0,
-                            topo.node_index == 0, comm_timeout);
+                            topo.node_index == 0, comm_timeout, groups);
   else
 #endif
     group = make_gloo_comms(ctx.world, ctx.first_rank, ctx.local_ranks, me.host,
                             multi ? topo.nodes[0].host : "", multi ? topo.nodes[0].port + 1 : 0,
-                            topo.node_index == 0, comm_timeout);
+                            topo.node_index == 0, comm_timeout, groups);
   ctx.comms = std::move(group.comms);
   ctx.store = std::move(group.store);
+  // Node sharding only where every node chose it (their memories may differ): each publishes its
+  // choice and takes the first refusal it reads, so all end with the same answer.
+  if (multi) {
+    ctx.store->set("xy/shard/" + std::to_string(ctx.node_index), (ctx.node_shard ? "node " : "global ") + ctx.shard_why);
+    std::string refused;
+    for (int n = 0; n < ctx.nodes && refused.empty(); ++n) {
+      const std::string said = ctx.store->get("xy/shard/" + std::to_string(n));
+      if (said.rfind("node ", 0) != 0) refused = "node " + std::to_string(n) + " chose " + said.substr(said.find(' ') + 1);
+    }
+    if (!refused.empty() && ctx.node_shard) {
+      if (cfg.topology.shard == "node")  // chosen by the user: never silently another
+        throw std::invalid_argument("topology.shard = \"node\", but " + refused);
+      ctx.shard_why = "global (" + refused + ")";
+      apply_sharding(ctx, cfg, device_facts(ctx), false);
+    }
+    if (!ctx.quiet) std::printf("xy: sharding %s\n", ctx.shard_why.c_str());
+  }
+  ctx.shard_comms = ctx.node_shard ? group.shard : ctx.comms;
+  if (ctx.node_shard) ctx.replica_comms = group.replica;
   // bf16 only if every device of the job has it; else fp16 everywhere, said once per node.
   std::string note;
   const std::string precision = agree_precision(*ctx.store, ctx.node_index, ctx.nodes, cfg.train.precision,
@@ -405,7 +441,7 @@ void set_start(NodeContext& ctx, const Config& cfg, const CheckpointManifest& ck
   ctx.resumed_from = ckpt.dir;
   // The data position: the global sample stream is consumed in order, so the same number of
   // consumed samples continues it exactly on another world size when it divides evenly.
-  const int64_t consumed = ckpt.samples_per_rank * ckpt.world_size;
+  const int64_t consumed = ckpt.samples_per_rank * ckpt.data_ranks;
   if (consumed % ctx.world != 0)
     throw std::invalid_argument("checkpoint " + ckpt.dir + " consumed " + std::to_string(consumed) +
                                 " samples, which " + std::to_string(ctx.world) +
@@ -486,6 +522,7 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
   for (int local = 0; local < ctx.local_ranks; ++local) {
     auto sh = std::make_shared<RankShards>();
     sh->rank = ctx.first_rank + local;
+    sh->shard = ctx.node_shard ? local : sh->rank;
     ctx.shards.push_back(sh);
   }
   std::optional<CheckpointManifest> ckpt;

@@ -36,6 +36,9 @@ class MetricsLog;  // health/metrics.hpp
 // `m`, `v` and `working` by its optimizer-offload actor (between finish and the unit's `updated`).
 struct RankShards {
   int rank = 0;
+  // Which slice of each unit this rank holds: its global rank, or with node sharding its local
+  // index (the shard group is the node; the same slices live on every node).
+  int shard = 0;
   std::vector<at::Tensor> working;  // per unit [shard_numel], working precision
   std::vector<at::Tensor> grad;     // per unit [shard_numel], fp32 accumulated gradient
   std::vector<at::Tensor> master;   // per unit [shard_numel], fp32
@@ -151,7 +154,15 @@ struct NodeContext {
   int node_index = 0;   // this node's entry in cfg.topology.nodes
   int nodes = 1;
   std::shared_ptr<KeyValueStore> store;              // the job's rendezvous store
-  std::vector<std::shared_ptr<Comm>> comms;          // per local rank
+  std::vector<std::shared_ptr<Comm>> comms;          // per local rank: every rank of the job
+  // ZeRO-3's sharding (topology.shard, resolved at start-up): with node sharding the units are
+  // sharded over each node's ranks (shard_world = local_ranks) and replicated across nodes; the
+  // gathers and per-micro-batch reductions use shard_comms, the once-per-step gradient all-reduce
+  // between nodes replica_comms. With global sharding shard_comms = comms, replica_comms empty.
+  bool node_shard = false;
+  int shard_world = 1;
+  std::string shard_why;  // the choice and its reason (printed at start-up with several nodes)
+  std::vector<std::shared_ptr<Comm>> shard_comms, replica_comms;
   std::vector<std::shared_ptr<RankShards>> shards;   // per local rank
   std::vector<RankStreams> streams;                  // per local rank (CPU: all default)
   bool on_device = false;                            // topology.device is cuda

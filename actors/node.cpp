@@ -71,7 +71,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
     working_bytes += sh->working_bytes();
   }
   const int64_t params = ctx->layout.total_numel();
-  const double share = static_cast<double>(params) * ctx->local_ranks / ctx->world;
+  const double share = static_cast<double>(params) * ctx->local_ranks / ctx->shard_world;
   if (!opts.quiet)
     std::printf("xy: %lld parameters in %zu units; world size %d (node %d of %d: ranks %d-%d, %s); "
                 "host state (fp32 master, m, v, gradient landing) %.1f MiB = %.1f bytes/parameter; "

@@ -40,7 +40,7 @@ WorkingType working_type(at::ScalarType t) {
 void step_unit(OptimizerState& s, int u, const StepOrder& o) {
   const OptimizerConfig& oc = s.ctx->cfg.optimizer;
   const UnitLayout& unit = s.ctx->layout.units[u];
-  const int64_t base = unit.shard_begin(s.rank), end = unit.shard_end(s.rank);
+  const int64_t base = unit.shard_begin(s.sh->shard), end = unit.shard_end(s.sh->shard);
   AdamHyper h;
   h.lr = o.lr;
   h.beta1 = oc.beta1;

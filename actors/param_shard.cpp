@@ -34,6 +34,7 @@ struct Gathered {
 struct Reduction {
   int unit;
   int64_t step;                    // the gradient's training step
+  bool last = false;               // of the step's last micro-batch
   at::Tensor full, shard;          // full: scratch (this rank's gradient); shard: the sum slice
   std::unique_ptr<CommOp> op;
   uint64_t op_id;
@@ -59,7 +60,10 @@ struct PendingSum {
 struct ParamShardState : CollectiveRunner {
   std::shared_ptr<NodeContext> ctx;
   int local = 0, rank = 0;
-  Comm* comm = nullptr;
+  Comm* comm = nullptr;     // the shard group's: gathers and reduce-scatters (global: every rank)
+  Comm* global = nullptr;   // every rank of the job: the step's facts, evaluation sums
+  Comm* replica = nullptr;  // node sharding: the same shard on every node (else null)
+  std::vector<std::pair<std::unique_ptr<CommOp>, uint64_t>> replica_ops;  // in flight: op, registry id
   RankShards* sh = nullptr;
   RankStreams st;
   std::optional<CollectiveQueue> queue;    // decides; the members below carry it out
@@ -159,6 +163,7 @@ struct ParamShardState : CollectiveRunner {
     Reduction r;
     r.unit = grad.unit;
     r.step = grad.step;
+    r.last = grad.last;
     r.full = grad.grad.contiguous();
     if (st.on_device()) r.full.record_stream(st.reduce);  // made on the compute stream
     r.shard = at::empty({ctx->layout.units[r.unit].shard_numel}, r.full.options());
@@ -174,21 +179,47 @@ struct ParamShardState : CollectiveRunner {
     c10::StreamGuard guard(st.reduce);
     r.op->wait();
     ctx->registry.end(r.op_id);
+    // Node sharding: the unit's gradient shard is complete on this node with the step's last
+    // micro-batch; it is summed with the other nodes' (the replica group) before anything reads it.
+    const bool replicate = replica && r.last;
     if (!st.on_device()) {
       sh->grad[r.unit].add_(r.shard.to(at::kFloat));
+      if (replicate) all_reduce_replicas(sh->grad[r.unit], r.unit, r.step);  // waited at the end of the step
     } else if (accumulate_on_device()) {
       sh->grad_dev[r.unit].add_(r.shard.to(at::kFloat));
+      if (replicate) all_reduce_replicas(sh->grad_dev[r.unit], r.unit, r.step);
     } else {
+      if (replicate) {  // before the shard is squared and copied to the host (stream-ordered)
+        all_reduce_replicas(r.shard, r.unit, r.step);
+        wait_replicas();
+      }
       sumsq[r.unit].add_(r.shard.to(at::kFloat).pow(2).sum());
       sh->grad[r.unit].copy_(r.shard, /*non_blocking=*/true);  // into pinned host memory
     }
     reductions.erase(it);
   }
 
+  // Node sharding: all-reduces `grad` (a unit's complete gradient shard) over the replica group,
+  // asynchronously; wait_replicas() completes every one issued (on a device: the reduce stream
+  // waits). Each rank issues them in the order its gradients land, the same on every node.
+  void all_reduce_replicas(const at::Tensor& grad, int unit, int64_t step) {
+    const uint64_t seq = replica->seq() + 1;
+    const uint64_t op_id = ctx->registry.begin("all-reduce between nodes", rank, unit, seq, step, deadline());
+    replica_ops.emplace_back(replica->all_reduce(grad), op_id);
+  }
+  void wait_replicas() {
+    for (auto& [op, op_id] : replica_ops) {
+      op->wait();
+      ctx->registry.end(op_id);
+    }
+    replica_ops.clear();
+  }
+
   // Every gradient of the step has landed: one all-reduce of the step's facts, then the answer.
   void all_reduce(uint64_t id) override {
     PendingFinish& q = finish_requests.at(id);
     c10::StreamGuard guard(st.reduce);
+    wait_replicas();
     const auto dev = at::TensorOptions().dtype(at::kDouble).device(st.device);
     const int64_t units = static_cast<int64_t>(ctx->layout.units.size());
     // Per unit: the squared norm of this rank's gradient shard (to find the units that overflowed).
@@ -216,14 +247,16 @@ struct ParamShardState : CollectiveRunner {
       per_unit = sumsq.to(at::kDouble);
       sumsq.zero_();
     }
+    // Node sharding: every node holds the same (all-reduced) shards; node 0's ranks count them.
+    if (replica && ctx->node_index != 0) per_unit = at::zeros_like(per_unit);
     // One all-reduce: [|g|^2, loss sum, micro-batches, overflowed(unit 0), ..., overflowed(U-1)].
     at::Tensor t = at::cat({at::stack({per_unit.sum(), q.loss_sum.to(dev).reshape({}),
                                        at::full({}, static_cast<double>(q.loss_count), dev),
                                        at::full({}, q.want_checkpoint ? 1.0 : 0.0, dev)}),
                             at::isfinite(per_unit).logical_not().to(at::kDouble)});
-    const uint64_t seq = comm->seq() + 1;
+    const uint64_t seq = global->seq() + 1;
     uint64_t op_id = ctx->registry.begin("all-reduce", rank, -1, seq, step_now(), deadline());
-    auto op = comm->all_reduce(t);
+    auto op = global->all_reduce(t);
     op->wait();
     // The copy to the host waits for this stream, so also for every gradient copied to the host.
     at::Tensor h = t.to(at::kCPU);
@@ -244,7 +277,7 @@ struct ParamShardState : CollectiveRunner {
   void sum(uint64_t id) override {
     auto it = sum_requests.find(id);
     at::Tensor t = it->second.values.to(at::kDouble).contiguous();
-    const uint64_t seq = comm->seq() + 1;
+    const uint64_t seq = global->seq() + 1;
     const uint64_t op_id = ctx->registry.begin("all-reduce", rank, -1, seq, step_now(), deadline());
     {
       c10::StreamGuard guard(st.reduce);
@@ -252,7 +285,7 @@ struct ParamShardState : CollectiveRunner {
         auto ready = DeviceEvent::record(st.compute);
         ready->block(st.reduce);
       }
-      comm->all_reduce(t)->wait();
+      global->all_reduce(t)->wait();
     }
     const at::Tensor h = t.to(at::kCPU);
     ctx->registry.end(op_id);
@@ -286,7 +319,9 @@ param_shard_actor::behavior_type param_shard_fn(
   s.ctx = ctx;
   s.local = local;
   s.rank = ctx->first_rank + local;
-  s.comm = ctx->comms[local].get();
+  s.comm = ctx->shard_comms[local].get();
+  s.global = ctx->comms[local].get();
+  s.replica = ctx->replica_comms.empty() ? nullptr : ctx->replica_comms[local].get();
   s.sh = ctx->shards[local].get();
   s.st = ctx->streams[local];
   std::vector<int64_t> unit_bytes;

@@ -79,7 +79,7 @@ class Trainer {
   }
   void reduce(int unit, at::Tensor grad) {
     UnitGrad g{static_cast<int32_t>(unit), std::move(grad), DeviceEvent::record(streams_.compute),
-               current_step_};
+               current_step_, last_micro_batch_};
     self_->send(shard_, std::move(g));
   }
   void status(int64_t step, const char* phase, int unit) {
@@ -139,6 +139,7 @@ class Trainer {
   RankStreams streams_;
   LossScaler scaler_;
   int64_t current_step_ = 0;
+  bool last_micro_batch_ = true;  // the micro-batch being computed is the step's last
   int64_t samples_done_ = 0;
 };
 
@@ -400,7 +401,9 @@ void Trainer::run() {
     fault::maybe("step", rank_, step);  // fault injection: stop-node, kill-node
     const auto t_step = Clock::now();
     at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(streams_.device));
-    for (int64_t k = 0; k < cfg.train.grad_accum; ++k) {
+    const int64_t accum = node_grad_accum(cfg, ctx_->node_index);
+    for (int64_t k = 0; k < accum; ++k) {
+      last_micro_batch_ = k + 1 == accum;
       Batch b;
       {
         OpScope scope(&ctx_->registry, "batch", rank_, -1, 0, step, deadline(step, cfg.deadlines.batch_s));
@@ -411,7 +414,7 @@ void Trainer::run() {
       // first steps of the delayed update); decided from the micro-batch index, the same on
       // every rank, so the collective sequence stays the same everywhere.
       const bool prefetch_after =
-          k + 1 < cfg.train.grad_accum || version_for(step + 1) == version_for(step);
+          k + 1 < accum || version_for(step + 1) == version_for(step);
       loss_sum += micro_batch(step, b, prefetch_after);
     }
     status(step, "optimizer", -1);
@@ -420,7 +423,7 @@ void Trainer::run() {
                           Seconds(Clock::now() - last_checkpoint_).count() >=
                               cfg.checkpoint.every_minutes * 60;
     const StepFacts facts = ask<StepFacts>(shard_, &rec_.wait_finish_s,
-                                           FinishRequest{loss_sum, cfg.train.grad_accum, time_due});
+                                           FinishRequest{loss_sum, accum, time_due});
     StepOrder order;
     order.step = step;
     order.skip = !facts.finite;

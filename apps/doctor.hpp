@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/config.hpp"
+#include "optim/sharding.hpp"
 
 namespace xy {
 struct ModelLayout;
@@ -41,6 +42,10 @@ struct Context {
   nlohmann::json transport;  // transport_facts(cfg, me)
   std::string no_probe;      // why this node runs no link probe; "" = it does
 };
+
+// The host memory available now (MemAvailable), as the placement plan's facts; the GPUs' memory is
+// not asked (check_gpus probes them). The host-memory row and the sharding the doctor assumes use it.
+DeviceFacts available_memory(const Config& cfg);
 
 // What this node reports to its peers (and prints with --facts); the peers compare the versions.
 nlohmann::json local_facts(int node);
@@ -75,17 +80,7 @@ nlohmann::json transport_facts(const Config& cfg, int me);
 // names both nodes and both values.
 Row check_transport(const Context& c, int p, const nlohmann::json& theirs);
 
-// The bytes one rank sends in one optimizer step under global ZeRO-3 (per micro-batch: the
-// all-gathers of the forward and backward and the reduce-scatter of every unit's gradient, each
-// (world-1)/world of the unit's padded size in the working precision; once per step: the
-// all-reduce of the step's facts). The one place of this arithmetic: the doctor's step traffic
-// row prints it, and tests/doctor_cluster_test.sh checks it against tests/zero3_bytes.py (whose
-// prediction tests/zero3_bytes_test.sh checks against the bytes on the wire).
-struct StepTraffic {
-  double gathers = 0, reduce_scatter = 0, all_reduce = 0;
-  double total() const { return gathers + reduce_scatter + all_reduce; }
-};
-StepTraffic step_traffic(const ModelLayout& layout, int world, int working_bytes, int64_t micro_batches);
+// StepTraffic and step_traffic(): optim/sharding.hpp (the runtime's `auto` reads them too).
 
 // The link probe: node 0 and each other node time a ping-pong and a transfer each way over Gloo
 // (the job's rendezvous on node 0's port + 1, bound to the topology addresses), and say what one

@@ -152,6 +152,25 @@ std::string list_paths(const std::set<std::string>& paths) {
   return l;
 }
 
+}  // namespace
+
+DeviceFacts available_memory(const Config& cfg) {
+  int64_t avail_kb = 0;
+  std::ifstream mi("/proc/meminfo");
+  std::string key;
+  int64_t val;
+  std::string unit;
+  while (mi >> key >> val >> unit)
+    if (key == "MemAvailable:") avail_kb = val;
+  DeviceFacts facts;  // the GPUs' memory is not asked here (check_gpus probes them)
+  facts.kind = cfg.topology.device == "cuda" ? DeviceFacts::Kind::kCuda : DeviceFacts::Kind::kCpu;
+  facts.host_bytes = avail_kb * 1024;
+  facts.host_what = "available now";
+  return facts;
+}
+
+namespace {
+
 // This node's share of the model: its parameters and the bytes each needs (host memory and disk
 // for the planned shards). build_layout checks its arithmetic: a shape too large to count is a
 // failed check naming the key, not a wrapped-around size.
@@ -162,14 +181,18 @@ struct Share {
   ModelLayout layout;
 };
 
+// The layout is that of the sharding `train` would choose here (optim/sharding.hpp): over the
+// job's ranks, or over the node's with node sharding.
 Share node_share(const Context& c) {
   const Config& cfg = c.cfg;
   Share s;
   ModelLayout& layout = s.layout;
+  int shard_world = cfg.topology.world_size();
   try {
     ModelConfig m = cfg.model;
     if (m.vocab_size == 0) m.vocab_size = cfg.data.tokenizer_vocab;
-    layout = build_layout(m, cfg.topology.world_size(), cfg.optimizer.no_decay);
+    if (choose_sharding(cfg, m, available_memory(cfg)).node) shard_world = c.self.devices;
+    layout = build_layout(m, shard_world, cfg.optimizer.no_decay);
   } catch (const std::exception& e) {
     s.error = e.what();
     return s;
@@ -177,7 +200,7 @@ Share node_share(const Context& c) {
   if (layout.units.empty()) return s;
   s.known = true;
   s.params = static_cast<double>(layout.total_numel());
-  s.share = s.params * c.self.devices / cfg.topology.world_size();
+  s.share = s.params * c.self.devices / shard_world;
   return s;
 }
 
@@ -447,18 +470,9 @@ std::optional<Row> check_host_memory(Context& c) {
   const Share s = node_share(c);
   if (!s.error.empty()) return Row{"host memory", n, "FAIL", s.error, "choose a smaller model (model.*)"};
   if (!s.known) return std::nullopt;
-  int64_t avail_kb = 0;
-  std::ifstream mi("/proc/meminfo");
-  std::string key;
-  int64_t val;
-  std::string unit;
-  while (mi >> key >> val >> unit)
-    if (key == "MemAvailable:") avail_kb = val;
-  DeviceFacts facts;  // the GPUs' memory is not asked here (check_gpus probes them)
-  facts.kind = cfg.topology.device == "cuda" ? DeviceFacts::Kind::kCuda : DeviceFacts::Kind::kCpu;
-  facts.host_bytes = avail_kb * 1024;
-  facts.host_what = "available now";
-  const PlacementPlan plan = plan_placement(cfg, s.layout, cfg.topology.world_size(), c.self.devices, facts);
+  const DeviceFacts facts = available_memory(cfg);
+  const int64_t avail_kb = facts.host_bytes / 1024;
+  const PlacementPlan plan = plan_placement(cfg, s.layout, s.layout.world_size, c.self.devices, facts);
   const double need = static_cast<double>(plan.host_bytes) * c.self.devices;
   std::ostringstream d;
   d << static_cast<int64_t>(s.params) << " parameters; this node's share needs " << mib(need) << " ("

@@ -149,28 +149,6 @@ Row check_transport(const Context& c, int p, const json& theirs) {
   return {check, c.n, "FAIL", diff + (diff.empty() || ifs.empty() ? "" : "; ") + ifs, fix};
 }
 
-StepTraffic step_traffic(const ModelLayout& layout, int world, int working_bytes, int64_t micro_batches) {
-  StepTraffic t;
-  if (world <= 1 || layout.units.empty()) return t;
-  const double share = static_cast<double>(world - 1) / world * working_bytes;
-  // Per micro-batch (actors/trainer.cpp): the forward gathers every unit, the head's loss and
-  // backward use its one gather, the backward gathers every block and the embedding again (tied:
-  // the embedding stays gathered from the forward, no second gather). Every unit's gradient is
-  // reduce-scattered once, in the working precision (comm/gloo_reduce_scatter.hpp).
-  double gathered = 0, reduced = 0;
-  const size_t head = layout.units.size() - 1;
-  for (size_t u = 0; u < layout.units.size(); ++u) {
-    const double n = static_cast<double>(layout.units[u].padded_numel);
-    gathered += (u == head || (u == 0 && layout.tied) ? 1 : 2) * n;
-    reduced += n;
-  }
-  t.gathers = share * gathered * micro_batches;
-  t.reduce_scatter = share * reduced * micro_batches;
-  // The end-of-step facts (loss, norms, flags: 4 + units doubles), one all-reduce per step.
-  t.all_reduce = 2.0 * (world - 1) / world * 8 * (4 + static_cast<double>(layout.units.size()));
-  return t;
-}
-
 std::vector<Row> probe_links(const Context& c, const std::vector<json>& peers, double timeout_s) {
   const Config& cfg = c.cfg;
   const int nodes = static_cast<int>(cfg.topology.nodes.size());
@@ -284,17 +262,23 @@ std::vector<Row> probe_links(const Context& c, const std::vector<json>& peers, d
                     "(Gloo connects on ephemeral ports; a firewall between the nodes blocks it)"});
     return rows;
   }
-  // What one step moves: each rank's sends under global ZeRO-3, of which node a's ranks send
-  // d_a x d_b / (world - 1) to node b's (each rank sends every other rank an equal share).
+  // What one step moves under the sharding this node's `train` would choose (optim/sharding.hpp).
   ModelConfig m = cfg.model;
   if (m.vocab_size == 0) m.vocab_size = cfg.data.tokenizer_vocab;
   const int world = cfg.topology.world_size();
   std::optional<StepTraffic> traffic;
-  int wbytes = cfg.train.precision == "fp32" ? 4 : 2;
+  std::string choice;
+  const int wbytes = cfg.train.precision == "fp32" ? 4 : 2;
   try {
-    traffic = step_traffic(build_layout(m, world, cfg.optimizer.no_decay), world, wbytes, cfg.train.grad_accum);
+    const ShardChoice sc = choose_sharding(cfg, m, available_memory(cfg));
+    choice = sc.why;
+    const int local = cfg.topology.nodes[0].devices;
+    traffic = sc.node ? node_step_traffic(build_layout(m, local, cfg.optimizer.no_decay), local, nodes, world,
+                                          wbytes, node_grad_accum(cfg, 0), replica_grad_bytes(cfg, 0))
+                      : step_traffic(build_layout(m, world, cfg.optimizer.no_decay), world, wbytes,
+                                     node_grad_accum(cfg, 0));
   } catch (const std::exception&) {
-    // a shape build_layout refuses is host memory's row
+    // a shape build_layout refuses is host memory's row; a sharding refused, the config's
   }
   for (int j = 1; j < nodes; ++j) {
     if (c.me != 0 && c.me != j) continue;
@@ -308,15 +292,17 @@ std::vector<Row> probe_links(const Context& c, const std::vector<json>& peers, d
                     ""});
     if (!traffic) continue;
     const double per_rank = traffic->total();
-    const double across = per_rank * n0.devices * cfg.topology.nodes[j].devices / (world - 1);
+    const double across = traffic->across(n0.devices, cfg.topology.nodes[j].devices);
     const double secs = across / std::max(1.0, std::min(l.out_bps, l.in_bps));
     std::ostringstream d;
     d << "one step moves " << fixed(across / 1e6, 3) << " MB (" << std::llround(across)
-      << " B) each way: " << fixed(secs, 3) << " s at the measured bandwidth (ZeRO-3 over " << world
-      << " ranks, " << cfg.train.precision << ", grad_accum " << cfg.train.grad_accum
+      << " B) each way: " << fixed(secs, 3) << " s at the measured bandwidth (sharding " << choice
+      << "; " << world << " ranks, " << cfg.train.precision << ", grad_accum " << node_grad_accum(cfg, 0)
       << "; each rank sends all-gathers " << std::llround(traffic->gathers) << " B + reduce-scatter "
       << std::llround(traffic->reduce_scatter) << " B + all-reduce " << std::llround(traffic->all_reduce)
-      << " B = " << std::llround(per_rank) << " B)";
+      << " B";
+    if (traffic->node) d << " within its node + gradient all-reduce " << std::llround(traffic->replica) << " B between nodes";
+    d << " = " << std::llround(per_rank) << " B)";
     rows.push_back({"step traffic to node " + jn, c.n, "PASS", d.str(), ""});
   }
   return rows;

@@ -105,8 +105,10 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   // (what a crash left is removed when node 0's checkpoint actor starts); a link there is refused.
   make_dir_no_link(tmp.string());
   nlohmann::json files = nlohmann::json::array();
-  for (size_t local = 0; local < snap.ranks.size(); ++local) {
-    const int rank = ctx.first_rank + static_cast<int>(local);
+  // Under node sharding every node holds the same shards: node 0 writes them (one file per shard
+  // of the node's group), the others none.
+  for (size_t local = 0; local < snap.ranks.size() && !(ctx.node_shard && ctx.node_index != 0); ++local) {
+    const int rank = ctx.shards[local]->shard;
     const std::string fname = checkpoint_rank_file(rank);
     auto [bytes, sha] = write_tensors(tmp / fname, snap.ranks[local]);
     files.push_back({{"name", fname}, {"rank", rank}, {"bytes", bytes}, {"sha256", sha}});
@@ -141,7 +143,8 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   man["loss_scaler"] = {{"scale", ls.scale}, {"iter", ls.iter}, {"last_overflow", ls.last_overflow},
                         {"cur_hysteresis", ls.cur_hysteresis}};
   man["loss"] = snap.info.loss;
-  man["world_size"] = ctx.world;
+  man["world_size"] = ctx.shard_world;
+  man["data_ranks"] = ctx.world;
   man["nodes"] = ctx.nodes;
   man["working_dtype"] = std::string(c10::toString(ctx.working_dtype));
   const ModelConfig& mc = ctx.cfg.model;

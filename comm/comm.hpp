@@ -83,7 +83,17 @@ class KeyValueStore {
 // The communicators of this node's ranks and the job's store.
 struct CommGroup {
   std::shared_ptr<KeyValueStore> store;
-  std::vector<std::shared_ptr<Comm>> comms;  // per local rank
+  std::vector<std::shared_ptr<Comm>> comms;  // per local rank: every rank of the job
+  // Node sharding only (NodeGroups given), per local rank: the shard group (this node's ranks;
+  // rank = local index) and the replica group (the rank of the same local index on every node;
+  // rank = node index).
+  std::vector<std::shared_ptr<Comm>> shard, replica;
+};
+
+// Node sharding's groups (topology.shard = "node"): this node's index, the number of nodes; every
+// node has the same number of local ranks.
+struct NodeGroups {
+  int node = 0, nodes = 1;
 };
 
 // Creates the Gloo communicators of the `local` ranks of this process, global ranks
@@ -92,9 +102,10 @@ struct CommGroup {
 // (is_store_server) and the others connect to it. Gloo binds to `bind_host`.
 // The guard installed by set_rendezvous_guard(), if any, runs on the store before the process
 // groups rendezvous; what it throws is thrown from here.
+// With `groups`, each local rank also joins its shard and replica groups (CommGroup).
 CommGroup make_gloo_comms(int world, int first_rank, int local, const std::string& bind_host,
                           const std::string& store_host, int store_port, bool is_store_server,
-                          double timeout_s);
+                          double timeout_s, const NodeGroups* groups = nullptr);
 
 // Installs `guard` (the job's secret handshake) to run on the store of the next TCP-store
 // rendezvous of this process, before any process group connects; the call consumes it.
@@ -110,7 +121,8 @@ std::shared_ptr<KeyValueStore> connect_store(const std::string& host, int port, 
 // The same for NCCL (one communicator per local device; local rank l uses CUDA device l), through
 // LibTorch's c10d ProcessGroupNCCL, with the rendezvous as for Gloo.
 CommGroup make_nccl_comms(int world, int first_rank, int local, const std::string& store_host,
-                          int store_port, bool is_store_server, double timeout_s);
+                          int store_port, bool is_store_server, double timeout_s,
+                          const NodeGroups* groups = nullptr);
 #endif
 
 // Communicators that abort_communicators() ends: make_*_comms register theirs.

@@ -109,12 +109,16 @@ class GlooComm : public Comm {
 
 CommGroup make_gloo_comms(int world, int first_rank, int local, const std::string& bind_host,
                           const std::string& store_host, int store_port, bool is_store_server,
-                          double timeout_s) {
+                          double timeout_s, const NodeGroups* groups) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   CommGroup group;
   auto kv = open_job_store(world, local, store_host, store_port, is_store_server, timeout_s);
   group.store = kv;
   group.comms.resize(local);
+  if (groups) {
+    group.shard.resize(local);
+    group.replica.resize(local);
+  }
   std::vector<std::string> errors(local);
   std::vector<char> refused(local, 0);  // a thread inside the process group could not start
   // Threads are started before any rendezvous (a refused thread must not leave the others waiting
@@ -134,9 +138,12 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
   // At the peak: a set-up thread per rank plus the 2 worker threads each process group starts
   // after its rendezvous (where a refused one ends in std::terminate inside c10d) and the
   // communicator's reduce-scatter thread.
-  check_threads_available(4 * local, "the Gloo process groups of " + std::to_string(local) +
-                                         " local ranks (a set-up thread, 2 workers and a "
-                                         "reduce-scatter thread each)");
+  check_threads_available((groups ? 10 : 4) * local,
+                          "the Gloo process groups of " + std::to_string(local) +
+                              " local ranks (a set-up thread, 2 workers and a reduce-scatter "
+                              "thread each" + (groups ? ", and 2 workers and a reduce-scatter "
+                                                        "thread for each of node sharding's 2 groups"
+                                                      : "") + ")");
   std::mutex gate_mu;
   std::condition_variable gate_cv;
   int gate = 0;  // 1: all started, go; -1: one was refused, return at once
@@ -161,10 +168,20 @@ CommGroup make_gloo_comms(int world, int first_rank, int local, const std::strin
           auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
           opts->devices.push_back(devices[l]);
           opts->threads = 2;
-          auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
-              "gloo", store_for_local_rank(*kv, store_host, store_port, timeout_s));
+          auto rank_store = store_for_local_rank(*kv, store_host, store_port, timeout_s);
+          auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gloo", rank_store);
           group.comms[l] = std::make_shared<GlooComm>(
               c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, first_rank + l, world, opts));
+          // Node sharding: the shard group (this node's ranks) and the replica group (local
+          // index l on every node), in the same order on every rank, over the same device.
+          if (groups) {
+            const std::string node = std::to_string(groups->node), index = std::to_string(l);
+            group.shard[l] = std::make_shared<GlooComm>(c10::make_intrusive<c10d::ProcessGroupGloo>(
+                c10::make_intrusive<c10d::PrefixStore>("gloo/shard/" + node, rank_store), l, local, opts));
+            group.replica[l] = std::make_shared<GlooComm>(c10::make_intrusive<c10d::ProcessGroupGloo>(
+                c10::make_intrusive<c10d::PrefixStore>("gloo/replica/" + index, rank_store),
+                groups->node, groups->nodes, opts));
+          }
         } catch (const std::system_error& e) {  // its threads (started after the rendezvous)
           refused[l] = e.code() == std::errc::resource_unavailable_try_again;
           errors[l] = (refused[l] ? "cannot start its worker threads: " : "") + std::string(e.what());

@@ -105,7 +105,8 @@ class NcclComm : public Comm {
 }  // namespace
 
 CommGroup make_nccl_comms(int world, int first_rank, int local, const std::string& store_host,
-                          int store_port, bool is_store_server, double timeout_s) {
+                          int store_port, bool is_store_server, double timeout_s,
+                          const NodeGroups* groups) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   CommGroup group;
   bool nonblocking = false;
@@ -116,13 +117,25 @@ CommGroup make_nccl_comms(int world, int first_rank, int local, const std::strin
     opts->timeout = timeout;
     const char* blocking = std::getenv("XY_NCCL_BLOCKING");
     if (!(blocking && std::string(blocking) == "1")) nonblocking = set_nonblocking(*opts, 0);
-    auto prefixed = c10::make_intrusive<c10d::PrefixStore>(
-        "nccl", store_for_local_rank(*kv, store_host, store_port, timeout_s));
+    auto rank_store = store_for_local_rank(*kv, store_host, store_port, timeout_s);
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("nccl", rank_store);
     // The communicator is created lazily by the first collective, on the device current then
     // (the rank's parameter-shard thread sets its device): all local ranks meet there.
     group.comms.push_back(std::make_shared<NcclComm>(
         c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, first_rank + l, world, opts)));
     register_for_abort(group.comms.back());
+    // Node sharding: the shard group (this node's ranks) and the replica group (local index l on
+    // every node), each its own NCCL communicator, created lazily like the first.
+    if (groups) {
+      group.shard.push_back(std::make_shared<NcclComm>(c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::make_intrusive<c10d::PrefixStore>("nccl/shard/" + std::to_string(groups->node), rank_store),
+          l, local, opts)));
+      group.replica.push_back(std::make_shared<NcclComm>(c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::make_intrusive<c10d::PrefixStore>("nccl/replica/" + std::to_string(l), rank_store),
+          groups->node, groups->nodes, opts)));
+      register_for_abort(group.shard.back());
+      register_for_abort(group.replica.back());
+    }
   }
   std::printf("xy: NCCL communicators: %s\n",
               nonblocking ? "non-blocking (a stalled collective is aborted: ncclCommAbort)"

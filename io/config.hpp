@@ -29,6 +29,10 @@ struct NodeSpec {
   std::string host = "127.0.0.1";  // address the node's control plane binds to and peers dial
   int port = 0;                     // control-plane TCP port; 0 = pick a free one (single node only)
   int devices = 1;                  // devices (GPUs, or CPU ranks) this node drives
+  // Mixed GPUs: this node's samples per micro-batch and micro-batches per step per rank; 0 = the
+  // train table's. The loss is weighted by tokens, so the global batch's mean is unchanged.
+  int64_t micro_batch = 0;
+  int64_t grad_accum = 0;
 };
 
 // [topology]: who takes part. Global rank = devices on earlier nodes + local device index.
@@ -37,6 +41,9 @@ struct TopologyConfig {
   std::vector<NodeSpec> nodes;  // default: one node on 127.0.0.1 with 1 device
   int node_index = 0;           // which entry of nodes this process is (overridable by flag/env)
   double gpu_memory_gb = 0;     // GiB of each GPU the process may use (0 = the whole device)
+  // ZeRO-3's sharding: "global" (over every rank), "node" (within each node, replicated across
+  // nodes: HSDP), "auto" (node where it fits and moves fewer bytes across the nodes' links).
+  std::string shard = "auto";
   int world_size() const;       // sum of devices over nodes
 };
 
@@ -212,6 +219,34 @@ struct Config {
   } faults;
   std::string source;  // the file it was loaded from ("<string>" for parse_config)
 };
+
+// Node `node`'s samples per micro-batch and micro-batches per step (per rank): its
+// [[topology.nodes]] entry's, else the train table's.
+inline int64_t node_micro_batch(const Config& c, int node) {
+  const auto& n = c.topology.nodes;
+  return node < static_cast<int>(n.size()) && n[node].micro_batch > 0 ? n[node].micro_batch
+                                                                        : c.train.micro_batch;
+}
+inline int64_t node_grad_accum(const Config& c, int node) {
+  const auto& n = c.topology.nodes;
+  return node < static_cast<int>(n.size()) && n[node].grad_accum > 0 ? n[node].grad_accum
+                                                                      : c.train.grad_accum;
+}
+// Samples each global rank takes per optimizer step (its node's micro_batch x grad_accum), in rank
+// order; the global batch is their sum.
+inline std::vector<int64_t> rank_step_samples(const Config& c) {
+  const auto& n = c.topology.nodes;
+  if (n.empty()) return {c.train.micro_batch * c.train.grad_accum};
+  std::vector<int64_t> out;
+  for (int i = 0; i < static_cast<int>(n.size()); ++i)
+    out.insert(out.end(), n[i].devices, node_micro_batch(c, i) * node_grad_accum(c, i));
+  return out;
+}
+inline int64_t step_samples(const Config& c) {
+  int64_t total = 0;
+  for (int64_t x : rank_step_samples(c)) total += x;
+  return total;
+}
 
 // head_dim, or hidden / heads when it is 0; kv_heads, or heads when it is 0.
 inline int64_t head_dim_of(const ModelConfig& m) {

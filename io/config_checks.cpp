@@ -289,6 +289,15 @@ void check_topology(const Context& ctx, const TopologyConfig& topo) {
     ctx.fail(ctx.first_given({"topology.nodes", "topology"}), "topology.nodes",
              "the devices add up to " + std::to_string(world) + " ranks",
              "at most " + std::to_string(kMaxWorld) + " ranks in one job");
+  // Node sharding shards each node's state over its own ranks: every node must hold the same
+  // shards, so every node needs the same number of ranks.
+  for (size_t i = 1; i < topo.nodes.size() && topo.shard == "node"; ++i)
+    if (topo.nodes[i].devices != topo.nodes[0].devices)
+      ctx.fail(ctx.first_given({"topology.shard"}), "topology.shard",
+               "\"node\" shards the state within each node, but topology.nodes[" + std::to_string(i) +
+                   "].devices = " + std::to_string(topo.nodes[i].devices) + " differs from topology.nodes[0]"
+                   ".devices = " + std::to_string(topo.nodes[0].devices),
+               "\"global\" or \"auto\", or the same devices on every node");
   size_t count = topo.nodes.empty() ? 1 : topo.nodes.size();
   if (static_cast<size_t>(topo.node_index) >= count) {
     ctx.fail(ctx.first_given({"topology.node_index", "topology"}), "topology.node_index",
@@ -302,6 +311,17 @@ void check_topology(const Context& ctx, const TopologyConfig& topo) {
 
 void check_config(const Context& ctx, const Config& cfg) {
   check_topology(ctx, cfg.topology);
+  // With global sharding every rank all-gathers every unit for each of its micro-batches: the
+  // collectives only line up when every node runs as many micro-batches per step.
+  for (size_t i = 1; i < cfg.topology.nodes.size() && cfg.topology.shard == "global"; ++i)
+    if (node_grad_accum(cfg, static_cast<int>(i)) != node_grad_accum(cfg, 0)) {
+      const std::string key = "topology.nodes[" + std::to_string(i) + "].grad_accum";
+      ctx.fail(ctx.first_given({key, "topology.shard"}), key,
+               std::to_string(node_grad_accum(cfg, static_cast<int>(i))) + " micro-batches per step, but node 0 runs " +
+                   std::to_string(node_grad_accum(cfg, 0)) + " and topology.shard = \"global\" gathers every "
+                   "unit for every micro-batch on every rank",
+               "the same grad_accum on every node, or topology.shard = \"node\" (or \"auto\")");
+    }
   check_model(ctx, cfg);
   check_model_sizes(ctx, cfg);
   check_training(ctx, cfg);

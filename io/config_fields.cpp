@@ -207,6 +207,14 @@ const Table<TopologyConfig>& topology_table() {
       {"node_index", &T::node_index, integer(0),
        "which `[[topology.nodes]]` entry this process is; less than the number of nodes (may be "
        "overridden by a flag or the launcher's environment)"},
+      {"shard", &T::shard, one_of({"auto", "global", "node"}),
+       "how ZeRO-3 shards parameters, gradients and optimizer state: `global` over every rank; "
+       "`node` within each node and replicated across nodes (HSDP: gathers and per-micro-batch "
+       "reductions stay inside the node, one gradient all-reduce per step crosses between nodes; "
+       "needs the same `devices` on every node); `auto` = `node` where every node has the same "
+       "`devices`, the node-sharded state fits and it moves fewer bytes between nodes per step "
+       "than `global`, else `global` (one node: the same). `train` prints the choice and why "
+       "([OPERATIONS.md](OPERATIONS.md#running-on-several-machines))"},
       {"gpu_memory_gb", &T::gpu_memory_gb,
        number([](double v) { return v >= 0 && v <= 1048576; }, ">= 0 and <= 1048576"),
        "GiB of each GPU that xy may use; `0` = the whole device. A cap makes a large GPU play a "
@@ -244,6 +252,14 @@ const Table<NodeSpec>& node_table() {
        "devices (GPUs, or CPU ranks) this node drives. With `device = \"cuda\"` the node needs that "
        "many visible GPUs (local rank *l* drives GPU *l*): `train` checks it before anything else, "
        "also with the doctor off"},
+      {"micro_batch", &T::micro_batch, integer(0, int64_t{1} << 20),
+       "samples per micro-batch on each of this node's ranks; `0` = `train.micro_batch`. For mixed "
+       "GPUs: the loss and gradients are weighted by tokens, so the step's mathematics is that of "
+       "one batch of all nodes' samples ([OPERATIONS.md](OPERATIONS.md#running-on-several-machines))"},
+      {"grad_accum", &T::grad_accum, integer(0, int64_t{1} << 20),
+       "micro-batches per step on each of this node's ranks; `0` = `train.grad_accum`. Nodes may "
+       "differ only with `topology.shard = \"node\"` (with global sharding every rank gathers "
+       "every unit for every micro-batch, so all must run as many)"},
   }};
   return table;
 }

@@ -138,7 +138,9 @@ Manifest parse_checkpoint_manifest(const std::string& text, const std::string& w
   }
   m.loss = r.number(j, "loss", -1e30, 1e30, "", /*allow_null=*/true);
   m.world_size = static_cast<int>(r.integer(j, "world_size", 1, kMaxCheckpointWorld));
-  if (j.contains("nodes")) m.nodes = static_cast<int>(r.integer(j, "nodes", 1, m.world_size));
+  m.data_ranks = j.contains("data_ranks") ? static_cast<int>(r.integer(j, "data_ranks", m.world_size, kMaxCheckpointWorld))
+                                          : m.world_size;
+  if (j.contains("nodes")) m.nodes = static_cast<int>(r.integer(j, "nodes", 1, m.data_ranks));
   m.working_dtype_name = r.string(j, "working_dtype");
   const int64_t welem = working_dtype_size(m.working_dtype_name, where);
 

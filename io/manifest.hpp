@@ -63,8 +63,11 @@ struct Manifest {
   double loss_scale = 1;
   int64_t scaler_iter = 0, scaler_last_overflow = -1, scaler_hysteresis = 0;
   double loss = 0;
-  int world_size = 0;
+  int world_size = 0;   // the ranks the units are sharded over: one rank file each
   int nodes = 1;
+  // The data-parallel ranks that consumed samples_per_rank each: world_size, except under node
+  // sharding (topology.shard), where each node's ranks hold the shards and every node reads data.
+  int data_ranks = 0;
   std::string working_dtype_name;  // "Float" | "BFloat16" | "Half"
   ModelConfig model;          // shape fields only
   std::vector<ManifestUnit> units;

@@ -65,9 +65,10 @@ two_namespaces() {
   ip -n "$N1" addr add "$subnet.2/24" dev "$L1" && ip -n "$N1" link set "$L1" up
 }
 
-# two_node_topology SUBNET PORT: the [topology] table of a two-node CPU job, one rank at SUBNET.1
-# and one at SUBNET.2 (the addresses two_namespaces gives), both on PORT.
+# two_node_topology SUBNET PORT [DEVICES [SHARD]]: the [topology] table of a two-node CPU job,
+# DEVICES ranks (default 1) at SUBNET.1 and as many at SUBNET.2 (the addresses two_namespaces
+# gives), both on PORT, sharded SHARD (default "global").
 two_node_topology() {
-  printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "%s.1"\nport = %s\ndevices = 1\n[[topology.nodes]]\nhost = "%s.2"\nport = %s\ndevices = 1\n' \
-    "$1" "$2" "$1" "$2"
+  printf '[topology]\ndevice = "cpu"\nshard = "%s"\n[[topology.nodes]]\nhost = "%s.1"\nport = %s\ndevices = %s\n[[topology.nodes]]\nhost = "%s.2"\nport = %s\ndevices = %s\n' \
+    "${4:-global}" "$1" "$2" "${3:-1}" "$1" "$2" "${3:-1}"
 }

@@ -55,6 +55,7 @@ check "one-process run exits 0" $?
 cat > "$W/two.toml" <<EOF2
 [topology]
 device = "$DEVICE"
+shard = "global"
 [[topology.nodes]]
 host = "127.0.0.1"
 port = $P0
