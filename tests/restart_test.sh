@@ -22,6 +22,7 @@ config() {  # config P0 P1
   cat <<EOF
 [topology]
 device = "cpu"
+shard = "global"  # both nodes write their rank file (node sharding: node 0 writes the node's)
 [[topology.nodes]]
 host = "127.0.0.1"
 port = $1
