@@ -9,16 +9,32 @@
 # the manifest says 4 data ranks), and it resumes under global sharding on 4 ranks, exactly.
 # Needs root (CI runs as root); skipped (77) when network namespaces cannot be made. Only addresses
 # inside the namespaces made here are used, and they are removed at the end.
-# usage: node_shard_test.sh XY_NODE WORK_DIR   (run from the repository root)
+# usage: node_shard_test.sh XY_NODE WORK_DIR [cuda]   (run from the repository root)
+#   cuda (label gpu; an even number N >= 2 of GPUs): over NCCL, two processes on 127.0.0.1 of N/2
+#   GPUs each (CUDA_VISIBLE_DEVICES) against one process of N GPUs (micro-batch 2 everywhere),
+#   with eps = 1e-3 only; skipped (77) with fewer GPUs.
 set -uo pipefail
 XY=$1
 W=$2
+DEVICE=${3:-cpu}
 HERE=$(dirname "$0")
 source "$HERE/lib.sh"
-[ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
-command -v ip >/dev/null || skip "needs iproute2 (ip)"
 rm -rf "$W" && mkdir -p "$W"
-two_namespaces xyh 10.231.9
+if [ "$DEVICE" = cuda ]; then
+  need_gpus 2
+  N=$(nvidia-smi -L | grep -c '^GPU ')
+  PER=$((N / 2)) REF_DEVICES=$((2 * (N / 2))) REF_MB=2 EPSES="1e-3"
+  ENV0=(CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((PER - 1)))) ENV1=(CUDA_VISIBLE_DEVICES=$(seq -s, $PER $((2 * PER - 1))))
+  read -r P0 P1 < <(free_ports 2)
+  HOST0=127.0.0.1 HOST1=127.0.0.1
+else
+  [ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
+  command -v ip >/dev/null || skip "needs iproute2 (ip)"
+  PER=2 REF_DEVICES=1 REF_MB=8 EPSES="1e-8 1e-3"
+  ENV0=() ENV1=()
+  two_namespaces xyh 10.231.9
+  P0=29700 P1=29700 HOST0=10.231.9.1 HOST1=10.231.9.2
+fi
 train_test_tokenizer "$XY" "$W/tok"
 check "the tokenizer is trained" $?
 
@@ -57,10 +73,18 @@ EOF
 cluster() {
   local name=$1 shard=$2 steps=$3 resume=${4:-} dir="$W/$1" pids=() rc=0 n ns
   mkdir -p "$dir"
-  { two_node_topology 10.231.9 29700 2 "$shard"; body "$steps" "$dir/ckpt" | sed 's/= MB/= 2/'; } > "$dir/job.toml"
+  { printf '[topology]\ndevice = "%s"\nshard = "%s"\n' "$DEVICE" "$shard"
+    printf '[[topology.nodes]]\nhost = "%s"\nport = %s\ndevices = %s\n' "$HOST0" "$P0" "$PER" "$HOST1" "$P1" "$PER"
+    body "$steps" "$dir/ckpt" | sed 's/= MB/= 2/'; } > "$dir/job.toml"
   for n in 0 1; do
-    ns=$N0; [ $n = 1 ] && ns=$N1
-    ip netns exec "$ns" env XY_NODE_INDEX=$n XY_SECRET=node-shard-test \
+    local in=()
+    if [ "$DEVICE" = cuda ]; then
+      [ $n = 0 ] && in=(env "${ENV0[@]}") || in=(env "${ENV1[@]}")
+    else
+      ns=$N0; [ $n = 1 ] && ns=$N1
+      in=(ip netns exec "$ns")
+    fi
+    "${in[@]}" env XY_NODE_INDEX=$n XY_SECRET=node-shard-test \
       timeout 300 "$XY" train --config "$dir/job.toml" --work-dir "$dir/w$n" ${resume:+--resume "$resume"} > "$dir/n$n.log" 2>&1 &
     pids+=($!)
   done
@@ -99,10 +123,12 @@ export_fp32() { "$XY" export "$1" --out "$2" --dtype fp32 > /dev/null 2>&1; }
 # orders agree there to 1e-6 -- one rank against four under global sharding no more than under node
 # sharding (printed, for the record). With eps = 1e-3 the update stays proportional to such small
 # gradients, and the parameters are compared to 1e-6 too.
-for EPS in 1e-8 1e-3; do
-  # The reference: one process, one rank, micro-batch 8 (= 2 nodes x 2 ranks x 2).
+for EPS in $EPSES; do
+  # The reference: one process; on CPU one rank of micro-batch 8 (= 2 nodes x 2 ranks x 2), on
+  # GPUs all N GPUs of micro-batch 2.
   mkdir -p "$W/one$EPS"
-  { printf '[topology]\ndevice = "cpu"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = 1\n'; body 20 "$W/one$EPS/ckpt" | sed 's/= MB/= 8/'; } > "$W/one$EPS/job.toml"
+  { printf '[topology]\ndevice = "%s"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = %s\n' "$DEVICE" "$REF_DEVICES"
+    body 20 "$W/one$EPS/ckpt" | sed "s/= MB/= $REF_MB/"; } > "$W/one$EPS/job.toml"
   timeout 300 "$XY" train --config "$W/one$EPS/job.toml" --work-dir "$W/one$EPS/w" > "$W/one$EPS/log" 2>&1
   check "eps $EPS: the one-rank reference runs" $?
   losses "$W/one$EPS/w/metrics.jsonl" > "$W/one$EPS.losses"
@@ -111,7 +137,7 @@ for EPS in 1e-8 1e-3; do
   for shard in node global; do
     run=$shard$EPS
     cluster "$run" "$shard" 20
-    check "$run: the two-node job of 2 x 2 ranks runs" $?
+    check "$run: the two-node job of 2 x $PER ranks runs" $?
     grep -q "xy: sharding $shard (topology.shard = \"$shard\")" "$W/$run/n0.log"
     check "$run: node 0 says how it shards" $?
     losses "$W/$run/w0/metrics.jsonl" > "$W/$run.losses"
@@ -130,10 +156,10 @@ for EPS in 1e-8 1e-3; do
 done
 
 # One layout: node 0 wrote its node's two shards, node 1 nothing; four data ranks.
-ls "$W/node1e-3/ckpt/step-00000020/" | grep -c '^rank-' | grep -qx 2
-check "node sharding's checkpoint holds the node's 2 shard files" $?
-grep -q '"data_ranks": 4' "$W/node1e-3/ckpt/step-00000020/manifest.json" && grep -q '"world_size": 2' "$W/node1e-3/ckpt/step-00000020/manifest.json"
-check "its manifest: world_size 2 (shards), data_ranks 4" $?
+ls "$W/node1e-3/ckpt/step-00000020/" | grep -c '^rank-' | grep -qx "$PER"
+check "node sharding's checkpoint holds the node's $PER shard files" $?
+grep -q "\"data_ranks\": $((2 * PER))" "$W/node1e-3/ckpt/step-00000020/manifest.json" && grep -q "\"world_size\": $PER" "$W/node1e-3/ckpt/step-00000020/manifest.json"
+check "its manifest: world_size $PER (shards), data_ranks $((2 * PER))" $?
 # ... and resumes under global sharding (4 shards) from step 10 to the same end.
 cluster resumed global 20 "$W/node1e-3/ckpt/step-00000010"
 check "node sharding's step-10 checkpoint resumes under global sharding" $?
