@@ -439,14 +439,29 @@ void set_start(NodeContext& ctx, const Config& cfg, const CheckpointManifest& ck
   ctx.start_scaler = LossScalerState{ckpt.loss_scale, ckpt.scaler_iter, ckpt.scaler_last_overflow,
                                      ckpt.scaler_hysteresis};
   ctx.resumed_from = ckpt.dir;
-  // The data position: the global sample stream is consumed in order, so the same number of
-  // consumed samples continues it exactly on another world size when it divides evenly.
-  const int64_t consumed = ckpt.samples_per_rank * ckpt.data_ranks;
-  if (consumed % ctx.world != 0)
-    throw std::invalid_argument("checkpoint " + ckpt.dir + " consumed " + std::to_string(consumed) +
-                                " samples, which " + std::to_string(ctx.world) +
-                                " ranks cannot split evenly; resume with a world size dividing it");
-  ctx.start_positions.assign(ctx.local_ranks, consumed / ctx.world);
+  // The data position: the global sample stream is consumed in order (io/samples.hpp), so the
+  // same number of consumed samples continues it exactly on another world size when it divides
+  // evenly, or, with nodes taking different samples per step (mixed GPUs), when it is a whole
+  // number of steps of the new split.
+  const int64_t consumed = ckpt.samples;
+  const std::vector<int64_t> per_step = rank_step_samples(cfg);
+  const int64_t total = step_samples(cfg);
+  if (std::all_of(per_step.begin(), per_step.end(), [&](int64_t c) { return c == per_step[0]; })) {
+    if (consumed % ctx.world != 0)
+      throw std::invalid_argument("checkpoint " + ckpt.dir + " consumed " + std::to_string(consumed) +
+                                  " samples, which " + std::to_string(ctx.world) +
+                                  " ranks cannot split evenly; resume with a world size dividing it");
+    ctx.start_positions.assign(ctx.local_ranks, consumed / ctx.world);
+  } else {
+    if (consumed % total != 0)
+      throw std::invalid_argument(
+          "checkpoint " + ckpt.dir + " consumed " + std::to_string(consumed) + " samples, not a whole "
+          "number of steps of the " + std::to_string(total) + " samples per step that the nodes' "
+          "micro_batch x grad_accum x devices add up to; resume with a split whose samples per step divide it");
+    ctx.start_positions.resize(ctx.local_ranks);
+    for (int l = 0; l < ctx.local_ranks; ++l)
+      ctx.start_positions[l] = consumed / total * per_step[ctx.first_rank + l];
+  }
   if (ctx.start_step >= cfg.train.steps)
     throw std::invalid_argument("checkpoint " + ckpt.dir + " is at step " +
                                 std::to_string(ctx.start_step) + ", not before train.steps = " +

@@ -27,20 +27,21 @@ dataloader_actor::behavior_type dataloader_fn(
     std::vector<int64_t> start) {
   auto& s = self->state;
   s.ctx = ctx;
-  s.order = std::make_unique<SampleOrder>(ctx->data->size(), ctx->world, ctx->cfg.data.seed);
+  // Mixed GPUs: each rank takes its node's micro_batch x grad_accum samples of every step's block.
+  s.order = std::make_unique<SampleOrder>(ctx->data->size(), rank_step_samples(ctx->cfg), ctx->cfg.data.seed);
   s.position = std::move(start);
   s.position.resize(ctx->local_ranks, 0);
   return {
       [=](next_atom, int32_t local) -> caf::result<Batch> {
         auto& s = self->state;
-        const int64_t mb = s.ctx->cfg.train.micro_batch, len = s.ctx->data->seq_len();
+        const int64_t mb = node_micro_batch(s.ctx->cfg, s.ctx->node_index), len = s.ctx->data->seq_len();
         Batch b;
         b.first_sample = s.position[local];
         // Pinned when training on a device, so the copy up can be asynchronous.
         b.tokens = at::empty({mb, len + 1}, at::TensorOptions(at::kLong).pinned_memory(s.ctx->on_device));
         int64_t* out = b.tokens.data_ptr<int64_t>();
         const int rank = s.ctx->first_rank + local;
-        const int64_t step = b.first_sample / (mb * s.ctx->cfg.train.grad_accum) + 1;
+        const int64_t step = b.first_sample / (mb * node_grad_accum(s.ctx->cfg, s.ctx->node_index)) + 1;
         OpScope read(&s.ctx->registry, "batch-read", rank, -1, 0, step, s.ctx->cfg.deadlines.batch_s);
         fault::maybe("batch", rank, step);  // fault injection (health/faults.hpp)
         for (int64_t i = 0; i < mb; ++i)

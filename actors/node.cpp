@@ -15,7 +15,7 @@
 namespace xy {
 
 int64_t tokens_per_step(const NodeContext& ctx) {
-  return int64_t{ctx.world} * ctx.cfg.train.grad_accum * ctx.cfg.train.micro_batch * ctx.cfg.data.seq_len;
+  return step_samples(ctx.cfg) * ctx.cfg.data.seq_len;  // every node's micro_batch x grad_accum
 }
 
 double eta_seconds(const std::vector<StepRecord>& steps, int64_t total_steps) {

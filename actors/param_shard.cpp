@@ -49,6 +49,7 @@ struct PendingFinish {
   at::Tensor loss_sum;
   int64_t loss_count = 0;
   bool want_checkpoint = false;
+  double compute_per_sample = 0;
   caf::typed_response_promise<StepFacts> rp;
 };
 
@@ -80,7 +81,8 @@ struct ParamShardState : CollectiveRunner {
 
   double deadline() const { return ctx->cfg.deadlines.collective_s; }
   int64_t step_now() const { return queue->version(0) + 1; }  // the step unit 0 is read for
-  bool accumulate_on_device() const { return st.on_device() && ctx->cfg.train.grad_accum > 1; }
+  // Also on a node of one micro-batch when another node runs more (see max_grad_accum).
+  bool accumulate_on_device() const { return st.on_device() && max_grad_accum(ctx->cfg) > 1; }
 
   // Every message handler's work runs here: an exception fails the node with one line naming the
   // rank and what was being done, and answers the request being handled (if any) with the error,
@@ -249,11 +251,15 @@ struct ParamShardState : CollectiveRunner {
     }
     // Node sharding: every node holds the same (all-reduced) shards; node 0's ranks count them.
     if (replica && ctx->node_index != 0) per_unit = at::zeros_like(per_unit);
-    // One all-reduce: [|g|^2, loss sum, micro-batches, overflowed(unit 0), ..., overflowed(U-1)].
+    // One all-reduce: [|g|^2, loss sum, samples, checkpoint wanted, overflowed(unit 0), ...,
+    // overflowed(U-1)], then with several nodes one slot per node: its compute per sample, which
+    // only its local rank 0 fills (mixed GPUs: node 0 proposes a balanced split from them).
+    at::Tensor nodes = at::zeros({ctx->nodes > 1 ? ctx->nodes : 0}, dev);
+    if (ctx->nodes > 1 && local == 0) nodes[ctx->node_index].fill_(q.compute_per_sample);
     at::Tensor t = at::cat({at::stack({per_unit.sum(), q.loss_sum.to(dev).reshape({}),
                                        at::full({}, static_cast<double>(q.loss_count), dev),
                                        at::full({}, q.want_checkpoint ? 1.0 : 0.0, dev)}),
-                            at::isfinite(per_unit).logical_not().to(at::kDouble)});
+                            at::isfinite(per_unit).logical_not().to(at::kDouble), nodes});
     const uint64_t seq = global->seq() + 1;
     uint64_t op_id = ctx->registry.begin("all-reduce", rank, -1, seq, step_now(), deadline());
     auto op = global->all_reduce(t);
@@ -269,6 +275,7 @@ struct ParamShardState : CollectiveRunner {
     f.checkpoint = a[3] > 0;
     for (int64_t u = 0; u < units; ++u)
       if (a[4 + u] != 0) f.overflow_units.push_back(static_cast<int32_t>(u));
+    for (int64_t n = 0; n < nodes.numel(); ++n) f.node_compute.push_back(a[4 + units + n]);
     q.rp.deliver(f);
     finish_requests.erase(id);
   }
@@ -359,7 +366,8 @@ param_shard_actor::behavior_type param_shard_fn(
         auto& s = self->state;
         auto rp = self->make_response_promise<StepFacts>();
         const uint64_t id = ++s.next_id;
-        s.finish_requests[id] = PendingFinish{std::move(r.loss_sum), r.micro_batches, r.want_checkpoint, rp};
+        s.finish_requests[id] = PendingFinish{std::move(r.loss_sum), r.samples, r.want_checkpoint,
+                                              r.compute_per_sample, rp};
         s.guarded("end of step", [&] { s.queue->finish(id); }, rp);
         return rp;
       },

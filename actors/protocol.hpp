@@ -89,9 +89,15 @@ typename Inspector::result_type inspect(Inspector& f, ReleaseRequest& x) {
 
 // The end of the step's backward. Local-only (a tensor).
 struct FinishRequest {
-  at::Tensor loss_sum;            // this rank's micro-batches' loss, summed (0-d, on the device)
-  int64_t micro_batches = 0;      // how many
+  // This rank's micro-batches' mean losses, each times its micro_batch, summed (0-d double, on the
+  // device), and the samples they count (micro-batches x micro_batch): the step's loss is the
+  // global sum over the global count, each sample weighing the same with mixed micro-batches.
+  at::Tensor loss_sum;
+  int64_t samples = 0;
   bool want_checkpoint = false;   // ask for a checkpoint after this step (ORed over ranks)
+  // This rank's compute seconds per sample in this step: with several nodes, each node's local
+  // rank 0 reports its node's (StepFacts::node_compute), whence node 0 proposes a balanced split.
+  double compute_per_sample = 0;
 };
 
 // An evaluation's sums, all-reduced in the collective order (a 1-d double tensor on the rank's
@@ -111,15 +117,16 @@ struct UnitUpdated {
 // The step's global facts, the same on every rank after finish.
 struct StepFacts {
   double grad_norm = 0;   // global L2 norm of the (unclipped) gradient, still times the loss scale
-  double loss = 0;        // mean loss over all ranks' micro-batches of the step
+  double loss = 0;        // mean loss over the step's samples on all ranks
   bool finite = true;     // false if any gradient was inf/nan (the step is skipped)
   std::vector<int32_t> overflow_units;  // units whose gradient was inf/nan on some rank
   bool checkpoint = false;  // some rank asked for a checkpoint after this step (time cadence)
+  std::vector<double> node_compute;  // several nodes: per node, compute seconds per sample
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, StepFacts& x) {
   return f(caf::meta::type_name("StepFacts"), x.grad_norm, x.loss, x.finite, x.overflow_units,
-           x.checkpoint);
+           x.checkpoint, x.node_compute);
 }
 
 // What the optimizer applies at the end of a step (the same on every rank).

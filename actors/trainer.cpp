@@ -11,8 +11,10 @@
 //    before the one reduce of unit 0)
 //   finish: global gradient norm and loss (one all-reduce) -> clip -> step order to the optimizer
 //
-// Gradients are scaled by 1 / (world * grad_accum) at the loss, so that the reduce-scatter's sum
-// is the mean over the global batch.
+// Gradients are scaled at the loss by micro_batch / T (T: the samples of a step over every rank,
+// sum of micro_batch x grad_accum), so that the reduce-scatter's sum is the mean over the global
+// batch also when nodes run different micro-batches (mixed GPUs): each sample weighs the same.
+// With the same split everywhere this is 1 / (world * grad_accum).
 #include <c10/core/GradMode.h>
 
 #include <chrono>
@@ -27,6 +29,7 @@
 #include "actors/context.hpp"
 #include "health/faults.hpp"
 #include "health/metrics.hpp"
+#include "io/batch_split.hpp"
 #include "optim/loss_scale.hpp"
 #include "optim/schedule.hpp"
 
@@ -116,6 +119,7 @@ class Trainer {
                             const at::Tensor& labels, at::Tensor x, std::vector<at::Tensor>& saved,
                             const at::Tensor& embed, bool prefetch_after);
   at::Tensor micro_batch(int64_t step, const Batch& b, bool prefetch_after);
+  void propose_split(int64_t step, const std::vector<double>& node_compute);
   // Every held-out set ([eval]) after step `step`: forward only, through the same gathers as
   // training; its mean token loss over every rank's samples (one all-reduce in the collective
   // order). Every rank evaluates the same number of micro-batches.
@@ -141,6 +145,7 @@ class Trainer {
   int64_t current_step_ = 0;
   bool last_micro_batch_ = true;  // the micro-batch being computed is the step's last
   int64_t samples_done_ = 0;
+  std::vector<double> node_compute_;  // node 0's rank 0: the nodes' measured compute per sample, summed
 };
 
 at::Tensor Trainer::ready_tokens(const Batch& b) {
@@ -193,7 +198,11 @@ at::Tensor Trainer::backward_units(int64_t step, int64_t version, const at::Tens
   const int head = static_cast<int>(ctx_->layout.units.size()) - 1;
   const double deadline_c = deadline(step, ctx_->cfg.deadlines.compute_s);
   // The loss scale (1 without loss scaling) and the mean over the global batch, at the loss.
-  const double grad_scale = scaler_.scale() / (ctx_->world * ctx_->cfg.train.grad_accum);
+  // T / micro_batch is the integer world x grad_accum when every node runs the same split, so the
+  // scale is that of 1 / (world x grad_accum) bit for bit.
+  const double grad_scale =
+      scaler_.scale() /
+      (static_cast<double>(step_samples(ctx_->cfg)) / node_micro_batch(ctx_->cfg, ctx_->node_index));
   at::Tensor p = gather(head, -1, version, step);
   status(step, "backward", head);
   auto t0 = Clock::now();
@@ -254,6 +263,40 @@ at::Tensor Trainer::micro_batch(int64_t step, const Batch& b, bool prefetch_afte
   return backward_units(step, version, inputs, b.labels, std::move(x), saved, embed, prefetch_after);
 }
 
+// Mixed GPUs: the nodes' compute per sample, measured in the steps after the first (warm-up) two
+// of this run, and a split of the global batch that balances it (io/batch_split.hpp), printed and
+// logged by the job's rank 0 when it differs from the configured one.
+void Trainer::propose_split(int64_t step, const std::vector<double>& node_compute) {
+  constexpr int64_t kFirst = 2, kLast = 4;  // measured steps, after the run's start
+  const int64_t k = step - ctx_->start_step;
+  if (rank_ != 0 || ctx_->nodes < 2 || k < kFirst || k > kLast) return;
+  if (node_compute.size() != static_cast<size_t>(ctx_->nodes)) return;
+  node_compute_.resize(node_compute.size(), 0.0);
+  for (size_t n = 0; n < node_compute.size(); ++n) node_compute_[n] += node_compute[n];
+  if (k != kLast) return;
+  const Config& cfg = ctx_->cfg;
+  std::vector<NodeSplit> nodes(ctx_->nodes);
+  for (int n = 0; n < ctx_->nodes; ++n)
+    nodes[n] = NodeSplit{cfg.topology.nodes[n].devices, node_micro_batch(cfg, n), node_grad_accum(cfg, n),
+                         node_compute_[n] / (kLast - kFirst + 1)};
+  const std::string line = split_proposal(nodes);
+  if (line.empty()) return;
+  if (!ctx_->quiet) {
+    std::printf("xy: %s\n", line.c_str());
+    std::fflush(stdout);
+  }
+  if (ctx_->metrics) {
+    std::vector<int64_t> now;
+    std::vector<double> seconds;
+    for (const NodeSplit& n : nodes) now.push_back(n.micro_batch), seconds.push_back(n.seconds_per_sample);
+    const std::vector<int64_t> mb = balanced_micro_batches(nodes);
+    ctx_->metrics->event({{"event", "batch_split"}, {"step", step}, {"compute_per_sample_s", seconds},
+                          {"micro_batch", now}, {"balanced_micro_batch", mb},
+                          {"step_compute_s", step_compute(nodes, now)},
+                          {"balanced_step_compute_s", step_compute(nodes, mb)}});
+  }
+}
+
 namespace {
 // 1234567 -> "1.23M"; seconds -> "1h02m" / "3m05s" / "12s".
 std::string si(double x) {
@@ -310,7 +353,12 @@ void Trainer::evaluate(int64_t step) {
   // update, after step - 1), so that training goes on exactly as without the evaluation; after
   // the last step, the final parameters.
   const int64_t version = step >= cfg.train.steps ? step : version_for(step + 1);
-  const int64_t mb = cfg.eval.micro_batch > 0 ? cfg.eval.micro_batch : cfg.train.micro_batch;
+  // Every rank runs as many forwards (they gather alike): by default the smallest node's micro-batch.
+  int64_t mb = cfg.eval.micro_batch;
+  if (mb <= 0) {
+    mb = node_micro_batch(cfg, 0);
+    for (int n = 1; n < ctx_->nodes; ++n) mb = std::min(mb, node_micro_batch(cfg, n));
+  }
   const int64_t len = cfg.data.seq_len;
   const double deadline_c = deadline(step, cfg.deadlines.compute_s);
   for (const EvalSet& set : ctx_->eval_sets) {
@@ -422,8 +470,13 @@ void Trainer::run() {
     const bool time_due = cfg.checkpoint.every_minutes > 0 && rank_ == 0 &&
                           Seconds(Clock::now() - last_checkpoint_).count() >=
                               cfg.checkpoint.every_minutes * 60;
+    // The reported loss is the mean over the global batch's samples: each micro-batch's mean
+    // weighs its micro_batch (exact in double, so a uniform split reports as before).
+    const int64_t mb = node_micro_batch(cfg, ctx_->node_index);
     const StepFacts facts = ask<StepFacts>(shard_, &rec_.wait_finish_s,
-                                           FinishRequest{loss_sum, accum, time_due});
+                                           FinishRequest{loss_sum.to(at::kDouble) * static_cast<double>(mb),
+                                                         accum * mb, time_due, rec_.compute_s / (accum * mb)});
+    propose_split(step, facts.node_compute);
     StepOrder order;
     order.step = step;
     order.skip = !facts.finite;

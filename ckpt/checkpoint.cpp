@@ -145,6 +145,7 @@ std::string publish(NodeContext& ctx, const Snapshot& snap) {
   man["loss"] = snap.info.loss;
   man["world_size"] = ctx.shard_world;
   man["data_ranks"] = ctx.world;
+  man["samples"] = global_samples(ctx.cfg, snap.info.samples_per_rank, ctx.world);
   man["nodes"] = ctx.nodes;
   man["working_dtype"] = std::string(c10::toString(ctx.working_dtype));
   const ModelConfig& mc = ctx.cfg.model;

@@ -11,6 +11,7 @@
 //   such as 2, 4, 8, 16
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -246,6 +247,24 @@ inline int64_t step_samples(const Config& c) {
   int64_t total = 0;
   for (int64_t x : rank_step_samples(c)) total += x;
   return total;
+}
+// The samples the whole job has consumed when global rank 0 has consumed `rank0` (after whole
+// steps): rank0 x world when every rank takes as many per step, else rank 0's steps x the samples
+// of a step (the inverse of a resumed run's data positions).
+inline int64_t global_samples(const Config& c, int64_t rank0, int world) {
+  const std::vector<int64_t> per = rank_step_samples(c);
+  for (int64_t x : per)
+    if (x != per[0]) return rank0 / per[0] * step_samples(c);
+  return rank0 * world;
+}
+// The most micro-batches per step of any node: gradients accumulate in fp32 (on the GPU, or landing
+// in fp32 on CPU ranks) on every node when it is above 1, so that node sharding's all-reduce
+// between nodes sums tensors of one type also when the nodes' grad_accum differ.
+inline int64_t max_grad_accum(const Config& c) {
+  int64_t most = c.train.grad_accum;
+  if (!c.topology.nodes.empty()) most = node_grad_accum(c, 0);
+  for (int i = 1; i < static_cast<int>(c.topology.nodes.size()); ++i) most = std::max(most, node_grad_accum(c, i));
+  return most;
 }
 
 // head_dim, or hidden / heads when it is 0; kv_heads, or heads when it is 0.

@@ -620,7 +620,8 @@ const Table<EvalConfig>& eval_table() {
        "samples of `data.seq_len` tokens per set, the first ones of the set in order (at most the "
        "set's size); split over the ranks"},
       {"micro_batch", &T::micro_batch, integer(0, int64_t{1} << 20),
-       "samples per forward per rank; `0` = `train.micro_batch`"},
+       "samples per forward per rank; `0` = `train.micro_batch` (the smallest node's where "
+       "`[[topology.nodes]]` set `micro_batch`)"},
       {"at_end", &T::at_end, boolean(), "also evaluate after the last step"},
       {"holdout", &T::holdout, number([](double v) { return v >= 0 && v <= 0.5; }, ">= 0 and <= 0.5"),
        "a fixed split of the training data by document: this fraction of the documents (chosen by a "

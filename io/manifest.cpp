@@ -140,6 +140,13 @@ Manifest parse_checkpoint_manifest(const std::string& text, const std::string& w
   m.world_size = static_cast<int>(r.integer(j, "world_size", 1, kMaxCheckpointWorld));
   m.data_ranks = j.contains("data_ranks") ? static_cast<int>(r.integer(j, "data_ranks", m.world_size, kMaxCheckpointWorld))
                                           : m.world_size;
+  if (j.contains("samples")) {
+    m.samples = r.integer(j, "samples", 0, std::numeric_limits<int64_t>::max() / 2);
+  } else {
+    if (m.samples_per_rank > std::numeric_limits<int64_t>::max() / 2 / m.data_ranks)
+      throw CheckpointError(where + ": field samples_per_rank x data_ranks overflows");
+    m.samples = m.samples_per_rank * m.data_ranks;
+  }
   if (j.contains("nodes")) m.nodes = static_cast<int>(r.integer(j, "nodes", 1, m.data_ranks));
   m.working_dtype_name = r.string(j, "working_dtype");
   const int64_t welem = working_dtype_size(m.working_dtype_name, where);

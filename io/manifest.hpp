@@ -68,6 +68,9 @@ struct Manifest {
   // The data-parallel ranks that consumed samples_per_rank each: world_size, except under node
   // sharding (topology.shard), where each node's ranks hold the shards and every node reads data.
   int data_ranks = 0;
+  // Samples the whole job consumed (the data position; mixed GPUs take different counts per
+  // rank). Manifests without it: samples_per_rank x data_ranks.
+  int64_t samples = 0;
   std::string working_dtype_name;  // "Float" | "BFloat16" | "Half"
   ModelConfig model;          // shape fields only
   std::vector<ManifestUnit> units;

@@ -63,13 +63,13 @@ void decide(PlacementPlan& p, const Config& cfg, const ModelLayout& layout, bool
       up.working = cfg.actors.offload_params ? Where::kPinnedHost : Where::kDevice;
       up.grad_landing = Where::kPinnedHost;
       up.grad_landing_bytes = wb;
-      up.grad_on_device = cfg.train.grad_accum > 1;
+      up.grad_on_device = max_grad_accum(cfg) > 1;  // any node's (io/config.hpp)
     } else {
       // CPU ranks: everything in host memory; gradients land in 2 bytes when they need no
       // accumulation over micro-batches in a 16-bit run (as on a GPU), else in fp32.
       up.working = Where::kHost;
       up.grad_landing = Where::kHost;
-      up.grad_landing_bytes = wb == 2 && cfg.train.grad_accum == 1 ? 2 : 4;
+      up.grad_landing_bytes = wb == 2 && max_grad_accum(cfg) == 1 ? 2 : 4;
     }
     up.device_elems = 0;  // the optimizer state on the host: the one placement built
     p.units.push_back(up);
@@ -123,7 +123,9 @@ std::string why_text(const PlacementPlan& p, const Config& cfg, bool cuda, const
                       : "working copies (" + wp + ") in pinned host memory (actors.offload_params)" + db;
   s += "; gradients land in pinned host memory in " + wp;
   if (u.grad_on_device)
-    s += " after fp32 accumulation on the GPU (train.grad_accum = " + std::to_string(cfg.train.grad_accum) + ")";
+    s += " after fp32 accumulation on the GPU (" +
+         std::string(max_grad_accum(cfg) == cfg.train.grad_accum ? "train.grad_accum" : "a node's grad_accum") +
+         " = " + std::to_string(max_grad_accum(cfg)) + ")";
   s += "; optimizer state (fp32 master, m, v) on the host, stepped by the CPU AdamW (the one placement "
        "built)";
   if (p.usable_device_bytes > 0) {

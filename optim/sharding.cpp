@@ -79,7 +79,8 @@ StepTraffic node_step_traffic(const ModelLayout& node_layout, int local, int nod
 
 int replica_grad_bytes(const Config& cfg, int node) {
   const bool cuda = cfg.topology.device == "cuda";
-  if (cuda && node_grad_accum(cfg, node) == 1 && cfg.train.precision != "fp32") return 2;
+  // Any node accumulating makes every node's gradients fp32 (max_grad_accum, io/config.hpp).
+  if (cuda && max_grad_accum(cfg) == 1 && cfg.train.precision != "fp32") return 2;
   return 4;
 }
 

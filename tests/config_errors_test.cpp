@@ -285,6 +285,29 @@ port = 29500
                   "valid: 0..1"));
 }
 
+// Mixed GPUs: nodes may run different micro-batch counts only where each node gathers on its own.
+TEST(ConfigErrors, DifferentGradAccumNeedsNodeSharding) {
+  std::string msg = error_of(R"([topology]
+shard = "global"
+[[topology.nodes]]
+host = "10.0.0.1"
+port = 29500
+[[topology.nodes]]
+host = "10.0.0.2"
+port = 29500
+grad_accum = 2
+)");
+  EXPECT_TRUE(Has(msg,
+                  "test.toml:9:14: topology.nodes[1].grad_accum: 2 micro-batches per step, but node 0 "
+                  "runs 1 and topology.shard = \"global\" gathers every unit for every micro-batch on "
+                  "every rank; valid: the same grad_accum on every node, or topology.shard = \"node\" "
+                  "(or \"auto\")"));
+  // Different micro-batches (not counts) are fine with global sharding.
+  EXPECT_NO_THROW(parse_config("[topology]\nshard = \"global\"\n[[topology.nodes]]\nhost = \"10.0.0.1\"\n"
+                               "port = 29500\nmicro_batch = 3\n[[topology.nodes]]\nhost = \"10.0.0.2\"\n"
+                               "port = 29500\nmicro_batch = 1\n"));
+}
+
 TEST(ConfigErrors, DuplicateHostPort) {
   std::string msg = error_of(R"([[topology.nodes]]
 host = "10.0.0.1"

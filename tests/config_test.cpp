@@ -485,8 +485,8 @@ TEST(ConfigFields, UnknownKeyListsTheFieldTable) {
     std::string msg = error_of("[" + t.name + "]\nzzz_not_a_key = 1\n");
     EXPECT_EQ(msg, "test.toml:2:1: " + t.name + ".zzz_not_a_key: unknown key; valid: " + join(t.keys));
   }
-  EXPECT_EQ(join(keys_of("topology")), "device, nodes, node_index, gpu_memory_gb");
-  EXPECT_EQ(join(node_table().keys()), "host, port, devices");
+  EXPECT_EQ(join(keys_of("topology")), "device, nodes, node_index, shard, gpu_memory_gb");
+  EXPECT_EQ(join(node_table().keys()), "host, port, devices, micro_batch, grad_accum");
 }
 
 // Every key has its documentation (a key added without docs fails here).

@@ -1,8 +1,11 @@
 // The sample order: deterministic, a permutation per epoch, partitioned across ranks.
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <random>
 #include <set>
 
+#include "io/batch_split.hpp"
 #include "io/samples.hpp"
 
 using namespace xy;
@@ -153,4 +156,56 @@ TEST(DocumentSplit, NoDocumentIsInBothSides) {
   EXPECT_EQ(again.held_documents, s.held_documents);
   const DocumentSplit other = split_by_document(all, 2, 0.1, 43);
   EXPECT_NE(other.held_documents, s.held_documents) << "the seed chooses the documents";
+}
+
+// Mixed GPUs: the proposed per-node micro-batches keep the samples per step and balance compute.
+TEST(BatchSplit, EqualSpeedsEvenOut) {
+  const std::vector<NodeSplit> nodes = {{1, 3, 1, 0.01}, {1, 1, 1, 0.01}};
+  EXPECT_EQ(balanced_micro_batches(nodes), (std::vector<int64_t>{2, 2}));
+  const std::string line = split_proposal(nodes);
+  EXPECT_NE(line.find("topology.nodes[0].micro_batch = 2, topology.nodes[1].micro_batch = 2 (same 4 "
+                      "samples per step; predicted step compute 0.02 s instead of 0.03 s)"),
+            std::string::npos) << line;
+  // Already balanced, one node, or no measurement: nothing to propose.
+  EXPECT_EQ(split_proposal({{1, 2, 1, 0.01}, {1, 2, 1, 0.01}}), "");
+  EXPECT_EQ(split_proposal({{1, 3, 1, 0.01}}), "");
+  EXPECT_EQ(split_proposal({{1, 3, 1, 0.01}, {1, 1, 1, 0.0}}), "");
+}
+
+// Against every split (brute force): the same samples per step, and the smallest slowest-node
+// compute among all splits of micro-batches >= 1.
+TEST(BatchSplit, MatchesTheBestOfEverySplit) {
+  std::mt19937 rng(3);
+  int compared = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    const int count = 2 + static_cast<int>(rng() % 2);
+    std::vector<NodeSplit> nodes(count);
+    int64_t samples = 0;
+    for (NodeSplit& n : nodes) {
+      n.devices = 1 + static_cast<int>(rng() % 3);
+      n.grad_accum = 1 + static_cast<int64_t>(rng() % 2);
+      n.micro_batch = 1 + static_cast<int64_t>(rng() % 6);
+      n.seconds_per_sample = 0.01 * (1 + rng() % 50);
+      samples += n.devices * n.micro_batch * n.grad_accum;
+    }
+    double best = -1;
+    std::vector<int64_t> mb(count, 1);
+    std::function<void(int, int64_t)> visit = [&](int i, int64_t left) {
+      if (i == count) {
+        if (left == 0 && (best < 0 || step_compute(nodes, mb) < best)) best = step_compute(nodes, mb);
+        return;
+      }
+      const int64_t unit = nodes[i].devices * nodes[i].grad_accum;
+      for (mb[i] = 1; mb[i] * unit <= left; ++mb[i]) visit(i + 1, left - mb[i] * unit);
+    };
+    visit(0, samples);
+    const std::vector<int64_t> got = balanced_micro_batches(nodes);
+    ASSERT_FALSE(got.empty()) << "trial " << trial << ": the current split is one";
+    int64_t total = 0;
+    for (int i = 0; i < count; ++i) total += nodes[i].devices * got[i] * nodes[i].grad_accum;
+    EXPECT_EQ(total, samples) << "trial " << trial;
+    EXPECT_NEAR(step_compute(nodes, got), best, 1e-12) << "trial " << trial;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 400);
 }
