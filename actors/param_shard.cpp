@@ -80,6 +80,10 @@ struct ParamShardState : CollectiveRunner {
   static inline const char* name = "parameter-shard";
 
   double deadline() const { return ctx->cfg.deadlines.collective_s; }
+  // The registry's number of the next collective on `c`: the stall analysis matches ranks by one
+  // sequence, the shard group's (every collective, under global sharding). Node sharding's other
+  // communicators (the job's facts, the all-reduce between nodes) are timed, named, not numbered.
+  uint64_t numbered(Comm* c) const { return c == comm ? c->seq() + 1 : 0; }
   int64_t step_now() const { return queue->version(0) + 1; }  // the step unit 0 is read for
   // Also on a node of one micro-batch when another node runs more (see max_grad_accum).
   bool accumulate_on_device() const { return st.on_device() && max_grad_accum(ctx->cfg) > 1; }
@@ -205,8 +209,7 @@ struct ParamShardState : CollectiveRunner {
   // asynchronously; wait_replicas() completes every one issued (on a device: the reduce stream
   // waits). Each rank issues them in the order its gradients land, the same on every node.
   void all_reduce_replicas(const at::Tensor& grad, int unit, int64_t step) {
-    const uint64_t seq = replica->seq() + 1;
-    const uint64_t op_id = ctx->registry.begin("all-reduce between nodes", rank, unit, seq, step, deadline());
+    const uint64_t op_id = ctx->registry.begin("all-reduce between nodes", rank, unit, numbered(replica), step, deadline());
     replica_ops.emplace_back(replica->all_reduce(grad), op_id);
   }
   void wait_replicas() {
@@ -260,8 +263,7 @@ struct ParamShardState : CollectiveRunner {
                                        at::full({}, static_cast<double>(q.loss_count), dev),
                                        at::full({}, q.want_checkpoint ? 1.0 : 0.0, dev)}),
                             at::isfinite(per_unit).logical_not().to(at::kDouble), nodes});
-    const uint64_t seq = global->seq() + 1;
-    uint64_t op_id = ctx->registry.begin("all-reduce", rank, -1, seq, step_now(), deadline());
+    uint64_t op_id = ctx->registry.begin("all-reduce", rank, -1, numbered(global), step_now(), deadline());
     auto op = global->all_reduce(t);
     op->wait();
     // The copy to the host waits for this stream, so also for every gradient copied to the host.
@@ -284,8 +286,7 @@ struct ParamShardState : CollectiveRunner {
   void sum(uint64_t id) override {
     auto it = sum_requests.find(id);
     at::Tensor t = it->second.values.to(at::kDouble).contiguous();
-    const uint64_t seq = global->seq() + 1;
-    const uint64_t op_id = ctx->registry.begin("all-reduce", rank, -1, seq, step_now(), deadline());
+    const uint64_t op_id = ctx->registry.begin("all-reduce", rank, -1, numbered(global), step_now(), deadline());
     {
       c10::StreamGuard guard(st.reduce);
       if (st.on_device()) {  // the values were computed on the compute stream

@@ -34,16 +34,20 @@ std::vector<std::string> abort_communicators(double limit_s) {
     abortable.clear();
   }
   if (comms.empty()) return {};
-  // The aborts run on a thread of their own: if one hangs, the caller goes on after limit_s.
+  // Each abort runs on a thread of its own, all at once: a rank's communicators may wait on each
+  // other (node sharding: the job's all-reduce is queued on the device behind a stuck all-reduce
+  // between nodes, and ncclCommAbort of the first returns only once the second is aborted). If one
+  // hangs, the caller goes on after limit_s.
   struct Shared {
     std::mutex mu;
     std::condition_variable cv;
     std::vector<std::string> lines;
-    bool done = false;
+    size_t left = 0;
   };
   auto sh = std::make_shared<Shared>();
-  std::thread([sh, comms] {
-    for (const auto& c : comms) {
+  sh->left = comms.size();
+  for (const auto& c : comms)
+    std::thread([sh, c] {
       std::string line;
       try {
         line = "rank " + std::to_string(c->rank()) + ": " + c->abort();
@@ -52,13 +56,10 @@ std::vector<std::string> abort_communicators(double limit_s) {
       }
       std::lock_guard<std::mutex> lock(sh->mu);
       sh->lines.push_back(std::move(line));
-    }
-    std::lock_guard<std::mutex> lock(sh->mu);
-    sh->done = true;
-    sh->cv.notify_all();
-  }).detach();
+      if (--sh->left == 0) sh->cv.notify_all();
+    }).detach();
   std::unique_lock<std::mutex> lock(sh->mu);
-  if (!sh->cv.wait_for(lock, std::chrono::duration<double>(limit_s), [&] { return sh->done; }))
+  if (!sh->cv.wait_for(lock, std::chrono::duration<double>(limit_s), [&] { return sh->left == 0; }))
     sh->lines.push_back("aborting the communicators took longer than " + std::to_string(limit_s) +
                         " s; going on without them");
   return sh->lines;
