@@ -276,7 +276,7 @@ std::vector<Row> probe_links(const Context& c, const std::vector<json>& peers, d
     traffic = sc.node ? node_step_traffic(build_layout(m, local, cfg.optimizer.no_decay), local, nodes, world,
                                           wbytes, node_grad_accum(cfg, 0), replica_grad_bytes(cfg, 0))
                       : step_traffic(build_layout(m, world, cfg.optimizer.no_decay), world, wbytes,
-                                     node_grad_accum(cfg, 0));
+                                     node_grad_accum(cfg, 0), nodes);
   } catch (const std::exception&) {
     // a shape build_layout refuses is host memory's row; a sharding refused, the config's
   }

@@ -15,10 +15,11 @@ std::string mb(double bytes) {
   return b;
 }
 
-// The facts' all-reduce at the end of every step: [|g|^2, loss, micro-batches, checkpoint,
-// overflowed per unit] in fp64, over every rank of the job.
-double facts_bytes(const ModelLayout& layout, int world) {
-  return world <= 1 ? 0 : 2.0 * (world - 1) / world * 8 * (4 + static_cast<double>(layout.units.size()));
+// The facts' all-reduce at the end of every step: [|g|^2, loss, samples, checkpoint, overflowed
+// per unit, and with several nodes each node's compute per sample] in fp64, over every rank.
+double facts_bytes(const ModelLayout& layout, int world, int nodes) {
+  const double slots = 4 + static_cast<double>(layout.units.size()) + (nodes > 1 ? nodes : 0);
+  return world <= 1 ? 0 : 2.0 * (world - 1) / world * 8 * slots;
 }
 
 // Per micro-batch (actors/trainer.cpp): the forward gathers every unit, the head's loss and
@@ -49,13 +50,14 @@ double StepTraffic::across(int a_devices, int b_devices) const {
   return nodes <= 1 ? facts : replica * a_devices / (nodes - 1) + facts;
 }
 
-StepTraffic step_traffic(const ModelLayout& layout, int world, int working_bytes, int64_t micro_batches) {
+StepTraffic step_traffic(const ModelLayout& layout, int world, int working_bytes, int64_t micro_batches,
+                         int nodes) {
   StepTraffic t;
   t.world = world;
-  t.nodes = 1;
+  t.nodes = nodes;
   if (world <= 1 || layout.units.empty()) return t;
   shard_group_traffic(t, layout, world, working_bytes, micro_batches);
-  t.all_reduce = facts_bytes(layout, world);
+  t.all_reduce = facts_bytes(layout, world, nodes);
   return t;
 }
 
@@ -67,7 +69,7 @@ StepTraffic node_step_traffic(const ModelLayout& node_layout, int local, int nod
   t.nodes = nodes;
   if (node_layout.units.empty()) return t;
   shard_group_traffic(t, node_layout, local, working_bytes, micro_batches);
-  t.all_reduce = facts_bytes(node_layout, world);
+  t.all_reduce = facts_bytes(node_layout, world, nodes);
   if (nodes > 1) {
     double shard = 0;
     for (const auto& u : node_layout.units) shard += static_cast<double>(u.shard_numel);
@@ -120,7 +122,7 @@ ShardChoice choose_sharding(const Config& cfg, const ModelConfig& m, const Devic
   const ModelLayout node_layout = build_layout(m, local, cfg.optimizer.no_decay);
   const ModelLayout global_layout = build_layout(m, world, cfg.optimizer.no_decay);
   const int64_t accum = node_grad_accum(cfg, 0);
-  const StepTraffic g = step_traffic(global_layout, world, wbytes, accum);
+  const StepTraffic g = step_traffic(global_layout, world, wbytes, accum, nodes);
   const StepTraffic n = node_step_traffic(node_layout, local, nodes, world, wbytes, accum,
                                           replica_grad_bytes(cfg, 0));
   const double g_across = g.across(local, local), n_across = n.across(local, local);

@@ -37,7 +37,9 @@ struct StepTraffic {
   // only to other nodes (a ring's share to each of them, on average); the facts as for global.
   double across(int a_devices, int b_devices) const;
 };
-StepTraffic step_traffic(const ModelLayout& layout, int world, int working_bytes, int64_t micro_batches);
+// `nodes`: the job's nodes (with several, the facts carry a slot per node).
+StepTraffic step_traffic(const ModelLayout& layout, int world, int working_bytes, int64_t micro_batches,
+                         int nodes = 1);
 // `node_layout` is built for the node's `local` ranks; `replica_bytes` is the element size of the
 // gradient all-reduced between nodes (4: fp32; the working precision's where gradients land in it).
 StepTraffic node_step_traffic(const ModelLayout& node_layout, int local, int nodes, int world,

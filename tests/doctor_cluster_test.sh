@@ -50,9 +50,9 @@ EOF2
 doctors() {
   local name=$1 e0=${2:-} e1=${3:-} flags=${4:-} pid
   ip netns exec "$N1" env -u NCCL_SOCKET_IFNAME -u GLOO_SOCKET_IFNAME -u NCCL_IB_DISABLE -u XY_SECRET $e1 \
-    timeout 60 "$XY" doctor --config "$W/job.toml" --node-index 1 --wait 5 $flags > "$W/$name.n1" 2>&1 & pid=$!
+    timeout 60 "$XY" doctor --config "$W/${CONF:-job}.toml" --node-index 1 --wait 5 $flags > "$W/$name.n1" 2>&1 & pid=$!
   ip netns exec "$N0" env -u NCCL_SOCKET_IFNAME -u GLOO_SOCKET_IFNAME -u NCCL_IB_DISABLE -u XY_SECRET $e0 \
-    timeout 60 "$XY" doctor --config "$W/job.toml" --node-index 0 --wait 5 $flags > "$W/$name.n0" 2>&1
+    timeout 60 "$XY" doctor --config "$W/${CONF:-job}.toml" --node-index 0 --wait 5 $flags > "$W/$name.n0" 2>&1
   rc0=$?
   wait $pid; rc1=$?
 }
@@ -74,10 +74,20 @@ for n in 0 1; do
 done
 b0=$(grep "^bandwidth to node 1" "$W/probe.n0" | sed 's/^bandwidth to node 1 *0 /X/'); b1=$(grep "^bandwidth to node 1" "$W/probe.n1" | sed 's/^bandwidth to node 1 *1 /X/')
 check "both nodes print the same measured link" $([ -n "$b0" ] && [ "$b0" = "$b1" ]; echo $?)
-want=$(python3 "$(dirname "$0")/zero3_bytes.py" bf16 2 8000 128 2 344)
+want=$(python3 "$(dirname "$0")/zero3_bytes.py" bf16 2 8000 128 2 344 1 2)
 read -r g r a total <<< "$want"
 grep -q "^step traffic to node 1 .* PASS .*one step moves [0-9.]* MB ($total B) each way: [0-9.]* s at the measured bandwidth .*all-gathers $g B + reduce-scatter $r B + all-reduce $a B = $total B" "$W/probe.n0"
 check "step traffic: $total B per rank and step, as tests/zero3_bytes.py ($g + $r + $a)" $?
+
+# 1b. The same job under node sharding: the row prints the gradient all-reduce between the nodes
+# (bf16 on CPU ranks: the gradients land in fp32, 4 bytes) instead of the gathers.
+sed 's/^shard = "global"$/shard = "node"/' "$W/job.toml" > "$W/job-node.toml"
+CONF=job-node doctors probe-node "XY_SECRET=s" "XY_SECRET=s"
+grep "^step traffic" "$W/probe-node.n0"
+want=$(python3 "$(dirname "$0")/zero3_bytes.py" --node bf16 1 2 8000 128 2 344 1 4)
+read -r ng nr na nrep ntotal <<< "$want"
+grep -q "^step traffic to node 1 .* PASS .*one step moves [0-9.]* MB ($ntotal B) each way: .*sharding node (topology.shard = \"node\").* all-reduce $na B within its node + gradient all-reduce $nrep B between nodes = $ntotal B" "$W/probe-node.n0"
+check "node sharding's step traffic: $ntotal B, as tests/zero3_bytes.py --node ($na + $nrep)" $?
 secs=$(sed -n 's/^step traffic to node 1 .* each way: \([0-9.]*\) s .*/\1/p' "$W/probe.n0")
 python3 -c "
 bw = min(float('$out'), float('$in')) * 1e6 / 8
