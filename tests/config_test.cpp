@@ -396,7 +396,8 @@ TEST(ConfigFiles, LoadConfigNamesThePathInMessages) {
 
 // The configs shipped in config/ load (the test runs in the repository root).
 TEST(ConfigFiles, ShippedConfigsAreValid) {
-  for (const char* path : {"config/tiny.toml", "config/tiny-2rank.toml", "config/llama2-7b.toml"}) {
+  for (const char* path : {"config/tiny.toml", "config/tiny-2rank.toml", "config/llama2-7b.toml",
+                           "config/seed-cluster.toml"}) {
     SCOPED_TRACE(path);
     if (!std::ifstream(path)) {
       ADD_FAILURE() << path << " not found; run the test from the repository root";
@@ -415,6 +416,12 @@ TEST(ConfigFiles, ShippedConfigsAreValid) {
   EXPECT_EQ(llama.model.hidden, 4096);
   EXPECT_EQ(llama.data.seq_len, 4096);
   EXPECT_EQ(llama.train.precision, "bf16");
+  // The seed's two servers (docs/OPERATIONS.md, "Running on several machines").
+  Config seed = load_config("config/seed-cluster.toml");
+  EXPECT_EQ(seed.topology.nodes.size(), 2u);
+  EXPECT_EQ(seed.topology.world_size(), 4);
+  EXPECT_EQ(seed.topology.shard, "auto");
+  EXPECT_EQ(step_samples(seed), 64);
 }
 
 // The continued-pretraining examples of today's families name a model folder that is not here:
