@@ -9,9 +9,11 @@
 namespace xy {
 namespace {
 
+// "29 MB", "5.38 GB": three significant digits.
 std::string mb(double bytes) {
   char b[64];
-  std::snprintf(b, sizeof b, "%.3g MB", bytes / 1e6);
+  if (bytes >= 1e9) std::snprintf(b, sizeof b, "%.3g GB", bytes / 1e9);
+  else std::snprintf(b, sizeof b, "%.3g MB", bytes / 1e6);
   return b;
 }
 

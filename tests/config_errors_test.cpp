@@ -308,6 +308,27 @@ grad_accum = 2
                                "port = 29500\nmicro_batch = 1\n"));
 }
 
+// Node sharding shards each node's state over its own ranks: every node needs as many.
+TEST(ConfigErrors, NodeShardingNeedsTheSameDevices) {
+  std::string msg = error_of(R"([topology]
+shard = "node"
+[[topology.nodes]]
+host = "10.0.0.1"
+port = 29500
+devices = 2
+[[topology.nodes]]
+host = "10.0.0.2"
+port = 29500
+devices = 1
+)");
+  EXPECT_TRUE(Has(msg, "test.toml:2:9: topology.shard: \"node\" shards the state within each node, but "
+                       "topology.nodes[1].devices = 1 differs from topology.nodes[0].devices = 2; valid: "
+                       "\"global\" or \"auto\", or the same devices on every node")) << msg;
+  std::string bad = error_of("[topology]\nshard = \"nodes\"\n");
+  EXPECT_TRUE(Has(bad, "topology.shard")) << bad;
+  EXPECT_TRUE(Has(bad, "auto, global, node")) << bad;
+}
+
 TEST(ConfigErrors, DuplicateHostPort) {
   std::string msg = error_of(R"([[topology.nodes]]
 host = "10.0.0.1"
