@@ -5,6 +5,7 @@
 # one process with one rank and the same global batch (micro-batch 8) to 1e-6: every step's loss
 # and every final parameter (exported in fp32, compared by tests/compare_safetensors.py; see the
 # note on eps below). Also:
+# node sharding with the delayed update against one rank with it;
 # node sharding's checkpoint is one layout (node 0 writes the node's 2 shard files, node 1 none;
 # the manifest says 4 data ranks), and it resumes under global sharding on 4 ranks, exactly.
 # Needs root (CI runs as root); skipped (77) when network namespaces cannot be made. Only addresses
@@ -61,6 +62,7 @@ threads = 1
 [optimizer]
 warmup_steps = 2
 eps = $EPS
+delayed_update = ${DELAYED:-false}
 [checkpoint]
 dir = "$2"
 every_steps = 10
@@ -154,6 +156,27 @@ for EPS in $EPSES; do
     fi
   done
 done
+
+# The delayed update (the optimizer of step s runs during step s + 1's forward, which computes with
+# the parameters of step s - 1): node sharding against one rank with it, eps 1e-3.
+EPS=1e-3 DELAYED=true
+mkdir -p "$W/one-delayed"
+{ printf '[topology]\ndevice = "%s"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = %s\n' "$DEVICE" "$REF_DEVICES"
+  body 20 "$W/one-delayed/ckpt" | sed "s/= MB/= $REF_MB/"; } > "$W/one-delayed/job.toml"
+timeout 300 "$XY" train --config "$W/one-delayed/job.toml" --work-dir "$W/one-delayed/w" > "$W/one-delayed/log" 2>&1
+check "delayed update: the one-rank reference runs" $?
+losses "$W/one-delayed/w/metrics.jsonl" > "$W/one-delayed.losses"
+cluster node-delayed node 20
+check "delayed update: the node-sharded job runs" $?
+losses "$W/node-delayed/w0/metrics.jsonl" > "$W/node-delayed.losses"
+echo "node, delayed update, vs one rank:"
+same_losses "$W/one-delayed.losses" "$W/node-delayed.losses"
+check "delayed update: every step's loss equals the one-rank run's (1e-6)" $?
+export_fp32 "$W/one-delayed/ckpt/step-00000020" "$W/one-delayed/hf" &&
+  export_fp32 "$W/node-delayed/ckpt/step-00000020" "$W/node-delayed/hf" &&
+  python3 "$HERE/compare_safetensors.py" "$W/one-delayed/hf" "$W/node-delayed/hf" --rtol 1e-6
+check "delayed update: every final parameter equals the one-rank run's (1e-6)" $?
+DELAYED=false
 
 # One layout: node 0 wrote its node's two shards, node 1 nothing; four data ranks.
 ls "$W/node1e-3/ckpt/step-00000020/" | grep -c '^rank-' | grep -qx "$PER"
