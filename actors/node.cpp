@@ -93,6 +93,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
       ctx->metrics = std::make_shared<MetricsLog>(cfg.data.work_dir, ctx->start_step, true);
       ctx->metrics->event({{"event", "start"}, {"step", ctx->start_step},
                            {"resumed_from", ctx->resumed_from}, {"world", ctx->world},
+                           {"shard", ctx->node_shard ? "node" : "global"}, {"nodes", ctx->nodes},
                            {"steps", cfg.train.steps},
                            {"placement", {{"device_bytes", ctx->plan.device_bytes},
                                           {"host_bytes", ctx->plan.host_bytes},

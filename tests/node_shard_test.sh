@@ -142,6 +142,9 @@ for EPS in $EPSES; do
     check "$run: the two-node job of 2 x $PER ranks runs" $?
     grep -q "xy: sharding $shard (topology.shard = \"$shard\")" "$W/$run/n0.log"
     check "$run: node 0 says how it shards" $?
+    grep -q "\"event\":\"start\".*\"shard\":\"$shard\"" "$W/$run/w0/metrics.jsonl" ||
+      grep -q "\"shard\":\"$shard\".*\"event\":\"start\"" "$W/$run/w0/metrics.jsonl"
+    check "$run: the metrics log's start event records it" $?
     losses "$W/$run/w0/metrics.jsonl" > "$W/$run.losses"
     echo "$shard, eps $EPS, vs one rank:"
     same_losses "$W/one$EPS.losses" "$W/$run.losses"
