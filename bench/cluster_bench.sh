@@ -26,7 +26,9 @@
 # Knobs (environment): XY_CB_PARTS ("shard throttle"), XY_CB_MODEL ("hidden layers intermediate
 # heads", default "512 4 1376 8"), XY_CB_MB (micro-batch of the sharding part, default 1), XY_CB_STEPS1 / XY_CB_STEPS8
 # (short and long step counts at grad_accum 1 / 8, default "2 6" / "2 4"), XY_CB_RATES ("1gbit
-# 10gbit"), XY_CB_ACCUMS ("1 8"), XY_CB_THROTTLE ("steps grad_accum quota%", default "6 4 33").
+# 10gbit"), XY_CB_ACCUMS ("1 8"), XY_CB_THROTTLE ("steps grad_accum quota%", default "6 4 33"),
+# XY_CB_TMODEL (the throttled part's "hidden layers intermediate heads seq_len", default
+# "256 2 688 4 256").
 set -uo pipefail
 XY=$(readlink -f "$1")
 OUT=$(mkdir -p "$2" && readlink -f "$2")
@@ -39,6 +41,10 @@ MB=${XY_CB_MB:-1}
 RATES=${XY_CB_RATES:-1gbit 10gbit}
 ACCUMS=${XY_CB_ACCUMS:-1 8}
 read -r TSTEPS TACCUM TQUOTA <<< "${XY_CB_THROTTLE:-6 4 33}"
+# The throttled part's model and sequence: compute per sample must outweigh what a step costs
+# whatever its micro-batches (the optimizer, the gradient's all-reduce and accumulation over the
+# whole model, which the quota slows as much), as on GPUs, where those are small next to it.
+read -r T_HIDDEN T_LAYERS T_INTER T_HEADS T_SEQ <<< "${XY_CB_TMODEL:-256 2 688 4 256}"
 VOCAB=8000 SEQ=64 SUBNET=10.231.20 PORT=29800
 RES=$OUT/results.txt
 : > "$RES"
@@ -181,6 +187,7 @@ if [[ " $PARTS " == *" throttle "* ]]; then
     mkdir "$CG" && echo 100000 > "$CG/cpu.cfs_period_us" && echo $((TQUOTA * 1000)) > "$CG/cpu.cfs_quota_us"
   fi || { echo "cluster_bench: cannot make the cpu cgroup $CG" >&2; exit 1; }
   echo "throttle: node 1 limited to $TQUOTA% of a core ($CG)"
+  HIDDEN=$T_HIDDEN LAYERS=$T_LAYERS INTER=$T_INTER HEADS=$T_HEADS SEQ=$T_SEQ
   d=$OUT/throttle-uniform
   mkdir -p "$d"
   config node "$TACCUM" "$TSTEPS" "$d" 2 2 > "$d/job.toml"
