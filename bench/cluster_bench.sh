@@ -105,10 +105,6 @@ doctor = false
 EOF
 }
 
-counters() {
-  ip netns exec "$1" sh -c "cat /sys/class/net/$2/statistics/tx_bytes /sys/class/net/$2/statistics/tx_packets" | tr '\n' ' '
-}
-
 # job DIR [THROTTLE]: runs the two-node job of DIR/job.toml; writes DIR/bytes ("node0_bytes
 # node0_packets node1_bytes node1_packets" sent during it). THROTTLE=1 runs node 1 in $CG.
 job() {

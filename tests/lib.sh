@@ -65,6 +65,11 @@ two_namespaces() {
   ip -n "$N1" addr add "$subnet.2/24" dev "$L1" && ip -n "$N1" link set "$L1" up
 }
 
+# counters NS DEV: "tx_bytes tx_packets" of DEV inside NS.
+counters() {
+  ip netns exec "$1" sh -c "cat /sys/class/net/$2/statistics/tx_bytes /sys/class/net/$2/statistics/tx_packets" | tr '\n' ' '
+}
+
 # two_node_topology SUBNET PORT [DEVICES [SHARD]]: the [topology] table of a two-node CPU job,
 # DEVICES ranks (default 1) at SUBNET.1 and as many at SUBNET.2 (the addresses two_namespaces
 # gives), both on PORT, sharded SHARD (default "global").

@@ -117,6 +117,18 @@ print(f"  {len(common)} steps; largest relative loss difference {worst:.3g}")
 sys.exit(0 if common and len(common) == len(b) and worst <= 1e-6 else 1)
 PY
 }
+# reference NAME: the one-process reference in $W/NAME (20 steps; on CPU one rank of micro-batch 8
+# = 2 nodes x 2 ranks x 2, on GPUs all N GPUs of micro-batch 2); its losses in $W/NAME.losses.
+reference() {
+  local d="$W/$1" rc
+  mkdir -p "$d"
+  { printf '[topology]\ndevice = "%s"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = %s\n' "$DEVICE" "$REF_DEVICES"
+    body 20 "$d/ckpt" | sed "s/= MB/= $REF_MB/"; } > "$d/job.toml"
+  timeout 300 "$XY" train --config "$d/job.toml" --work-dir "$d/w" > "$d/log" 2>&1
+  rc=$?
+  losses "$d/w/metrics.jsonl" > "$W/$1.losses"
+  return $rc
+}
 export_fp32() { "$XY" export "$1" --out "$2" --dtype fp32 > /dev/null 2>&1; }
 
 # Twice: with AdamW's usual eps (1e-8) the losses are compared; the parameters are not, because
@@ -126,14 +138,8 @@ export_fp32() { "$XY" export "$1" --out "$2" --dtype fp32 > /dev/null 2>&1; }
 # sharding (printed, for the record). With eps = 1e-3 the update stays proportional to such small
 # gradients, and the parameters are compared to 1e-6 too.
 for EPS in $EPSES; do
-  # The reference: one process; on CPU one rank of micro-batch 8 (= 2 nodes x 2 ranks x 2), on
-  # GPUs all N GPUs of micro-batch 2.
-  mkdir -p "$W/one$EPS"
-  { printf '[topology]\ndevice = "%s"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = %s\n' "$DEVICE" "$REF_DEVICES"
-    body 20 "$W/one$EPS/ckpt" | sed "s/= MB/= $REF_MB/"; } > "$W/one$EPS/job.toml"
-  timeout 300 "$XY" train --config "$W/one$EPS/job.toml" --work-dir "$W/one$EPS/w" > "$W/one$EPS/log" 2>&1
+  reference "one$EPS"
   check "eps $EPS: the one-rank reference runs" $?
-  losses "$W/one$EPS/w/metrics.jsonl" > "$W/one$EPS.losses"
   export_fp32 "$W/one$EPS/ckpt/step-00000020" "$W/one$EPS/hf"
   check "eps $EPS: the reference exports" $?
   for shard in node global; do
@@ -163,12 +169,8 @@ done
 # The delayed update (the optimizer of step s runs during step s + 1's forward, which computes with
 # the parameters of step s - 1): node sharding against one rank with it, eps 1e-3.
 EPS=1e-3 DELAYED=true
-mkdir -p "$W/one-delayed"
-{ printf '[topology]\ndevice = "%s"\n[[topology.nodes]]\nhost = "127.0.0.1"\ndevices = %s\n' "$DEVICE" "$REF_DEVICES"
-  body 20 "$W/one-delayed/ckpt" | sed "s/= MB/= $REF_MB/"; } > "$W/one-delayed/job.toml"
-timeout 300 "$XY" train --config "$W/one-delayed/job.toml" --work-dir "$W/one-delayed/w" > "$W/one-delayed/log" 2>&1
+reference one-delayed
 check "delayed update: the one-rank reference runs" $?
-losses "$W/one-delayed/w/metrics.jsonl" > "$W/one-delayed.losses"
 cluster node-delayed node 20
 check "delayed update: the node-sharded job runs" $?
 losses "$W/node-delayed/w0/metrics.jsonl" > "$W/node-delayed.losses"

@@ -37,11 +37,6 @@ two_namespaces xyb 10.231.7
 train_test_tokenizer "$XY" "$W/tok"
 check "the tokenizer is trained" $?
 
-# counters NS DEV: "tx_bytes tx_packets" of DEV inside NS.
-counters() {
-  ip netns exec "$1" sh -c "cat /sys/class/net/$2/statistics/tx_bytes /sys/class/net/$2/statistics/tx_packets" | tr '\n' ' '
-}
-
 # job PRECISION STEPS [SHARD [GRAD_ACCUM]]: runs the two-node job; prints "node0_bytes
 # node0_packets node1_bytes node1_packets" sent during it.
 job() {
