@@ -373,10 +373,8 @@ void connect(NodeContext& ctx, const Config& cfg) {
   CommGroup group;
   // Node sharding's groups are made wherever it may be chosen (the nodes agree below, on the
   // store that the communicators bring up); unused ones stay idle.
-  bool same_devices = true;
-  for (const NodeSpec& n : topo.nodes) same_devices = same_devices && n.devices == topo.nodes[0].devices;
   const NodeGroups node_groups{topo.node_index, ctx.nodes};
-  const NodeGroups* groups = multi && same_devices && topo.shard != "global" ? &node_groups : nullptr;
+  const NodeGroups* groups = multi && same_devices(topo) && topo.shard != "global" ? &node_groups : nullptr;
   // Several nodes: every store connection proves the job's secret (comm/net_store.hpp), and the
   // job's node-level secret handshake runs on the store before any rank connects.
   if (multi) {

@@ -274,7 +274,7 @@ std::vector<Row> probe_links(const Context& c, const std::vector<json>& peers, d
     choice = sc.why;
     const int local = cfg.topology.nodes[0].devices;
     traffic = sc.node ? node_step_traffic(build_layout(m, local, cfg.optimizer.no_decay), local, nodes, world,
-                                          wbytes, node_grad_accum(cfg, 0), replica_grad_bytes(cfg, 0))
+                                          wbytes, node_grad_accum(cfg, 0), replica_grad_bytes(cfg))
                       : step_traffic(build_layout(m, world, cfg.optimizer.no_decay), world, wbytes,
                                      node_grad_accum(cfg, 0), nodes);
   } catch (const std::exception&) {

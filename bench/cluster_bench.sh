@@ -62,13 +62,7 @@ trap cleanup EXIT
 
 # shape RATE: tbf at RATE on both ends of the veth ("none": no shaping).
 shape() {
-  local n ns dev
-  for n in 0 1; do
-    ns=$N0 dev=$L0; [ $n = 1 ] && ns=$N1 dev=$L1
-    ip netns exec "$ns" tc qdisc del dev "$dev" root 2>/dev/null
-    [ "$1" = none ] || ip netns exec "$ns" tc qdisc add dev "$dev" root tbf rate "$1" burst 256kb latency 50ms ||
-      { echo "cluster_bench: cannot shape $dev to $1 with tc tbf" >&2; exit 1; }
-  done
+  shape_link "$1" || { echo "cluster_bench: cannot shape the veth to $1 with tc tbf" >&2; exit 1; }
 }
 
 # config SHARD ACCUM STEPS DIR [MB0 MB1]: the job's TOML (per-node micro-batches when given).

@@ -81,7 +81,13 @@ StepTraffic node_step_traffic(const ModelLayout& node_layout, int local, int nod
   return t;
 }
 
-int replica_grad_bytes(const Config& cfg, int node) {
+bool same_devices(const TopologyConfig& topo) {
+  for (const NodeSpec& n : topo.nodes)
+    if (n.devices != topo.nodes[0].devices) return false;
+  return true;
+}
+
+int replica_grad_bytes(const Config& cfg) {
   const bool cuda = cfg.topology.device == "cuda";
   // Any node accumulating makes every node's gradients fp32 (max_grad_accum, io/config.hpp).
   if (cuda && max_grad_accum(cfg) == 1 && cfg.train.precision != "fp32") return 2;
@@ -96,10 +102,10 @@ ShardChoice choose_sharding(const Config& cfg, const ModelConfig& m, const Devic
     c.why = "global (one node: node and global sharding are the same)";
     return c;
   }
-  bool same_devices = true, same_accum = true;
-  for (const NodeSpec& n : topo.nodes) same_devices = same_devices && n.devices == topo.nodes[0].devices;
+  const bool uniform = same_devices(topo);
+  bool same_accum = true;
   for (int i = 1; i < nodes; ++i) same_accum = same_accum && node_grad_accum(cfg, i) == node_grad_accum(cfg, 0);
-  if (!same_accum && !same_devices)
+  if (!same_accum && !uniform)
     throw std::invalid_argument(
         "the nodes run different grad_accum (topology.nodes[i].grad_accum), which only node sharding "
         "allows, but their devices differ, which node sharding does not: give every node the same "
@@ -114,7 +120,7 @@ ShardChoice choose_sharding(const Config& cfg, const ModelConfig& m, const Devic
     return c;
   }
   // auto
-  if (!same_devices) {
+  if (!uniform) {
     c.why = "global (topology.shard = \"auto\": the nodes drive different numbers of devices, and node "
             "sharding needs the same on every node)";
     return c;
@@ -126,7 +132,7 @@ ShardChoice choose_sharding(const Config& cfg, const ModelConfig& m, const Devic
   const int64_t accum = node_grad_accum(cfg, 0);
   const StepTraffic g = step_traffic(global_layout, world, wbytes, accum, nodes);
   const StepTraffic n = node_step_traffic(node_layout, local, nodes, world, wbytes, accum,
-                                          replica_grad_bytes(cfg, 0));
+                                          replica_grad_bytes(cfg));
   const double g_across = g.across(local, local), n_across = n.across(local, local);
   const std::string bytes = "between two nodes per step node sharding moves " + mb(n_across) +
                             " each way, global " + mb(g_across);

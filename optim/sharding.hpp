@@ -46,9 +46,12 @@ StepTraffic node_step_traffic(const ModelLayout& node_layout, int local, int nod
                               int working_bytes, int64_t micro_batches, int replica_bytes);
 
 // The element size of the gradient that node sharding all-reduces between nodes: fp32, except on
-// GPUs without accumulation, where the reduced shard is all-reduced in the working precision before
-// it lands in host memory.
-int replica_grad_bytes(const Config& cfg, int node);
+// GPUs where no node accumulates, where the reduced shard is all-reduced in the working precision
+// before it lands in host memory.
+int replica_grad_bytes(const Config& cfg);
+
+// Every node drives as many devices (node sharding needs it: each node holds the same shards).
+bool same_devices(const TopologyConfig& topo);
 
 struct ShardChoice {
   bool node = false;  // node sharding (else global)

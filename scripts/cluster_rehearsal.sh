@@ -17,21 +17,9 @@ STEPS=${4:-6}
 DEV=${5:-2}
 [ "$(id -u)" -eq 0 ] || { echo "cluster_rehearsal.sh: needs root (network namespaces)" >&2; exit 2; }
 mkdir -p "$OUT"
-N0=xyr0_$$ N1=xyr1_$$
-trap 'ip netns del "$N0" 2>/dev/null; ip netns del "$N1" 2>/dev/null' EXIT
-ip netns add "$N0" && ip netns add "$N1" || exit 1
-ip link add "xyrb$$" type veth peer name "xyre$$" || exit 1
-ip link set "xyrb$$" netns "$N0" && ip link set "xyre$$" netns "$N1"
-ip -n "$N0" link set "xyrb$$" name bond0 && ip -n "$N1" link set "xyre$$" name eno1
-for n in 0 1; do
-  ns=$N0 dev=bond0; [ $n = 1 ] && ns=$N1 dev=eno1
-  ip -n "$ns" link set lo up
-  ip -n "$ns" link add aadecoy0 type veth peer name aadecoy1
-  ip -n "$ns" addr add "10.231.31.$((n + 1))/24" dev aadecoy0
-  ip -n "$ns" link set aadecoy0 up && ip -n "$ns" link set aadecoy1 up
-  ip -n "$ns" addr add "10.231.30.$((n + 1))/24" dev "$dev" && ip -n "$ns" link set "$dev" up
-  ip netns exec "$ns" tc qdisc add dev "$dev" root tbf rate "$RATE" burst 256kb latency 50ms
-done
+source "$(dirname "$0")/../tests/lib.sh"
+two_namespaces xyr 10.231.30 10.231.31 bond0 eno1
+shape_link "$RATE" || { echo "cluster_rehearsal.sh: cannot shape the link to $RATE with tc tbf" >&2; exit 1; }
 cat > "$OUT/cluster.toml" <<EOF
 [topology]
 device = "cpu"
@@ -68,7 +56,6 @@ dir = "$OUT/checkpoints"
 every_steps = 0
 EOF
 # The tokenizer, once, outside the cluster (on two machines each node reads its own copy).
-source "$(dirname "$0")/../tests/lib.sh"
 train_test_tokenizer "$XY" "$OUT/tok" || { tail -5 "$OUT/tok/tok.log"; exit 1; }
 sed -i "s|^seq_len = 128$|seq_len = 128\ntokenizer = \"$OUT/tok/tokenizer.model\"|" "$OUT/cluster.toml"
 both() {  # both NAME ARGS...: `xy-node ARGS` on both nodes at once (@N@ = the node); OUT/NAME.nN

@@ -16,16 +16,10 @@ set -uo pipefail
 XY=$1
 W=$2
 source "$(dirname "$0")/lib.sh"
-[ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
-command -v ip >/dev/null || skip "needs iproute2 (ip)"
 command -v tc >/dev/null || skip "needs iproute2 (tc)"
 rm -rf "$W" && mkdir -p "$W"
 two_namespaces xyd 10.231.6 10.231.5
-for n in 0 1; do
-  ns=$N0 dev=$L0; [ $n = 1 ] && ns=$N1 dev=$L1
-  ip netns exec "$ns" tc qdisc add dev "$dev" root tbf rate 100mbit burst 256kb latency 50ms ||
-    skip "cannot shape the veth with tc tbf here"
-done
+shape_link 100mbit || skip "cannot shape the veth with tc tbf here"
 # The zero3_bytes_test model (hidden 128, 2 layers, intermediate 344), bf16, two ranks.
 cat > "$W/job.toml" <<EOF2
 $(two_node_topology 10.231.6 29600)

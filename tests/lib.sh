@@ -40,13 +40,17 @@ train_test_tokenizer() {
   return $rc
 }
 
-# two_namespaces TAG SUBNET [DECOY_SUBNET]: two machines on one. Makes network namespaces $N0 and
-# $N1 (loopback up) joined by a veth pair $L0-$L1 holding SUBNET.1 and SUBNET.2 (/24), removed when
-# the script exits. With DECOY_SUBNET, each namespace first gets a decoy interface (a veth pair kept
-# inside it, `aadecoy0` at DECOY_SUBNET.<n+1>, sorting before the real one) that reaches nothing.
-# Skips (77) where namespaces or veth pairs cannot be made. Use only addresses inside them.
+# two_namespaces TAG SUBNET [DECOY_SUBNET [IF0 IF1]]: two machines on one. Makes network namespaces
+# $N0 and $N1 (loopback up) joined by a veth pair $L0-$L1 holding SUBNET.1 and SUBNET.2 (/24),
+# removed when the script exits; IF0 and IF1 name its ends inside the namespaces (as two machines'
+# interfaces, e.g. bond0 and eno1; renamed there, so no name of this machine's is taken). With
+# DECOY_SUBNET, each namespace first gets a decoy interface (a veth pair kept inside it, `aadecoy0`
+# at DECOY_SUBNET.<n+1>, sorting before the real one) that reaches nothing. Skips (77) without
+# root or iproute2, or where namespaces or veth pairs cannot be made. Use only addresses inside them.
 two_namespaces() {
   local tag=$1 subnet=$2 decoy=${3:-} n ns
+  [ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
+  command -v ip >/dev/null || skip "needs iproute2 (ip)"
   N0=${tag}0_$$ N1=${tag}1_$$ L0=${tag}l0_$$ L1=${tag}l1_$$
   trap 'ip netns del "$N0" 2>/dev/null; ip netns del "$N1" 2>/dev/null' EXIT
   ip netns add "$N0" && ip netns add "$N1" || skip "cannot make network namespaces here"
@@ -61,8 +65,26 @@ two_namespaces() {
   done
   ip link add "$L0" type veth peer name "$L1" || skip "cannot make a veth pair here"
   ip link set "$L0" netns "$N0" && ip link set "$L1" netns "$N1"
+  if [ -n "${4:-}" ]; then
+    ip -n "$N0" link set "$L0" name "$4" && ip -n "$N1" link set "$L1" name "$5" && L0=$4 L1=$5
+  fi
   ip -n "$N0" addr add "$subnet.1/24" dev "$L0" && ip -n "$N0" link set "$L0" up
   ip -n "$N1" addr add "$subnet.2/24" dev "$L1" && ip -n "$N1" link set "$L1" up
+}
+
+# shape_link RATE: both ends of two_namespaces' link send at most RATE (tc tbf; this kernel has no
+# netem), replacing any shaping before; RATE "none" removes it. Non-zero where tc cannot.
+shape_link() {
+  local n ns dev
+  for n in 0 1; do
+    ns=$N0 dev=$L0; [ "$n" = 1 ] && ns=$N1 dev=$L1
+    if [ "$1" = none ]; then
+      ip netns exec "$ns" tc qdisc del dev "$dev" root 2>/dev/null
+    else
+      ip netns exec "$ns" tc qdisc replace dev "$dev" root tbf rate "$1" burst 256kb latency 50ms || return 1
+    fi
+  done
+  return 0
 }
 
 # counters NS DEV: "tx_bytes tx_packets" of DEV inside NS.

@@ -11,12 +11,9 @@ set -uo pipefail
 XY=$1
 W=$2
 source "$(dirname "$0")/lib.sh"
-[ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
-command -v ip >/dev/null || skip "needs iproute2 (ip)"
 rm -rf "$W" && mkdir -p "$W"
 two_namespaces xyt 10.231.8 10.231.9  # the decoys (10.231.9.x) come first in interface order
-ip netns exec "$N0" tc qdisc add dev "$L0" root tbf rate 1gbit burst 256kb latency 50ms 2>/dev/null
-ip netns exec "$N1" tc qdisc add dev "$L1" root tbf rate 1gbit burst 256kb latency 50ms 2>/dev/null
+shape_link 1gbit 2>/dev/null
 
 # The tokenizer, trained once outside the namespaces.
 train_test_tokenizer "$XY" "$W/tok"

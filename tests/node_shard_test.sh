@@ -29,8 +29,6 @@ if [ "$DEVICE" = cuda ]; then
   read -r P0 P1 < <(free_ports 2)
   HOST0=127.0.0.1 HOST1=127.0.0.1
 else
-  [ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
-  command -v ip >/dev/null || skip "needs iproute2 (ip)"
   PER=2 REF_DEVICES=1 REF_MB=8 EPSES="1e-8 1e-3"
   ENV0=() ENV1=()
   two_namespaces xyh 10.231.9

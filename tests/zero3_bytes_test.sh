@@ -26,8 +26,6 @@ set -uo pipefail
 XY=$1
 W=$2
 source "$(dirname "$0")/lib.sh"
-[ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces"
-command -v ip >/dev/null || skip "needs iproute2 (ip)"
 read -r HIDDEN LAYERS INTER HEADS <<< "${XY_BYTES_MODEL:-128 2 344 4}"
 read -r S1 S2 <<< "${XY_BYTES_STEPS:-2 6}"
 VOCAB=8000
