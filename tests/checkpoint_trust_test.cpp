@@ -172,6 +172,11 @@ TEST(CheckpointManifestTrust, TamperedManifestsAreRefusedByName) {
       {"rank out of range", [](json& j) { j["files"][1]["rank"] = 7; }, "files[1].rank = 7"},
       {"bytes that are not the layout's", [](json& j) { j["files"][0]["bytes"] = 12; }, "files[0].bytes = 12"},
       {"negative step", [](json& j) { j["step"] = -5; }, "step = -5"},
+      // The data position of node sharding and mixed micro-batches.
+      {"data ranks below the shards", [](json& j) { j["data_ranks"] = 1; }, "data_ranks = 1"},
+      {"data ranks as text", [](json& j) { j["data_ranks"] = "4"; }, "data_ranks = \"4\""},
+      {"samples negative", [](json& j) { j["samples"] = -8; }, "samples = -8"},
+      {"samples as a fraction", [](json& j) { j["samples"] = 2.5; }, "samples = 2.5"},
       {"heads zero", [](json& j) { j["model"]["heads"] = 0; }, "model.heads = 0"},
       {"hidden huge", [](json& j) { j["model"]["hidden"] = int64_t{1} << 62; }, "model.hidden"},
       {"sha not hex", [](json& j) { j["files"][0]["sha256"] = "../../x"; }, "sha256 is not 64 lowercase hex"},

@@ -324,6 +324,11 @@ devices = 1
   EXPECT_TRUE(Has(msg, "test.toml:2:9: topology.shard: \"node\" shards the state within each node, but "
                        "topology.nodes[1].devices = 1 differs from topology.nodes[0].devices = 2; valid: "
                        "\"global\" or \"auto\", or the same devices on every node")) << msg;
+  // A node's micro-batch and accumulation are counts (0 = the train table's).
+  std::string mb = error_of("[[topology.nodes]]\nhost = \"10.0.0.1\"\nmicro_batch = -1\n");
+  EXPECT_TRUE(Has(mb, "topology.nodes[0].micro_batch")) << mb;
+  std::string accum = error_of("[[topology.nodes]]\nhost = \"10.0.0.1\"\ngrad_accum = \"2\"\n");
+  EXPECT_TRUE(Has(accum, "topology.nodes[0].grad_accum")) << accum;
   std::string bad = error_of("[topology]\nshard = \"nodes\"\n");
   EXPECT_TRUE(Has(bad, "topology.shard")) << bad;
   EXPECT_TRUE(Has(bad, "auto, global, node")) << bad;

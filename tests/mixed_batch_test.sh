@@ -8,6 +8,7 @@
 # g / |g|), which hides the gradients' agreement that the comparison is about.
 #   global sharding, micro-batches 3 and 1, stopped at step 4 and resumed to 8 (the data
 #     position of unequal splits), node 0 slowed down in steps 2-4: node 0 proposes a split
+#   a resume under a split whose samples per step do not divide the consumed ones: refused
 #   node sharding, micro-batches 3 and 1
 #   node sharding, 1 x grad_accum 2 and 2 x grad_accum 1 (different accumulation)
 # usage: mixed_batch_test.sh XY_NODE WORK_DIR   (run from the repository root)
@@ -111,6 +112,22 @@ check "global: node 0 proposes a smaller share for the slowed node 0, 4 samples 
 ! grep -q "balanced: " "$W/global-1.log"; check "global: only node 0 prints the proposal" $?
 grep -q '"event":"batch_split"' "$W/global-0/metrics.jsonl" || grep -q '"event": "batch_split"' "$W/global-0/metrics.jsonl"
 check "global: the proposal is in the metrics log" $?
+
+# A resume under a split whose samples per step (2 + 1) do not divide what the checkpoint consumed
+# (8 steps x 4): refused on both nodes, one line naming the checkpoint and the numbers.
+sed '0,/^micro_batch = 3$/s//micro_batch = 2/' "$W/global.toml" > "$W/refuse.toml"
+timeout 120 "$XY" train --config "$W/refuse.toml" --work-dir "$W/refuse-0" --node-index 0 --resume latest --steps 12 > "$W/refuse-0.log" 2>&1 &
+pid0=$!
+timeout 120 "$XY" train --config "$W/refuse.toml" --work-dir "$W/refuse-1" --node-index 1 --resume latest --steps 12 > "$W/refuse-1.log" 2>&1
+rc1=$?
+wait $pid0; rc0=$?
+for n in 0 1; do
+  grep "consumed" "$W/refuse-$n.log"
+  grep -q "checkpoint .*step-00000008 consumed 32 samples, not a whole number of steps of the 3 samples per step" "$W/refuse-$n.log" &&
+    ! grep -qiE "terminate|backtrace|Aborted|Segmentation" "$W/refuse-$n.log"
+  check "refused split: node $n names the checkpoint and the numbers, one line" $?
+done
+[ $rc0 -eq 2 ] && [ $rc1 -eq 2 ]; check "refused split: both nodes exit 2 ($rc0, $rc1)" $?
 
 # Node sharding (each node holds the whole state; the gradients are all-reduced between nodes).
 pair node node 3 1 1 1
