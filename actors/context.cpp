@@ -32,7 +32,8 @@ namespace xy {
 
 template <class F>
 void RankShards::for_each_tensor(F&& f) const {
-  for (const auto* list : {&working, &working_alt, &grad, &grad_dev, &master, &m, &v})
+  for (const auto* list : {&working, &working_alt, &grad, &grad_dev, &master, &m, &v, &master_dev, &m_dev,
+                           &v_dev, &grad_gpu})
     for (const auto& t : *list) f(t);
   for (const auto& t : staging)
     if (t.defined()) f(t);
@@ -43,6 +44,13 @@ int64_t RankShards::state_bytes() const {
   for (const auto* list : {&grad, &master, &m, &v})
     for (const auto& t : *list) b += t.numel() * t.element_size();
   return b;
+}
+
+at::Tensor RankShards::state_on_host(int which, size_t u) const {
+  const std::vector<at::Tensor>& host = which == 0 ? master : which == 1 ? m : v;
+  const std::vector<at::Tensor>& dev = which == 0 ? master_dev : which == 1 ? m_dev : v_dev;
+  if (dev.empty() || dev[u].numel() == 0) return host[u];
+  return at::cat({dev[u].to(at::kCPU), host[u]});
 }
 
 int64_t RankShards::working_bytes() const {
@@ -271,17 +279,30 @@ void place_unit(NodeContext& ctx, const UnitLayout& unit, const UnitStart& s) {
     auto& sh = ctx.shards[l];
     const c10::Device dev = ctx.streams[l].device;
     const int64_t b = unit.shard_begin(sh->shard), n = unit.shard_numel;
-    sh->master.push_back(s.master.narrow(0, b, n).clone());
+    const int64_t d = p.device_elems, h = n - d;  // the optimizer state's GPU part, host part
     const at::Tensor w = s.working.narrow(0, b, n);
     sh->working.push_back(p.working == Where::kDevice       ? w.to(dev)
                           : p.working == Where::kPinnedHost ? pinned_copy(w, *sh)
                                                             : w.clone());
     const at::ScalarType g = p.grad_landing_bytes == 4 ? at::kFloat : ctx.working_dtype;
-    sh->grad.push_back(p.grad_landing == Where::kPinnedHost ? pinned_zeros(n, g, *sh)
-                                                            : at::zeros({n}, g));
+    sh->grad.push_back(p.grad_landing == Where::kPinnedHost ? pinned_zeros(h, g, *sh)
+                                                            : at::zeros({h}, g));
     if (p.grad_on_device) sh->grad_dev.push_back(at::zeros({n}, at::TensorOptions(at::kFloat).device(dev)));
-    sh->m.push_back(s.m.defined() ? s.m.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
-    sh->v.push_back(s.v.defined() ? s.v.narrow(0, b, n).clone() : at::zeros({n}, at::kFloat));
+    // Each of master, m, v: [0, d) on the GPU, [d, n) in host memory (moments: zeros if not given).
+    auto part = [&](const at::Tensor& full, int64_t from, int64_t len, bool on_gpu) {
+      const auto opts = at::TensorOptions(at::kFloat).device(on_gpu ? dev : c10::Device(c10::kCPU));
+      if (!full.defined()) return at::zeros({len}, opts);
+      return on_gpu ? full.narrow(0, b + from, len).to(dev) : full.narrow(0, b + from, len).clone();
+    };
+    sh->master.push_back(part(s.master, d, h, false));
+    sh->m.push_back(part(s.m, d, h, false));
+    sh->v.push_back(part(s.v, d, h, false));
+    if (ctx.plan.device_state()) {
+      sh->master_dev.push_back(part(s.master, 0, d, true));
+      sh->m_dev.push_back(part(s.m, 0, d, true));
+      sh->v_dev.push_back(part(s.v, 0, d, true));
+      sh->grad_gpu.push_back(at::zeros({d}, at::TensorOptions(g).device(dev)));
+    }
   }
 }
 
@@ -484,6 +505,18 @@ double device_reserved_gib(const c10::Device& device) {
     return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).reserved_bytes[0].current /
            1073741824.0;
 #endif
+  return 0;
+}
+
+int64_t device_peak_bytes(const c10::Device& device, bool reserved) {
+#ifdef XY_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return (reserved ? st.reserved_bytes[0] : st.allocated_bytes[0]).peak;
+  }
+#endif
+  (void)device;
+  (void)reserved;
   return 0;
 }
 

@@ -25,6 +25,10 @@ double rss_gib();
 // Memory the caching allocator holds on `device` now, GiB (0 on the CPU).
 double device_reserved_gib(const c10::Device& device);
 
+// The most the caching allocator has had allocated (`reserved` = false) or reserved (true) on
+// `device` since the start, bytes (0 on the CPU).
+int64_t device_peak_bytes(const c10::Device& device, bool reserved);
+
 // Dense 16-bit tensor-core peak FLOP/s of local GPU `index` from its name (H100/H200 989e12,
 // A100 312e12, V100 125e12 (fp16), L40S 362e12, A10 125e12, L4 121e12); 0 when unknown or the
 // working precision is fp32 (MFU is then not reported).

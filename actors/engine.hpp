@@ -40,9 +40,17 @@ struct RankShards {
   // index (the shard group is the node; the same slices live on every node).
   int shard = 0;
   std::vector<at::Tensor> working;  // per unit [shard_numel], working precision
-  std::vector<at::Tensor> grad;     // per unit [shard_numel], fp32 accumulated gradient
-  std::vector<at::Tensor> master;   // per unit [shard_numel], fp32
-  std::vector<at::Tensor> m, v;     // per unit [shard_numel], fp32 Adam moments
+  // The optimizer state is split at the plan's device_elems d of each unit (optim/placement.hpp):
+  // elements [d, shard_numel) of the shard live in host memory below, [0, d) on the GPU in the
+  // *_dev tensors (empty where no unit has state on the GPU, e.g. on CPU ranks).
+  std::vector<at::Tensor> grad;     // per unit [shard_numel - d], the gradient landing buffer
+  std::vector<at::Tensor> master;   // per unit [shard_numel - d], fp32
+  std::vector<at::Tensor> m, v;     // per unit [shard_numel - d], fp32 Adam moments
+  std::vector<at::Tensor> master_dev, m_dev, v_dev;  // per unit [d], fp32, on the GPU
+  std::vector<at::Tensor> grad_gpu;  // per unit [d], the landed gradient the device AdamW reads
+  // Unit u's whole shard of master (0), m (1) or v (2) in host memory: the GPU part copied down
+  // on the current stream (which the caller has ordered after the optimizer), the host part after it.
+  at::Tensor state_on_host(int which, size_t u) const;
   // On a device only: `working` lives on the device (the optimizer writes each unit's new working
   // copy into a pinned staging buffer, `staging`, and copies it up); `grad` is pinned and in the
   // working precision (bf16 gradients land in 2 bytes: host state is then 14 bytes a parameter);
@@ -131,6 +139,9 @@ struct TrainResult {
   std::string checkpoint_dir;        // last published checkpoint, if any
   int64_t host_bytes = 0;            // host state: master, m, v, gradient landing (all ranks here)
   int64_t working_bytes = 0;         // working copies (device memory; host on CPU ranks)
+  // GPU ranks: the plan's predicted peak per rank (persistent state + the step's estimate) and the
+  // caching allocator's measured peak, allocated and reserved, the most over local GPUs.
+  int64_t predicted_peak_bytes = 0, device_peak_bytes = 0, device_reserved_peak_bytes = 0;
   int64_t final_adam_step = 0;       // optimizer steps applied (skipped steps not counted)
   int64_t final_samples = 0;         // samples consumed per rank (the data position)
   double final_loss = 0;

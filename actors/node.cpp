@@ -81,7 +81,7 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
                 ctx->comms.empty() ? "?" : ctx->comms[0]->backend().c_str(), host_bytes / 1048576.0,
                 host_bytes / share, working_bytes / share,
                 !ctx->on_device                 ? "in host memory on CPU ranks"
-                : cfg.actors.offload_params ? "pinned host memory: parameter offload"
+                : ctx->plan.units.front().working == Where::kPinnedHost ? "pinned host memory: parameter offload"
                                                 : "device memory",
                 rss_gib());
   // Where the state is, as planned (and allocated: build_context checked): one line.
@@ -191,13 +191,34 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   if (opts.keep_params && ctx->local_ranks == ctx->world && ctx->result.exit_code == kExitOk) {
     for (size_t u = 0; u < ctx->layout.units.size(); ++u) {
       std::vector<at::Tensor> parts;
-      for (const auto& sh : ctx->shards) parts.push_back(sh->master[u]);
+      for (const auto& sh : ctx->shards) parts.push_back(sh->state_on_host(0, u));
       ctx->result.final_params.push_back(at::cat(parts).narrow(0, 0, ctx->layout.units[u].numel));
     }
+  }
+  // The GPU's peak against the plan's prediction (docs/PLACEMENT.md: how the estimate is made).
+  if (ctx->on_device) {
+    int64_t peak = 0, reserved = 0;
+    for (const auto& st : ctx->streams) {
+      peak = std::max(peak, device_peak_bytes(st.device, false));
+      reserved = std::max(reserved, device_peak_bytes(st.device, true));
+    }
+    ctx->result.predicted_peak_bytes = ctx->plan.predicted_peak();
+    ctx->result.device_peak_bytes = peak;
+    ctx->result.device_reserved_peak_bytes = reserved;
+    if (!opts.quiet)
+      std::printf("xy: GPU peak per rank: %s allocated (%s reserved); the plan predicted %s (state %s + a "
+                  "step's %s), %+.1f%%\n",
+                  bytes_text(static_cast<double>(peak)).c_str(), bytes_text(static_cast<double>(reserved)).c_str(),
+                  bytes_text(static_cast<double>(ctx->plan.predicted_peak())).c_str(),
+                  bytes_text(static_cast<double>(ctx->plan.device_bytes)).c_str(),
+                  bytes_text(static_cast<double>(ctx->plan.transient_bytes)).c_str(),
+                  peak > 0 ? 100.0 * (static_cast<double>(ctx->plan.predicted_peak()) / static_cast<double>(peak) - 1) : 0.0);
   }
   if (ctx->metrics) {
     std::lock_guard<std::mutex> lock(ctx->result_mu);
     ctx->metrics->event({{"event", "end"}, {"exit_code", ctx->result.exit_code},
+                         {"gpu_peak_bytes", ctx->result.device_peak_bytes},
+                         {"gpu_predicted_peak_bytes", ctx->result.predicted_peak_bytes},
                          {"step", ctx->result.steps.empty() ? ctx->start_step : ctx->result.steps.back().step}});
   }
   ctx->result.host_bytes = host_bytes;

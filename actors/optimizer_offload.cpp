@@ -1,9 +1,19 @@
-// The optimizer-offload actor: fp32 master, m and v of one rank's shards in host memory, stepped
-// with the fused CPU AdamW kernel on the node's thread pool, unit by unit, first unit first. After
-// each unit it writes the working copy and tells the parameter-shard the unit's new version, so the
-// next step's forward of unit u can start as soon as u is updated.
+// The optimizer-offload actor: fp32 master, m and v of one rank's shards, stepped unit by unit,
+// first unit first. Where the placement plan puts part of a unit's state on the GPU
+// (optimizer.placement), that part [0, d) is stepped by the device AdamW, enqueued on the rank's
+// host-to-device stream, while the host part [d, n) is stepped by the fused CPU AdamW on the node's
+// thread pool: both at once, the same arithmetic. After each unit it writes the working copy and
+// tells the parameter-shard the unit's new version (with the event that ends its device work), so
+// the next step's forward of unit u can start as soon as u is updated.
+//
+// The gradients it reads have landed: the trainer sends the step's order after the end-of-step
+// all-reduce, whose result the parameter-shard copies to the host on the reduce stream after every
+// landing copy (the host waits for that copy).
 #include "actors/actors.hpp"
 #include "optim/adam.hpp"
+#ifdef XY_WITH_CUDA
+#include "optim/adam_device.hpp"
+#endif
 
 #include <algorithm>
 
@@ -37,10 +47,7 @@ WorkingType working_type(at::ScalarType t) {
   }
 }
 
-void step_unit(OptimizerState& s, int u, const StepOrder& o) {
-  const OptimizerConfig& oc = s.ctx->cfg.optimizer;
-  const UnitLayout& unit = s.ctx->layout.units[u];
-  const int64_t base = unit.shard_begin(s.sh->shard), end = unit.shard_end(s.sh->shard);
+AdamHyper hyper(const OptimizerConfig& oc, const StepOrder& o) {
   AdamHyper h;
   h.lr = o.lr;
   h.beta1 = oc.beta1;
@@ -49,6 +56,16 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
   h.weight_decay = oc.weight_decay;
   h.step = o.adam_step;
   h.grad_scale = o.grad_scale;
+  return h;
+}
+
+// The host part [d, n) of unit u's shard, with the CPU AdamW. `out`: where its new working copy
+// goes (element 0 = shard element d).
+void step_host(OptimizerState& s, int u, const StepOrder& o, at::Tensor out_t) {
+  const UnitLayout& unit = s.ctx->layout.units[u];
+  const int64_t d = s.ctx->plan.units[u].device_elems;
+  const int64_t base = unit.shard_begin(s.sh->shard) + d, end = unit.shard_end(s.sh->shard);
+  const AdamHyper h = hyper(s.ctx->cfg.optimizer, o);
   float* p = s.sh->master[u].data_ptr<float>();
   float* m = s.sh->m[u].data_ptr<float>();
   float* v = s.sh->v[u].data_ptr<float>();
@@ -58,12 +75,9 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
   const GradType gt = grad.scalar_type() == at::kBFloat16 ? GradType::kBFloat16
                       : grad.scalar_type() == at::kHalf   ? GradType::kFloat16
                                                           : GradType::kFloat32;
-  // On a device the kernel writes the working copy into a pinned staging buffer, uploaded after
-  // (with parameter offload, or on CPU ranks, straight into the host working copy).
-  at::Tensor& dst = s.uploads(u) ? s.sh->staging[s.next_staging] : s.sh->working_of(u, o.step);
-  char* out = static_cast<char*>(dst.data_ptr());
-  const size_t esize = dst.element_size();
-  const WorkingType wt = working_type(dst.scalar_type());
+  char* out = static_cast<char*>(out_t.data_ptr());
+  const size_t esize = out_t.element_size();
+  const WorkingType wt = working_type(out_t.scalar_type());
   // One kernel call per parameter range inside this rank's slice (decay differs by parameter).
   for (const ParamSpec& ps : unit.params) {
     const int64_t b = std::max(base, ps.offset), e = std::min(end, ps.offset + ps.numel);
@@ -72,6 +86,79 @@ void step_unit(OptimizerState& s, int u, const StepOrder& o) {
     adamw_parallel(*s.ctx->adam_pool, p + i, m + i, v + i, g + i * gsize, e - b, h, ps.decay,
                    out + i * esize, wt, AdamIsa::kBest, gt);
   }
+}
+
+#ifdef XY_WITH_CUDA
+// The GPU part [0, d) of unit u's shard, with the device AdamW enqueued on the host-to-device
+// stream (or its recast from the master on a skipped step); its new working copy goes into
+// `working` (the device copy, or with parameter offload the pinned host copy, through a device
+// buffer). Elements past the unit's end (the last rank's padding) are left alone, as on the host.
+void step_device(OptimizerState& s, int u, const StepOrder& o, at::Tensor& working) {
+  const UnitLayout& unit = s.ctx->layout.units[u];
+  const int64_t d = s.ctx->plan.units[u].device_elems;
+  const int64_t base = unit.shard_begin(s.sh->shard);
+  const int64_t real = std::min(d, std::max<int64_t>(0, unit.shard_end(s.sh->shard) - base));
+  if (real <= 0) return;
+  c10::StreamGuard guard(s.st.h2d);
+  at::Tensor out = working.narrow(0, 0, real);
+  const bool via = !working.is_cuda();  // parameter offload: the device writes a buffer, copied down
+  at::Tensor dev_out = via ? at::empty({real}, at::TensorOptions(working.scalar_type()).device(s.st.device)) : out;
+  at::Tensor master = s.sh->master_dev[u].narrow(0, 0, real);
+  if (o.skip) {
+    recast_device(master, dev_out, s.st.h2d);
+  } else {
+    std::vector<ElemRange> no_decay;
+    for (const ParamSpec& ps : unit.params) {
+      const int64_t b = std::max(base, ps.offset), e = std::min(base + real, ps.offset + ps.numel);
+      if (b < e && !ps.decay) no_decay.push_back({b - base, e - base});
+    }
+    at::Tensor m = s.sh->m_dev[u].narrow(0, 0, real), v = s.sh->v_dev[u].narrow(0, 0, real);
+    AdamHyper h = hyper(s.ctx->cfg.optimizer, o);
+    adamw_device(master, m, v, s.sh->grad_gpu[u].narrow(0, 0, real), dev_out, h, no_decay, s.st.h2d);
+  }
+  if (via) {
+    out.copy_(dev_out, /*non_blocking=*/true);
+    dev_out.record_stream(s.st.h2d);
+  }
+}
+#endif
+
+// Unit u's update: the GPU part enqueued first, the host part meanwhile on the CPU, then the host
+// part's new working copy uploaded where the working copy lives on the GPU. Returns the event that
+// ends the unit's device work (null on CPU ranks).
+DeviceEventPtr update_unit(OptimizerState& s, int u, const StepOrder& order) {
+  const UnitPlacement& up = s.ctx->plan.units[u];
+  const int64_t d = up.device_elems, n = up.shard_numel, h = n - d;
+  at::Tensor& w = s.sh->working_of(u, order.step);
+  // The upload that last read this staging buffer must be done before it is rewritten.
+  const int k = s.next_staging;
+  if (s.uploads(u) && s.staged[k]) s.staged[k]->synchronize();
+  // Parameter offload: the buffer about to be rewritten may still be read by a copy to the device
+  // (an older version of the same parity).
+  if (s.offloaded(u)) s.sh->wait_reads(u, order.step);
+#ifdef XY_WITH_CUDA
+  if (d > 0) step_device(s, u, order, w);
+#endif
+  // The host part's working copy: into a pinned staging buffer uploaded after (working copy on the
+  // GPU), else straight into the host working copy (parameter offload, CPU ranks).
+  at::Tensor out = s.uploads(u) ? s.sh->staging[k].narrow(0, 0, h) : w.narrow(0, d, h);
+  if (h > 0) {
+    if (order.skip)  // the new version is the current one, recast from the master
+      out.copy_(s.sh->master[u]);  // (with the delayed update the other buffer holds an older version)
+    else
+      step_host(s, u, order, out);
+  }
+  if (!s.st.on_device()) {
+    s.sh->grad[u].zero_();  // CPU ranks accumulate micro-batches into it
+    return nullptr;
+  }
+  c10::StreamGuard guard(s.st.h2d);
+  if (s.uploads(u)) {
+    w.narrow(0, d, h).copy_(out, /*non_blocking=*/true);
+    s.staged[k] = DeviceEvent::record(s.st.h2d);
+    s.next_staging = 1 - k;
+  }
+  return s.uploads(u) || d > 0 ? DeviceEvent::record(s.st.h2d) : nullptr;
 }
 
 optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<OptimizerState> self,
@@ -95,27 +182,7 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
             OpScope scope(&s.ctx->registry, "adam", s.rank, u, 0, order.step,
                           s.ctx->cfg.deadlines.optimizer_s);
             fault::maybe("adam", s.rank, order.step, u);  // fault injection (health/faults.hpp)
-            // The upload that last read this staging buffer must be done before it is rewritten.
-            const int k = s.next_staging;
-            if (s.staged[k]) s.staged[k]->synchronize();
-            // Parameter offload: the buffer about to be rewritten may still be read by a copy to
-            // the device (an older version of the same parity).
-            if (s.offloaded(u)) s.sh->wait_reads(u, order.step);
-            if (order.skip) {  // the new version is the current one, recast from the master
-              if (s.uploads(u))
-                s.sh->staging[k].narrow(0, 0, s.sh->master[u].numel()).copy_(s.sh->master[u]);
-              else  // (with the delayed update the other buffer holds an older version)
-                s.sh->working_of(u, order.step).copy_(s.sh->master[u]);
-            }
-            if (!order.skip) step_unit(s, u, order);
-            s.sh->grad[u].zero_();
-            if (s.uploads(u)) {
-              c10::StreamGuard guard(s.st.h2d);
-              at::Tensor& w = s.sh->working_of(u, order.step);
-              w.copy_(s.sh->staging[k].narrow(0, 0, w.numel()), /*non_blocking=*/true);
-              uploaded = s.staged[k] = DeviceEvent::record(s.st.h2d);
-              s.next_staging = 1 - k;
-            }
+            uploaded = update_unit(s, u, order);
           } catch (const std::exception& e) {
             s.ctx->fail("rank " + std::to_string(s.rank) + ": CPU Adam on unit " +
                         std::to_string(u) + ": " + e.what());

@@ -200,9 +200,22 @@ struct ParamShardState : CollectiveRunner {
         wait_replicas();
       }
       sumsq[r.unit].add_(r.shard.to(at::kFloat).pow(2).sum());
-      sh->grad[r.unit].copy_(r.shard, /*non_blocking=*/true);  // into pinned host memory
+      land_split(r.shard, r.unit);
     }
     reductions.erase(it);
+  }
+
+  // A unit's complete gradient shard (device, landing precision) lands where the optimizer reads
+  // it (optim/placement.hpp): elements [0, d) in the device AdamW's buffer, once the device AdamW
+  // of the previous step is done with it (the unit's last update event); the rest into pinned host
+  // memory for the CPU AdamW (asynchronously, on the reduce stream).
+  void land_split(const at::Tensor& g, int unit) {
+    const int64_t n = g.numel(), d = ctx->plan.units[unit].device_elems;
+    if (d > 0) {
+      wait_for(uploaded[unit], st.reduce);
+      sh->grad_gpu[unit].copy_(g.narrow(0, 0, d), /*non_blocking=*/true);
+    }
+    if (d < n) sh->grad[unit].copy_(g.narrow(0, d, n - d), /*non_blocking=*/true);
   }
 
   // Node sharding: all-reduces `grad` (a unit's complete gradient shard) over the replica group,
@@ -243,7 +256,7 @@ struct ParamShardState : CollectiveRunner {
         if (landing.scalar_type() == at::kHalf)
           sq = at::where(at::isfinite(landing).all(), sq, at::full({}, INFINITY, sq.options()));
         n2.push_back(sq);
-        sh->grad[u].copy_(landing, /*non_blocking=*/true);
+        land_split(landing, static_cast<int>(u));
         landing.record_stream(st.reduce);
       }
       for (auto& g : sh->grad_dev) g.zero_();  // ordered after the copies on this stream

@@ -83,6 +83,11 @@ int main(int argc, char** argv) {
       "warmup", "steps left out of the median", cxxopts::value<int64_t>()->default_value("3"))(
       "peak-tflops", "peak FLOP/s per device for MFU", cxxopts::value<double>()->default_value("989"))(
       "offload-params", "parameter offload (actors.offload_params = true)")(
+      "placement", "optimizer.placement: cpu, gpu, auto or a fraction", cxxopts::value<std::string>())(
+      "gpu-memory-gb", "topology.gpu_memory_gb: play a smaller GPU", cxxopts::value<double>())(
+      "micro-batch", "train.micro_batch", cxxopts::value<int64_t>())(
+      "precision", "train.precision", cxxopts::value<std::string>())(
+      "delayed", "optimizer.delayed_update: 0 or 1", cxxopts::value<int>())(
       "watchdog-pairs", "instead: N pairs of runs in this process, watchdog on and off in turn",
       cxxopts::value<int>()->default_value("0"));
   auto args = opts.parse(argc, argv);
@@ -90,6 +95,12 @@ int main(int argc, char** argv) {
   cfg.train.steps = args["steps"].as<int64_t>();
   cfg.train.log_every = 1;
   if (args.count("offload-params")) cfg.actors.offload_params = true;
+  if (args.count("placement")) cfg.optimizer.placement = args["placement"].as<std::string>();
+  if (args.count("gpu-memory-gb")) cfg.topology.gpu_memory_gb = args["gpu-memory-gb"].as<double>();
+  if (args.count("micro-batch")) cfg.train.micro_batch = args["micro-batch"].as<int64_t>();
+  if (args.count("precision")) cfg.train.precision = args["precision"].as<std::string>();
+  if (args.count("delayed")) cfg.optimizer.delayed_update = args["delayed"].as<int>() != 0;
+  if (cfg.train.precision == "fp16" && cfg.train.loss_scaling == "none") cfg.train.loss_scaling = "dynamic";
   cfg.optimizer.warmup_steps = std::min(cfg.optimizer.warmup_steps, cfg.train.steps);
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = 32000;
   const int world = cfg.topology.world_size();
@@ -116,11 +127,12 @@ int main(int argc, char** argv) {
   const int64_t params = xy::build_layout(cfg.model, 1, {}).total_numel();
   const double mfu = 6.0 * params * tok_s / (world * args["peak-tflops"].as<double>() * 1e12);
   std::printf("\nRESULT model=%s params=%lld world=%d seq=%lld micro_batch=%lld grad_accum=%lld "
-              "precision=%s device=%s offload_params=%d\n",
+              "precision=%s device=%s offload_params=%d placement=%s delayed=%d gpu_memory_gb=%g\n",
               cfg.model.preset.c_str(), static_cast<long long>(params), world,
               static_cast<long long>(cfg.data.seq_len), static_cast<long long>(cfg.train.micro_batch),
               static_cast<long long>(cfg.train.grad_accum), cfg.train.precision.c_str(),
-              cfg.topology.device.c_str(), cfg.actors.offload_params ? 1 : 0);
+              cfg.topology.device.c_str(), cfg.actors.offload_params ? 1 : 0, cfg.optimizer.placement.c_str(),
+              cfg.optimizer.delayed_update ? 1 : 0, cfg.topology.gpu_memory_gb);
   std::printf("RESULT median step %.3f s | %.0f tokens/s | MFU %.1f%% | split: compute %.3f s, wait "
               "for the optimizer %.3f s, exposed gathers %.3f s, end of step (reduce + norm) %.3f s, "
               "wait batch %.3f s | host peak RSS %.1f GiB | engine host state %.1f GiB\n",
@@ -133,7 +145,10 @@ int main(int argc, char** argv) {
     gpu_peak_gib = c10::cuda::CUDACachingAllocator::getDeviceStats(0)
                        .reserved_bytes[0].peak / 1073741824.0;
 #endif
-  std::printf("RESULT GPU 0 peak reserved memory %.1f GiB\n", gpu_peak_gib);
+  std::printf("RESULT GPU 0 peak reserved memory %.1f GiB; peak allocated %.2f GiB, the plan predicted %.2f GiB "
+              "(%+.1f%%)\n",
+              gpu_peak_gib, r.device_peak_bytes / 1073741824.0, r.predicted_peak_bytes / 1073741824.0,
+              r.device_peak_bytes > 0 ? 100.0 * (static_cast<double>(r.predicted_peak_bytes) / r.device_peak_bytes - 1) : 0.0);
   std::printf("{\"bench\": \"xy\", \"model\": \"%s\", \"world\": %d, \"seq\": %lld, \"mb\": %lld, "
               "\"step_s\": %.4f, \"tokens_per_s\": %.1f, \"mfu\": %.4f, \"peak_rss_gib\": %.2f}\n",
               cfg.model.preset.c_str(), world, static_cast<long long>(cfg.data.seq_len),

@@ -206,15 +206,24 @@ checkpoint_actor::behavior_type checkpoint_fn(
         const auto t0 = Clock::now();
         Snapshot snap;
         snap.info = info;
-        // The optimizer's last uploads of the working copies must have landed (the host waits for
-        // each rank's host-to-device stream: once per checkpoint, not in the steady state).
+        // The optimizer's last uploads of the working copies and its device AdamW (both on the
+        // rank's host-to-device stream) must be done (the host waits for that stream: once per
+        // checkpoint, not in the steady state).
         for (const auto& st : s.ctx->streams)
           if (st.on_device()) st.h2d.synchronize();
         for (const auto& sh : s.ctx->shards) {
           std::vector<at::Tensor> ts;
-          for (size_t u = 0; u < sh->working.size(); ++u)
-            for (const at::Tensor* t : {&sh->working_of(u, info.step), &sh->master[u], &sh->m[u], &sh->v[u]})
-              ts.push_back(snapshot_copy(*s.ctx, *t));
+          for (size_t u = 0; u < sh->working.size(); ++u) {
+            ts.push_back(snapshot_copy(*s.ctx, sh->working_of(u, info.step)));
+            // master, m, v: the GPU part (optimizer.placement) first, then the host part: one
+            // layout whatever the placement.
+            const bool split = !sh->master_dev.empty() && sh->master_dev[u].numel() > 0;
+            for (const auto* list : {&sh->master, &sh->m, &sh->v}) {
+              const auto& dev = list == &sh->master ? sh->master_dev : list == &sh->m ? sh->m_dev : sh->v_dev;
+              ts.push_back(split ? at::cat({snapshot_copy(*s.ctx, dev[u]), snapshot_copy(*s.ctx, (*list)[u])})
+                                 : snapshot_copy(*s.ctx, (*list)[u]));
+            }
+          }
           snap.ranks.push_back(std::move(ts));
         }
         const std::string name = checkpoint_step_name(info.step);

@@ -54,6 +54,7 @@ struct TomlInternalError : std::logic_error {
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -69,6 +70,20 @@ int TopologyConfig::world_size() const {
   int total = 0;
   for (const NodeSpec& node : nodes) total += node.devices;
   return total;
+}
+
+double placement_fraction(const std::string& placement) {
+  if (placement == "cpu") return 0;
+  if (placement == "gpu") return 1;
+  if (placement == "auto") return -1;
+  // A plain decimal: digits, at most one point (no sign, exponent, inf or nan).
+  const bool digits = !placement.empty() && placement.find_first_not_of("0123456789.") == std::string::npos &&
+                      std::count(placement.begin(), placement.end(), '.') <= 1 && placement != ".";
+  const double f = digits ? std::strtod(placement.c_str(), nullptr) : -1;
+  if (!digits || f < 0 || f > 1)
+    throw std::invalid_argument("optimizer.placement = \"" + placement +
+                                "\": not \"cpu\", \"gpu\", \"auto\" or a fraction in [0, 1]");
+  return f;
 }
 
 namespace {

@@ -139,7 +139,16 @@ struct OptimizerConfig {
   // Delayed parameter update (DeepSpeed's DPU): step s's CPU Adam runs during step s+1's compute,
   // so step s's gradients are taken at the parameters of step s-2 (one step stale).
   bool delayed_update = false;
+  // Where the optimizer state (fp32 master, m, v) of each rank's shard lives on GPU ranks
+  // (optim/placement.hpp, docs/PLACEMENT.md): "cpu" (host memory, the CPU AdamW), "gpu" (the
+  // device, the device AdamW), a fraction "0.25" (that share of every unit's shard on the device),
+  // or "auto" (the largest share that fits the GPU with a margin). CPU ranks ignore it.
+  std::string placement = "auto";
 };
+
+// optimizer.placement as a share of each shard on the device: 0 ("cpu"), 1 ("gpu"), the fraction,
+// or -1 for "auto". Throws std::invalid_argument for anything else.
+double placement_fraction(const std::string& placement);
 
 // [actors]: runtime settings of the actors.
 struct ActorsConfig {

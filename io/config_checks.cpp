@@ -236,6 +236,13 @@ void check_model_sizes(const Context& ctx, const Config& cfg) {
 
 void check_training(const Context& ctx, const Config& cfg) {
   const OptimizerConfig& o = cfg.optimizer;
+  try {
+    (void)placement_fraction(o.placement);
+  } catch (const std::invalid_argument&) {
+    ctx.fail(ctx.first_given({"optimizer.placement", "optimizer"}), "optimizer.placement",
+             "\"" + o.placement + "\" is not a placement",
+             "\"cpu\", \"gpu\", \"auto\", or a fraction in [0, 1] such as \"0.5\"");
+  }
   if (o.min_lr > o.lr) {
     ctx.fail(ctx.first_given({"optimizer.min_lr", "optimizer.lr", "optimizer"}), "optimizer.min_lr",
              fmt_double(o.min_lr) + given_or_default(ctx, "optimizer.min_lr") +

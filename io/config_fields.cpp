@@ -480,6 +480,16 @@ const Table<OptimizerConfig>& optimizer_table() {
        "taken at the parameters after step *s-2* (one step stale: θ<sub>s</sub> = "
        "Adam(θ<sub>s-1</sub>, ∇L<sub>s</sub>(θ<sub>s-2</sub>))). Costs a second copy of the "
        "working shards"},
+      {"placement", &T::placement, string(),
+       "where each GPU rank keeps its optimizer state (fp32 master, m, v and the gradient they "
+       "read): `\"cpu\"` (host memory, stepped by the CPU AdamW: what fits any GPU), `\"gpu\"` "
+       "(all on the GPU, stepped by the device AdamW; refused with the numbers if it cannot fit), a "
+       "fraction such as `\"0.5\"` (that share of every unit's shard on the GPU, the rest on the "
+       "host; both updated at once), or `\"auto\"`: the largest share that fits the GPU after the "
+       "working copies, the gathered units, the activations and a margin of 10% (printed at "
+       "start-up with the reason). The arithmetic is the same on both sides: placements agree to "
+       "rounding (docs/PLACEMENT.md), and a checkpoint resumes under any placement. CPU ranks "
+       "ignore it"},
   }};
   return table;
 }

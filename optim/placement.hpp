@@ -40,14 +40,36 @@ struct UnitPlacement {
   Where grad_landing = Where::kHost;  // where the reduce-scattered gradient lands for the optimizer
   int grad_landing_bytes = 4;     // its element size: 2 (the 16-bit working precision) or 4 (fp32)
   bool grad_on_device = false;    // an fp32 accumulator on the GPU over micro-batches (grad_accum > 1)
-  // The optimizer state (fp32 master, m, v, and the gradient in fp32) of elements
-  // [0, device_elems) of the shard lives on the GPU, stepped there; the rest on the host, stepped by
-  // the CPU AdamW, with its gradient landing as above. Always 0 today (docs/PLACEMENT.md).
+  // The optimizer state (fp32 master, m, v, and the gradient they read, in grad_landing_bytes) of
+  // elements [0, device_elems) of the shard lives on the GPU, stepped there by the device AdamW;
+  // the rest, [device_elems, shard_numel), on the host, stepped by the CPU AdamW, with its gradient
+  // landing as above. optimizer.placement decides it (a multiple of kDeviceAlign, or the whole shard).
   int64_t device_elems = 0;
 };
 
+// device_elems is a multiple of this (16-byte vector loads stay aligned on both sides of the
+// split) unless it is the whole shard.
+constexpr int64_t kDeviceAlign = 64;
+
 struct PlacementPlan {
   std::vector<UnitPlacement> units;  // per unit, in layout order
+  // optimizer.placement as planned: "cpu", "gpu", a fraction, or "auto"; the share of the state
+  // on the GPU (device elements over shard elements); whether auto moved the working copies to
+  // pinned host memory (parameter offload) because they did not fit beside the rest.
+  std::string mode = "cpu";
+  double device_share = 0;
+  bool auto_offload = false;
+  // What a step needs on the GPU beyond the persistent state (per rank; an estimate: gathered
+  // units and their gradients, saved activations, one block's backward, the logits), and the
+  // margin auto leaves free (10% of the usable memory). device_bytes + transient_bytes is the
+  // predicted peak (reported against the measured one at the end of a run).
+  int64_t transient_bytes = 0, margin_bytes = 0;
+  int64_t predicted_peak() const { return device_bytes + transient_bytes; }
+  bool device_state() const {
+    for (const UnitPlacement& u : units)
+      if (u.device_elems > 0) return true;
+    return false;
+  }
   int working_elem_bytes = 4;        // 4 (fp32) or 2 (bf16, fp16)
   // Two pinned buffers of this many elements (working precision) per rank, into which the CPU
   // optimizer writes the new working copy of a unit whose copy lives on the GPU before uploading it.
@@ -69,7 +91,11 @@ struct PlacementPlan {
   std::string refused_host, refused_device;
   std::string refusal() const;  // both, one line; empty if the plan fits
 
-  bool uploads(size_t unit) const { return units[unit].working == Where::kDevice; }
+  // The CPU AdamW writes a new working copy that must be uploaded: part of the unit's state is on
+  // the host and its working copy on the GPU.
+  bool uploads(size_t unit) const {
+    return units[unit].working == Where::kDevice && units[unit].device_elems < units[unit].shard_numel;
+  }
   // "per rank: GPU 1.3 GiB, host 12.0 GiB (0.4 GiB pinned)": the bytes, one line.
   std::string bytes_text() const;
   // bytes_text() and why, one line (xy-node train prints it at start-up).
@@ -78,10 +104,17 @@ struct PlacementPlan {
 
 // The plan of one node: `local_ranks` of the `world` ranks, the layout built for that world.
 // Never throws for a configuration that does not fit: refused_* say why (the runtime throws it,
-// the doctor shows it). Today every unit's optimizer state is on the host (device_elems = 0); a
-// placement mode enters as one more input here and changes only the device_elems it decides.
+// the doctor shows it). On CPU ranks the optimizer state is on the host whatever
+// optimizer.placement says; on GPU ranks it decides device_elems (docs/PLACEMENT.md).
 PlacementPlan plan_placement(const Config& cfg, const ModelLayout& layout, int world, int local_ranks,
                              const DeviceFacts& facts);
+
+// The estimate of a step's transient device memory per rank (PlacementPlan::transient_bytes): the
+// gathered units (actors.prefetch_layers ahead of the one in use, within actors.gather_budget_mb)
+// and up to three units' gradients in flight, the saved block inputs of activation checkpointing,
+// one block's recomputed forward and backward, the head's logits in the working precision and in
+// fp32 with their gradients, for this node's micro-batch.
+int64_t transient_device_bytes(const Config& cfg, const ModelLayout& layout);
 
 // topology.gpu_memory_gb in bytes (0 = no cap).
 int64_t gpu_cap_bytes(const Config& cfg);

@@ -16,7 +16,7 @@ start=$(date +%s)
 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DXY_CUDA=ON \
   -DCMAKE_PREFIX_PATH="$CMAKE_PREFIX_PATH;$TORCH_CMAKE" > "$OUT/configure.log" 2>&1 \
   || { tail -40 "$OUT/configure.log"; exit 1; }
-cmake --build build-cuda -j 16 --target xy-node gpu_test adam_bench train_bench hf_logits adam_device_test adam_device_bench > "$OUT/build.log" 2>&1 \
+cmake --build build-cuda -j 16 --target xy-node gpu_test adam_bench train_bench hf_logits adam_device_test adam_device_bench placement_gpu_test > "$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; exit 1; }
 echo "xy: CUDA build took $(( $(date +%s) - start )) s"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -46,6 +46,16 @@ for what in "$@"; do
       POEMS=.device/bench/poems.txt.xz TOK=.device/bench/tok.model SPM_ENCODE=/opt/deps/usr/bin/spm_encode \
         LD_LIBRARY_PATH="/opt/deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}" \
         bash bench/preprocess_bench.sh build-cuda 2>&1 | tee "$OUT/prep.log" | grep -vE "^preprocess: .* read " ;;
+    placement)  # optimizer.placement's tests on the GPU
+      ./build-cuda/bin/placement_gpu_test 2>&1 | tee "$OUT/placement_test.log" | grep -E "placement|checkpoint of|OK|FAILED|PASSED|Failure|error" ;;
+    bench:*)  # bench:MODEL:MB:PLACEMENT:DELAYED[:CAP_GB[:PRECISION[:STEPS]]]: train_bench with those settings
+      IFS=: read -r _ m mb pl dl cap pr st <<< "$what"
+      c=bench/configs/$m-h100.toml; [ "$m" = 7b ] && c=bench/configs/7b-h100-dpu.toml
+      ./build-cuda/bin/train_bench --config "$c" --steps "${st:-8}" --warmup 3 --micro-batch "$mb" --placement "$pl" --delayed "$dl" \
+        ${cap:+--gpu-memory-gb "$cap"} ${pr:+--precision "$pr"} 2>&1 | tee "$OUT/$(echo "$what" | tr ':' '_').log" | grep -E "RESULT|error|xy: placement|GPU peak|out of memory" ;;
+    peer:*)  # peer:MODEL:MB:OFFLOAD[:STEPS]: the FSDP2 peer
+      IFS=: read -r _ m mb off st <<< "$what"
+      [ -d .device/peer ] && bash .device/peer/run_peer.sh 1 "$m" 4096 "$mb" "${st:-8}" "$off" 2>&1 | tee "$OUT/$(echo "$what" | tr ':' '_').log" | tail -2 ;;
     peer1b) [ -d .device/peer ] && bash .device/peer/run_peer.sh 1 1b 4096 1 8 1 2>&1 | tee "$OUT/peer1b.log" | tail -3 ;;
   esac
 done
