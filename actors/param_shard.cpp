@@ -116,7 +116,15 @@ struct ParamShardState : CollectiveRunner {
     }
   }
 
+  // A shard group of one GPU rank: the gathered unit is the working copy itself and the reduced
+  // gradient the backward's own (no collective, no copy, no buffer).
+  bool alone() const { return st.on_device() && comm->size() == 1; }
+
   void reserve_gather(int unit) override {
+    if (alone()) {
+      gathered[unit] = Gathered{};
+      return;
+    }
     const UnitLayout& u = ctx->layout.units[unit];
     Gathered g;
     {
@@ -135,16 +143,22 @@ struct ParamShardState : CollectiveRunner {
     g.op_id = ctx->registry.begin("all-gather", rank, unit, seq, version + 1, deadline());
     at::Tensor shard = sh->working_of(unit, version);
     if (st.on_device() && shard.is_cpu()) shard = upload(shard, unit, version);  // offload
-    g.op = comm->all_gather(shard, g.full);
     g.issued_at = Clock::now();
+    if (alone()) {
+      g.full = shard;
+      return;
+    }
+    g.op = comm->all_gather(shard, g.full);
   }
 
   void wait_gather(int unit) override {
     Gathered& g = gathered.at(unit);
     c10::StreamGuard guard(st.gather);
-    g.op->wait();  // Gloo: the host waits; NCCL: the gather stream waits
-    g.op.reset();
-    ctx->registry.end(g.op_id);
+    if (g.op) {
+      g.op->wait();  // Gloo: the host waits; NCCL: the gather stream waits
+      g.op.reset();
+      ctx->registry.end(g.op_id);
+    }
     g.ready = DeviceEvent::record(st.gather);
   }
 
@@ -172,6 +186,11 @@ struct ParamShardState : CollectiveRunner {
     r.last = grad.last;
     r.full = grad.grad.contiguous();
     if (st.on_device()) r.full.record_stream(st.reduce);  // made on the compute stream
+    if (alone()) {
+      r.shard = r.full;
+      reductions.emplace(id, std::move(r));
+      return;
+    }
     r.shard = at::empty({ctx->layout.units[r.unit].shard_numel}, r.full.options());
     const uint64_t seq = comm->seq() + 1;
     r.op_id = ctx->registry.begin("reduce-scatter", rank, r.unit, seq, r.step, deadline());
@@ -183,8 +202,10 @@ struct ParamShardState : CollectiveRunner {
     auto it = reductions.find(id);
     Reduction& r = it->second;
     c10::StreamGuard guard(st.reduce);
-    r.op->wait();
-    ctx->registry.end(r.op_id);
+    if (r.op) {
+      r.op->wait();
+      ctx->registry.end(r.op_id);
+    }
     // Node sharding: the unit's gradient shard is complete on this node with the step's last
     // micro-batch; it is summed with the other nodes' (the replica group) before anything reads it.
     const bool replicate = replica && r.last;
@@ -199,7 +220,8 @@ struct ParamShardState : CollectiveRunner {
         all_reduce_replicas(r.shard, r.unit, r.step);
         wait_replicas();
       }
-      sumsq[r.unit].add_(r.shard.to(at::kFloat).pow(2).sum());
+      // One read of the 16-bit shard, summed in fp32 (no fp32 copy of it).
+      sumsq[r.unit].add_(at::linalg_vector_norm(r.shard, 2, c10::nullopt, false, at::kFloat).square());
       land_split(r.shard, r.unit);
     }
     reductions.erase(it);

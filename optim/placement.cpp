@@ -35,7 +35,9 @@ int64_t transient_device_bytes(const Config& cfg, const ModelLayout& layout) {
   for (const UnitLayout& u : layout.units) unit = std::max(unit, u.padded_numel * wb);
   // Gathered units: the one in use and those prefetched, within the budget; gradients: the
   // backward's full unit gradient and up to two reductions in flight.
-  const int64_t gathered = std::min<int64_t>(cfg.actors.gather_budget_mb << 20, (cfg.actors.prefetch_layers + 1) * unit) + unit;
+  // (A GPU alone in its shard group computes on its working copies: nothing is gathered.)
+  const int64_t gathered = layout.world_size == 1 ? 0
+                           : std::min<int64_t>(cfg.actors.gather_budget_mb << 20, (cfg.actors.prefetch_layers + 1) * unit) + unit;
   const int64_t grads = 3 * unit;
   // Activation checkpointing keeps each block's input (and the head's).
   const int64_t saved = (m.layers + 1) * tokens * m.hidden * wb;

@@ -128,7 +128,11 @@ TEST(Placement, TwoLocalRanksPlacementsAgree) {
 // The checkpoint a 20-step run writes at step 10 under one placement, resumed under another, ends
 // where the 20 steps under the first end.
 TEST(Placement, CheckpointsResumeAcrossPlacements) {
-  for (auto [first, second] : {std::pair{"0.5", "cpu"}, std::pair{"cpu", "gpu"}, std::pair{"gpu", "0.5"}}) {
+  const std::vector<std::pair<std::string, std::string>> pairs{{"0.5", "cpu"}, {"cpu", "gpu"}, {"gpu", "0.5"}};
+  for (const auto& [first_s, second_s] : pairs) {
+    const char* first = first_s.c_str();
+    const char* second = second_s.c_str();
+    std::fprintf(stderr, "resume: %s then %s\n", first, second);
     Config cfg = fp32_config(1);
     cfg.optimizer.eps = 1e-3;
     cfg.checkpoint.every_steps = 10;
