@@ -35,8 +35,10 @@ int64_t transient_device_bytes(const Config& cfg, const ModelLayout& layout) {
   for (const UnitLayout& u : layout.units) unit = std::max(unit, u.padded_numel * wb);
   // Gathered units: the one in use and those prefetched, within the budget; gradients: the
   // backward's full unit gradient and up to two reductions in flight.
-  // (A GPU alone in its shard group computes on its working copies: nothing is gathered.)
-  const int64_t gathered = layout.world_size == 1 ? 0
+  // (A GPU alone in its shard group computes on its working copies: nothing is gathered, unless
+  // they live in host memory and each is copied up for its use.)
+  const bool copies = layout.world_size > 1 || cfg.actors.offload_params;
+  const int64_t gathered = !copies ? 0
                            : std::min<int64_t>(cfg.actors.gather_budget_mb << 20, (cfg.actors.prefetch_layers + 1) * unit) + unit;
   const int64_t grads = 3 * unit;
   // Activation checkpointing keeps each block's input (and the head's).
@@ -154,6 +156,9 @@ void plan_auto(PlacementPlan& p, const Config& cfg) {
   if (room() < 0 && !cfg.actors.offload_params && p.units.front().working == Where::kDevice) {
     for (UnitPlacement& u : p.units) u.working = Where::kPinnedHost;
     p.auto_offload = true;
+    Config offloaded = cfg;  // the step then holds device copies of the units it uses
+    offloaded.actors.offload_params = true;
+    p.transient_bytes = transient_device_bytes(offloaded, layout);
     set_device_share(p, 0);
     price(p);
   }

@@ -14,7 +14,11 @@
 
 #include <c10/core/impl/VirtualGuardImpl.h>
 
+#include <execinfo.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 
@@ -24,6 +28,16 @@
 using namespace xy;
 
 namespace {
+
+// A crash prints where it happened (the test binary exports its symbols: -rdynamic).
+void on_fatal_signal(int sig) {
+  void* frames[64];
+  const int n = backtrace(frames, 64);
+  std::fprintf(stderr, "placement_gpu_test: signal %d at:\n", sig);
+  backtrace_symbols_fd(frames, n, 2);
+  _exit(128 + sig);
+}
+const bool kHandlerInstalled = (std::signal(SIGSEGV, on_fatal_signal), std::signal(SIGABRT, on_fatal_signal), true);
 
 TrainResult run(Config cfg, const std::string& placement, const std::string& resume = "",
                 bool checkpoint = false) {
