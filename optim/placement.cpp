@@ -149,7 +149,7 @@ void price(PlacementPlan& p) {
 
 // optimizer.placement = "auto": the largest share of the state that fits beside everything else
 // with the margin; parameter offload first if the working copies themselves leave no room.
-void plan_auto(PlacementPlan& p, const Config& cfg) {
+void plan_auto(PlacementPlan& p, const Config& cfg, const ModelLayout& layout) {
   auto room = [&p] { return p.usable_device_bytes - p.margin_bytes - p.transient_bytes - p.device_bytes; };
   set_device_share(p, 0);
   price(p);
@@ -248,7 +248,7 @@ PlacementPlan plan_placement(const Config& cfg, const ModelLayout& layout, int w
     p.margin_bytes = p.usable_device_bytes / 10;
   }
   if (f < 0 && p.usable_device_bytes > 0) {
-    plan_auto(p, cfg);
+    plan_auto(p, cfg, layout);
   } else {
     set_device_share(p, std::max(0.0, f));
     price(p);
