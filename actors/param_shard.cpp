@@ -14,6 +14,7 @@
 // (actors.offload_params) the shards live in pinned host memory and each is copied to the device on
 // the host-to-device stream just before its all-gather.
 #include <cmath>
+#include <deque>
 #include <map>
 #include <optional>
 
@@ -29,6 +30,7 @@ struct Gathered {
   uint64_t op_id = 0;              // registry id while in flight
   Clock::time_point issued_at;
   DeviceEventPtr ready;            // set when waited
+  bool copy = false;               // `full` is a device copy made for this use (not the working copy)
 };
 
 struct Reduction {
@@ -77,6 +79,19 @@ struct ParamShardState : CollectiveRunner {
   std::map<uint64_t, PendingFinish> finish_requests;
   std::map<uint64_t, PendingSum> sum_requests;
   at::Tensor sumsq;                        // device, grad_accum = 1: squared norm per unit so far
+  // Device copies of units made for a use (gathered buffers, parameter offload's uploads) are freed
+  // only once the compute stream has passed their use; the host issues a step's work ahead of the
+  // GPU, so without a bound it would hold a copy of nearly every unit at once. The compute stream's
+  // position at each release; a new copy waits (on the host) until at most `kCopiesAhead` released
+  // copies are still in use (FSDP's all-gather rate limit).
+  std::deque<DeviceEventPtr> released;
+  static constexpr size_t kCopiesAhead = 2;
+  void limit_copies() {
+    while (released.size() > kCopiesAhead) {
+      released.front()->synchronize();
+      released.pop_front();
+    }
+  }
   static inline const char* name = "parameter-shard";
 
   double deadline() const { return ctx->cfg.deadlines.collective_s; }
@@ -126,7 +141,9 @@ struct ParamShardState : CollectiveRunner {
       return;
     }
     const UnitLayout& u = ctx->layout.units[unit];
+    limit_copies();
     Gathered g;
+    g.copy = st.on_device();
     {
       c10::StreamGuard guard(st.gather);  // allocated for use on the gather stream
       g.full = at::empty({u.padded_numel},
@@ -142,7 +159,11 @@ struct ParamShardState : CollectiveRunner {
     const uint64_t seq = comm->seq() + 1;
     g.op_id = ctx->registry.begin("all-gather", rank, unit, seq, version + 1, deadline());
     at::Tensor shard = sh->working_of(unit, version);
-    if (st.on_device() && shard.is_cpu()) shard = upload(shard, unit, version);  // offload
+    if (st.on_device() && shard.is_cpu()) {  // parameter offload
+      limit_copies();
+      shard = upload(shard, unit, version);
+      g.copy = true;
+    }
     g.issued_at = Clock::now();
     if (alone()) {
       g.full = shard;
@@ -388,6 +409,9 @@ param_shard_actor::behavior_type param_shard_fn(
       },
       [=](const ReleaseRequest& r) {
         auto& s = self->state;
+        // (The trainer has issued its last use of the unit on the compute stream.)
+        if (auto it = s.gathered.find(r.unit); it != s.gathered.end() && it->second.copy)
+          s.released.push_back(DeviceEvent::record(s.st.compute));
         s.guarded("release of unit " + std::to_string(r.unit), [&] { s.queue->release(r.unit); });
       },
       [=](UnitGrad grad) {
