@@ -24,23 +24,33 @@ struct Expected {
   int64_t device = 0, host = 0, pinned = 0, state_host = 0, working = 0;
 };
 
+// The device share of one unit's shard under a fraction f (optimizer.placement): the whole shard at
+// f = 1, else f x n rounded down to 64 elements.
+int64_t device_part(int64_t n, double f) {
+  return f >= 1 ? n : static_cast<int64_t>(f * static_cast<double>(n)) / 64 * 64;
+}
+
 Expected by_hand(const ModelLayout& layout, const std::string& precision, bool offload, bool delayed,
-                 int64_t grad_accum, bool cuda) {
-  int64_t shard = 0, largest = 0;  // elements of one rank, and its largest unit
+                 int64_t grad_accum, bool cuda, double f = 0) {
+  int64_t shard = 0, dev = 0, largest_up = 0;  // elements of one rank; on the GPU; largest host part uploaded
   for (const UnitLayout& u : layout.units) {
     shard += u.shard_numel;
-    largest = std::max(largest, u.shard_numel);
+    const int64_t d = cuda ? device_part(u.shard_numel, f) : 0;
+    dev += d;
+    if (d < u.shard_numel) largest_up = std::max(largest_up, u.shard_numel - d);
   }
+  const int64_t host = shard - dev;                 // elements whose optimizer state is on the host
   const int64_t w = precision == "fp32" ? 4 : 2;    // working precision
   const int64_t copies = delayed ? 2 : 1;           // the delayed update's second working copy
   Expected e;
   e.working = w * shard * copies;
-  const int64_t adam = (4 + 4 + 4) * shard;         // fp32 master, m, v: ordinary host memory
+  const int64_t adam = (4 + 4 + 4) * host;          // fp32 master, m, v: ordinary host memory
   if (cuda) {
-    const int64_t landing = w * shard;              // pinned, in the working precision
+    const int64_t landing = w * host;               // pinned, in the working precision
     const int64_t accum = grad_accum > 1 ? 4 * shard : 0;  // fp32 on the GPU
-    const int64_t staging = offload ? 0 : 2 * largest * w;  // two pinned upload buffers
-    e.device = (offload ? 0 : e.working) + accum;
+    const int64_t staging = offload ? 0 : 2 * largest_up * w;  // two pinned upload buffers
+    const int64_t dev_state = (4 + 4 + 4 + w) * dev;  // master, m, v and the landed gradient on the GPU
+    e.device = (offload ? 0 : e.working) + accum + dev_state;
     e.pinned = (offload ? e.working : 0) + landing + staging;
     e.host = e.pinned + adam;
     e.state_host = adam + landing;
@@ -60,6 +70,7 @@ Config config_for(const std::string& preset, const std::string& precision, bool 
   cfg.train.grad_accum = grad_accum;
   cfg.actors.offload_params = offload;
   cfg.optimizer.delayed_update = delayed;
+  cfg.optimizer.placement = "cpu";  // the memory model's tests; the modes have their own below
   cfg.topology.nodes = {NodeSpec{"127.0.0.1", 0, world}};
   return cfg;
 }
@@ -91,29 +102,34 @@ TEST(Placement, BytesEqualTheArithmeticForEveryPresetAndSetting) {
         for (bool offload : {false, true})
           for (bool delayed : {false, true})
             for (int64_t accum : {1, 2})
+              for (const char* placement : {"cpu", "0.3", "gpu"})
               for (bool cuda : {false, true}) {
-                const Config cfg = config_for(preset, precision, offload, delayed, accum, world);
+                Config cfg = config_for(preset, precision, offload, delayed, accum, world);
+                cfg.optimizer.placement = placement;
                 DeviceFacts facts = cuda ? gpu(0, 0) : DeviceFacts{};  // memory unknown: not checked
                 const PlacementPlan p = plan_placement(cfg, layout, world, world, facts);
-                const Expected e = by_hand(layout, precision, offload, delayed, accum, cuda);
+                const Expected e = by_hand(layout, precision, offload, delayed, accum, cuda,
+                                           placement_fraction(placement));
                 ++plans;
                 const bool same = p.device_bytes == e.device && p.host_bytes == e.host &&
                                   p.pinned_bytes == e.pinned && p.state_host_bytes == e.state_host &&
                                   p.working_bytes == e.working && p.refusal().empty() &&
                                   p.units.size() == layout.units.size();
                 if (!same && ++mismatches <= 5)
-                  ADD_FAILURE() << preset << " world " << world << " " << precision << " offload "
+                  ADD_FAILURE() << preset << " world " << world << " " << precision << " placement " << placement << " offload "
                                 << offload << " delayed " << delayed << " grad_accum " << accum
                                 << (cuda ? " GPU" : " CPU") << ": plan device/host/pinned/state/working "
                                 << p.device_bytes << "/" << p.host_bytes << "/" << p.pinned_bytes << "/"
                                 << p.state_host_bytes << "/" << p.working_bytes << ", by hand "
                                 << e.device << "/" << e.host << "/" << e.pinned << "/" << e.state_host
                                 << "/" << e.working;
-                for (const UnitPlacement& u : p.units) EXPECT_EQ(u.device_elems, 0);
+                for (size_t u = 0; u < p.units.size(); ++u)
+                  EXPECT_EQ(p.units[u].device_elems,
+                            cuda ? device_part(layout.units[u].shard_numel, placement_fraction(placement)) : 0);
               }
     }
   std::printf("%d plans, %d differ from the arithmetic\n", plans, mismatches);
-  EXPECT_EQ(plans, 10 * 3 * 3 * 2 * 2 * 2 * 2);
+  EXPECT_EQ(plans, 10 * 3 * 3 * 2 * 2 * 2 * 3 * 2);
   EXPECT_EQ(mismatches, 0);
 }
 
@@ -296,6 +312,110 @@ TEST(Placement, CpuContextAllocatesWhatThePlanPriced) {
       EXPECT_EQ(sh->working_bytes(), p.working_bytes);
       EXPECT_EQ(sh->host_bytes(), host);
       EXPECT_EQ(sh->pinned_bytes(), 0);
+    }
+  }
+}
+
+// optimizer.placement on a GPU: what each mode puts where, auto's choice against the memory it is
+// given, and a mode that cannot fit refused with the numbers.
+TEST(Placement, ModesDecideTheDeviceShare) {
+  Config cfg = config_for("7b", "bf16", false, false, 1, 1);
+  cfg.data.seq_len = 4096;  // as in bench/configs/7b-h100-dpu.toml
+  cfg.train.micro_batch = 1;
+  const ModelLayout layout = build_layout(cfg.model, 1, {});
+  const int64_t shard = layout.total_numel();  // world 1: one shard of everything (no padding)
+  const DeviceFacts h200 = gpu(139.3, 140);
+  // gpu: every element's state on the GPU, nothing on the host but what uploads nothing.
+  cfg.optimizer.placement = "gpu";
+  PlacementPlan p = plan_placement(cfg, layout, 1, 1, h200);
+  EXPECT_EQ(p.refusal(), "");
+  EXPECT_EQ(p.device_share, 1.0);
+  EXPECT_EQ(p.host_bytes, 0);
+  EXPECT_EQ(p.staging_elems, 0);
+  EXPECT_EQ(p.device_bytes, (2 + 12 + 2) * shard);  // working copy, master/m/v, landed gradient
+  for (size_t u = 0; u < p.units.size(); ++u) EXPECT_FALSE(p.uploads(u));
+  std::printf("gpu: %s\n", p.summary().c_str());
+  // a fraction: that share of every unit, rounded down to 64 elements; the host parts upload.
+  cfg.optimizer.placement = "0.25";
+  p = plan_placement(cfg, layout, 1, 1, h200);
+  for (size_t u = 0; u < p.units.size(); ++u) {
+    EXPECT_EQ(p.units[u].device_elems % 64, 0);
+    EXPECT_LE(p.units[u].device_elems, layout.units[u].shard_numel / 4);
+    EXPECT_GT(p.units[u].device_elems, layout.units[u].shard_numel / 4 - 64);
+    EXPECT_TRUE(p.uploads(u));
+  }
+  EXPECT_NEAR(p.device_share, 0.25, 1e-4);
+  // auto on an H200: all of 7b's state fits beside the working copies and the step.
+  cfg.optimizer.placement = "auto";
+  p = plan_placement(cfg, layout, 1, 1, h200);
+  std::printf("auto, 7b on 139.3 GiB: %s\n", p.summary().c_str());
+  EXPECT_EQ(p.device_share, 1.0);
+  EXPECT_EQ(p.margin_bytes, h200.free_bytes / 10);
+  EXPECT_EQ(p.transient_bytes, transient_device_bytes(cfg, layout));
+  EXPECT_LE(p.predicted_peak() + p.margin_bytes, p.usable_device_bytes);
+  // auto on 40 GiB: the largest share that fits, to within one 64-element step per unit.
+  for (double cap : {40.0, 48.0, 80.0}) {
+    cfg.topology.gpu_memory_gb = cap;
+    p = plan_placement(cfg, layout, 1, 1, h200);
+    const int64_t room = p.usable_device_bytes - p.margin_bytes - p.predicted_peak();
+    std::printf("auto, 7b capped at %.0f GiB: share %.4f, %.2f GiB left over; %s\n", cap, p.device_share,
+                room / kGiB, p.why.c_str());
+    EXPECT_EQ(p.refusal(), "");
+    EXPECT_GT(p.device_share, 0.0);
+    EXPECT_LT(p.device_share, 1.0);
+    EXPECT_GE(room, 0);
+    EXPECT_LT(room, static_cast<int64_t>(p.units.size()) * 64 * 14 + 14 * shard / 10000);
+    EXPECT_FALSE(p.auto_offload);
+    EXPECT_NE(p.why.find("the largest share that fits"), std::string::npos);
+  }
+  // auto where the working copies leave no room (the delayed update's two copies on 32 GiB):
+  // parameter offload, chosen and said, then the share that fits.
+  cfg.topology.gpu_memory_gb = 32;
+  cfg.optimizer.delayed_update = true;
+  p = plan_placement(cfg, layout, 1, 1, h200);
+  std::printf("auto, 7b with the delayed update capped at 32 GiB: %s\n", p.summary().c_str());
+  EXPECT_TRUE(p.auto_offload);
+  EXPECT_EQ(p.units.front().working, Where::kPinnedHost);
+  EXPECT_NE(p.why.find("parameter offload, chosen by optimizer.placement = \"auto\""), std::string::npos);
+  EXPECT_GT(p.device_share, 0.0);
+  EXPECT_LE(p.predicted_peak() + p.margin_bytes, p.usable_device_bytes);
+  // gpu where it cannot fit: refused with the numbers and the way out.
+  cfg.optimizer.delayed_update = false;
+  cfg.topology.gpu_memory_gb = 40;
+  cfg.optimizer.placement = "gpu";
+  p = plan_placement(cfg, layout, 1, 1, h200);
+  std::printf("gpu, 7b capped at 40 GiB: %s\n", p.refusal().c_str());
+  EXPECT_NEAR(gib_after(p.refused_device, "optimizer state"), 14.0 * shard / kGiB, 0.05);
+  EXPECT_NEAR(gib_after(p.refused_device, "a GPU here has"), 40.0, 0.05);
+  EXPECT_NE(p.refused_device.find("optimizer.placement = \"gpu\""), std::string::npos);
+  EXPECT_NE(p.refused_device.find("set optimizer.placement = \"auto\""), std::string::npos);
+  // auto with the GPU's memory unknown, and any mode on CPU ranks: the state on the host.
+  cfg.optimizer.placement = "auto";
+  cfg.topology.gpu_memory_gb = 0;
+  EXPECT_EQ(plan_placement(cfg, layout, 1, 1, gpu(0, 0)).device_share, 0.0);
+  cfg.optimizer.placement = "gpu";
+  p = plan_placement(cfg, layout, 1, 1, DeviceFacts{});
+  EXPECT_EQ(p.device_share, 0.0);
+  EXPECT_EQ(p.device_bytes, 0);
+}
+
+TEST(Placement, PlacementKeyInTheConfig) {
+  EXPECT_EQ(parse_config("").optimizer.placement, "auto");
+  for (const char* good : {"cpu", "gpu", "auto", "0", "1", "0.25", "1.0", ".5"}) {
+    const Config c = parse_config(std::string("[optimizer]\nplacement = \"") + good + "\"\n");
+    EXPECT_EQ(c.optimizer.placement, good);
+  }
+  EXPECT_EQ(placement_fraction("0.25"), 0.25);
+  EXPECT_EQ(placement_fraction("gpu"), 1.0);
+  EXPECT_EQ(placement_fraction("auto"), -1.0);
+  for (const char* bad : {"1.5", "-0.1", "GPU", "half", "1e-1", "", ".", "0.5.1", "nan"}) {
+    try {
+      parse_config(std::string("[optimizer]\nplacement = \"") + bad + "\"\n");
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const ConfigError& e) {
+      std::printf("refused: %s\n", e.what());
+      EXPECT_NE(std::string(e.what()).find("optimizer.placement"), std::string::npos);
+      EXPECT_NE(std::string(e.what()).find(":2:"), std::string::npos) << e.what();
     }
   }
 }
