@@ -131,9 +131,10 @@ struct ParamShardState : CollectiveRunner {
     }
   }
 
-  // A shard group of one GPU rank: the gathered unit is the working copy itself and the reduced
-  // gradient the backward's own (no collective, no copy, no buffer).
-  bool alone() const { return st.on_device() && comm->size() == 1; }
+  // A job of one GPU: the gathered unit is the working copy itself and the reduced gradient the
+  // backward's own (no collective, no copy, no buffer). (A shard group of one GPU under node
+  // sharding keeps its numbered collectives: the stall analysis across nodes matches ranks by them.)
+  bool alone() const { return st.on_device() && ctx->world == 1; }
 
   void reserve_gather(int unit) override {
     if (alone()) {

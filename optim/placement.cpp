@@ -35,14 +35,14 @@ int64_t transient_device_bytes(const Config& cfg, const ModelLayout& layout) {
   for (const UnitLayout& u : layout.units) unit = std::max(unit, u.padded_numel * wb);
   // Gathered units: the one in use and those prefetched, within the budget; gradients: the
   // backward's full unit gradient and up to two reductions in flight.
-  // (A GPU alone in its shard group computes on its working copies: nothing is gathered, unless
-  // they live in host memory and each is copied up for its use.)
+  // (A job of one GPU computes on its working copies: nothing is gathered, unless they live in
+  // host memory and each is copied up for its use.)
   // Gathered buffers are reserved per unit (prefetch_layers ahead of the one in use); copies up
   // from host memory are made per use and freed as the compute stream passes them, so the host
   // running ahead of the GPU holds more of them: up to the gather budget.
   const int64_t budget = cfg.actors.gather_budget_mb << 20;
   const int64_t gathered = cfg.actors.offload_params ? budget + unit
-                           : layout.world_size > 1  ? std::min<int64_t>(budget, (cfg.actors.prefetch_layers + 1) * unit) + unit
+                           : cfg.topology.world_size() > 1 ? std::min<int64_t>(budget, (cfg.actors.prefetch_layers + 1) * unit) + unit
                                                     : 0;
   const int64_t grads = 3 * unit;
   // Activation checkpointing keeps each block's input (and the head's).
