@@ -27,11 +27,32 @@ double eta_seconds(const std::vector<StepRecord>& steps, int64_t total_steps) {
   return sum / static_cast<double>(steps.size() - from) * static_cast<double>(total_steps - steps.back().step);
 }
 
+namespace {
+
+// A GPU that ran out of memory during training: what the plan kept there and estimated, and what to
+// change (docs/PLACEMENT.md). Empty for any other error.
+std::string out_of_memory_advice(const NodeContext& ctx, const std::string& line) {
+  if (!ctx.on_device || ctx.plan.units.empty() || line.find("out of memory") == std::string::npos) return "";
+  const PlacementPlan& p = ctx.plan;
+  char share[32];
+  std::snprintf(share, sizeof share, "%.2f", p.device_share);
+  std::string s = " [xy: the placement plan kept " + bytes_text(static_cast<double>(p.device_bytes)) +
+                  " on this GPU and estimated a step at " + bytes_text(static_cast<double>(p.transient_bytes)) +
+                  " more, of " + bytes_text(static_cast<double>(p.usable_device_bytes)) + " usable (optimizer.placement = \"" +
+                  ctx.cfg.optimizer.placement + "\": " + share + " of the optimizer state on the GPU); ";
+  if (p.device_state())
+    s += "set optimizer.placement to a smaller share than " + std::string(share) + " (or \"cpu\"), ";
+  if (p.units.front().working == Where::kDevice) s += "set actors.offload_params = true, ";
+  return s + "or lower train.micro_batch or actors.gather_budget_mb]";
+}
+
+}  // namespace
+
 void NodeContext::fail(const std::string& what, int code) {
   failed = true;
   std::lock_guard<std::mutex> lock(result_mu);
   // Actors pass on what() of whatever they caught: never a LibTorch backtrace to the user.
-  const std::string line = without_backtrace(what);
+  const std::string line = without_backtrace(what) + out_of_memory_advice(*this, what);
   std::cerr << "xy: error: " << line << std::endl;
   if (result.exit_code == kExitOk) {
     result.exit_code = code;

@@ -419,3 +419,32 @@ TEST(Placement, PlacementKeyInTheConfig) {
     }
   }
 }
+
+// A GPU that runs out of memory during training: the error names what the plan kept there and
+// what to change; other errors are left as they are.
+TEST(Placement, OutOfMemoryNamesThePlanAndTheWayOut) {
+  NodeContext ctx;
+  ctx.cfg = config_for("7b", "bf16", false, false, 1, 1);
+  ctx.cfg.data.seq_len = 4096;
+  ctx.cfg.train.micro_batch = 1;
+  ctx.cfg.optimizer.placement = "auto";
+  ctx.cfg.topology.gpu_memory_gb = 40;
+  ctx.on_device = true;
+  ctx.layout = build_layout(ctx.cfg.model, 1, {});
+  ctx.plan = plan_placement(ctx.cfg, ctx.layout, 1, 1, gpu(139.3, 140));
+  ctx.fail("rank 0: CUDA out of memory. Tried to allocate 388.00 MiB.");
+  std::printf("%s\n", ctx.result.error.c_str());
+  EXPECT_NE(ctx.result.error.find("CUDA out of memory. Tried to allocate 388.00 MiB."), std::string::npos);
+  EXPECT_NEAR(gib_after(ctx.result.error, "the placement plan kept"), ctx.plan.device_bytes / kGiB, 0.05);
+  EXPECT_NEAR(gib_after(ctx.result.error, "estimated a step at"), ctx.plan.transient_bytes / kGiB, 0.05);
+  EXPECT_NE(ctx.result.error.find("optimizer.placement = \"auto\": 0.21 of the optimizer state on the GPU"),
+            std::string::npos);
+  EXPECT_NE(ctx.result.error.find("set optimizer.placement to a smaller share than 0.21"), std::string::npos);
+  EXPECT_NE(ctx.result.error.find("set actors.offload_params = true"), std::string::npos);
+  NodeContext other;
+  other.cfg = ctx.cfg;
+  other.on_device = true;
+  other.plan = ctx.plan;
+  other.fail("rank 0: a collective timed out");
+  EXPECT_EQ(other.result.error, "rank 0: a collective timed out");
+}
