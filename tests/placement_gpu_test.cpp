@@ -15,6 +15,8 @@
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <execinfo.h>
+#include <signal.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -29,15 +31,47 @@ using namespace xy;
 
 namespace {
 
-// A crash prints where it happened (the test binary exports its symbols: -rdynamic).
-void on_fatal_signal(int sig) {
+// A crash prints where it happened: the faulting address, the instruction pointer and the return
+// addresses found on the stack, each with the mapping (file and offset) it falls in, for addr2line
+// (the unwinder alone stopped at the signal frame on the GPU machine); then the unwound frames.
+void print_mapped(const char* what, uintptr_t a) {
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  char line[512];
+  while (maps && std::fgets(line, sizeof line, maps)) {
+    unsigned long lo = 0, hi = 0, off = 0;
+    char perms[8] = {0}, path[400] = {0};
+    if (std::sscanf(line, "%lx-%lx %7s %lx %*s %*s %399s", &lo, &hi, perms, &off, path) >= 4 && a >= lo && a < hi &&
+        perms[2] == 'x') {
+      std::fprintf(stderr, "  %s %#lx = %s +%#lx\n", what, static_cast<unsigned long>(a), path,
+                   static_cast<unsigned long>(a - lo + off));
+      break;
+    }
+  }
+  if (maps) std::fclose(maps);
+}
+
+void on_fatal_signal(int sig, siginfo_t* info, void* context) {
+  const auto* uc = static_cast<const ucontext_t*>(context);
+  const auto rip = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+  const auto* rsp = reinterpret_cast<const uintptr_t*>(uc->uc_mcontext.gregs[REG_RSP]);
+  std::fprintf(stderr, "placement_gpu_test: signal %d, address %p, ip %#lx\n", sig, info->si_addr,
+               static_cast<unsigned long>(rip));
+  print_mapped("ip", rip);
+  for (int i = 0; i < 64; ++i) print_mapped("stack", rsp[i]);
   void* frames[64];
-  const int n = backtrace(frames, 64);
-  std::fprintf(stderr, "placement_gpu_test: signal %d at:\n", sig);
-  backtrace_symbols_fd(frames, n, 2);
+  backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
   _exit(128 + sig);
 }
-const bool kHandlerInstalled = (std::signal(SIGSEGV, on_fatal_signal), std::signal(SIGABRT, on_fatal_signal), true);
+
+bool install_handler() {
+  struct sigaction sa {};
+  sa.sa_sigaction = on_fatal_signal;
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGSEGV, &sa, nullptr);
+  sigaction(SIGABRT, &sa, nullptr);
+  return true;
+}
+const bool kHandlerInstalled = install_handler();
 
 TrainResult run(Config cfg, const std::string& placement, const std::string& resume = "",
                 bool checkpoint = false) {
