@@ -48,6 +48,11 @@ for what in "$@"; do
         bash bench/preprocess_bench.sh build-cuda 2>&1 | tee "$OUT/prep.log" | grep -vE "^preprocess: .* read " ;;
     placement)  # optimizer.placement's tests on the GPU
       ./build-cuda/bin/placement_gpu_test 2>&1 | tee "$OUT/placement_test.log" | grep -E "placement|checkpoint of|OK|FAILED|PASSED|Failure|error" ;;
+    resume-debug)  # placement_gpu_test's resume case; a crash's addresses resolved with addr2line
+      ./build-cuda/bin/placement_gpu_test --gtest_filter='*Resume*' > "$OUT/resume.log" 2>&1; echo "rc $?"
+      grep -vE "^frame|^\[E|Last error|ncclSystem" "$OUT/resume.log" | tail -80
+      grep -oE "= [^ ]+ \+0x[0-9a-f]+" "$OUT/resume.log" | sort -u | while read -r _ f off; do
+        echo "$f $off: $(addr2line -f -C -e "$f" "$off" 2>/dev/null | head -1)"; done ;;
     bench:*)  # bench:MODEL:MB:PLACEMENT:DELAYED[:CAP_GB[:PRECISION[:STEPS]]]: train_bench with those settings
       IFS=: read -r _ m mb pl dl cap pr st <<< "$what"
       c=bench/configs/$m-h100.toml; [ "$m" = 7b ] && c=bench/configs/7b-h100-dpu.toml
