@@ -6,7 +6,10 @@
 # adam_device_bench: the device AdamW against the CPU kernel), `modern` (train_bench on 1b, llama3.2-1b and qwen3-1.7b,
 # seq 4096), `prep` (bench/preprocess_bench.sh with the CUDA build's
 # xy-node, from the carried .device/bench: poems dump, tokenizer, Debian's spm_encode). Results
-# also go to $OUT when it is set.
+# also go to $OUT when it is set. Placement (docs/PLACEMENT.md): `placement` (placement_gpu_test),
+# `bench:MODEL:MB:PLACEMENT:DELAYED[:CAP_GB[:PRECISION[:STEPS]]]` (train_bench with those settings),
+# `peer:MODEL:MB:OFFLOAD[:STEPS]` (the FSDP2 peer), `resume-debug` (the resume case, a crash's
+# addresses through addr2line).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/xy-out}
