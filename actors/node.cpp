@@ -242,6 +242,13 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
                          {"gpu_predicted_peak_bytes", ctx->result.predicted_peak_bytes},
                          {"step", ctx->result.steps.empty() ? ctx->start_step : ctx->result.steps.back().step}});
   }
+  // Every timed operation ended: one left in flight would, on a longer run, have been reported by
+  // the watchdog as stuck (a bug in the code that began it; exit 1 naming it).
+  if (ctx->result.exit_code == kExitOk)
+    for (const OpRecord& r : ctx->registry.snapshot())
+      ctx->fail("internal error: " + r.kind + " of unit " + std::to_string(r.unit) + " at step " +
+                std::to_string(r.step) + " on rank " + std::to_string(r.rank) +
+                " was begun and never ended (the watchdog would report it as stuck)");
   ctx->result.host_bytes = host_bytes;
   ctx->result.working_bytes = working_bytes;
   ctx->result.resumed_from = ctx->resumed_from;

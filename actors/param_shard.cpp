@@ -157,11 +157,12 @@ struct ParamShardState : CollectiveRunner {
     Gathered& g = gathered.at(unit);
     c10::StreamGuard guard(st.gather);
     wait_for(uploaded[unit], st.gather);
-    const uint64_t seq = comm->seq() + 1;
-    g.op_id = ctx->registry.begin("all-gather", rank, unit, seq, version + 1, deadline());
     at::Tensor shard = sh->working_of(unit, version);
-    if (st.on_device() && shard.is_cpu()) {  // parameter offload
-      limit_copies();
+    const bool offloaded = st.on_device() && shard.is_cpu();  // parameter offload: copied up first
+    if (offloaded) limit_copies();
+    // A collective is timed by the registry from here (a job of one GPU issues none: nothing to time).
+    if (!alone()) g.op_id = ctx->registry.begin("all-gather", rank, unit, comm->seq() + 1, version + 1, deadline());
+    if (offloaded) {
       shard = upload(shard, unit, version);
       g.copy = true;
     }
