@@ -588,6 +588,17 @@ void build_context(NodeContext& ctx, const Config& cfg, const RunOptions& opts) 
       for (auto& b : sh->staging) b = pinned_zeros(ctx.plan.staging_elems, ctx.working_dtype, *sh);
   }
   check_allocated(ctx);
+#ifdef XY_WITH_CUDA
+  // The state was placed by work on each GPU's default stream (fills, copies); the ranks' own
+  // streams are non-blocking and would not wait for it: it is finished before any of them starts.
+  if (ctx.on_device) {
+    int previous = 0;
+    cudaGetDevice(&previous);
+    for (int l = 0; l < ctx.local_ranks; ++l)
+      if (cudaSetDevice(l) == cudaSuccess) cudaDeviceSynchronize();
+    cudaSetDevice(previous);
+  }
+#endif
   ctx.start_positions.assign(ctx.local_ranks, 0);
   if (ckpt) set_start(ctx, cfg, *ckpt);
 }

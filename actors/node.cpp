@@ -210,6 +210,10 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   }
   // Every rank is local: assemble the full fp32 parameters (tests, export).
   if (opts.keep_params && ctx->local_ranks == ctx->world && ctx->result.exit_code == kExitOk) {
+    // The device AdamW of the last step ran on each rank's host-to-device stream (a non-blocking
+    // stream: the copies below, on the current one, would not wait for it).
+    for (const auto& st : ctx->streams)
+      if (st.on_device()) st.h2d.synchronize();
     for (size_t u = 0; u < ctx->layout.units.size(); ++u) {
       std::vector<at::Tensor> parts;
       for (const auto& sh : ctx->shards) parts.push_back(sh->state_on_host(0, u));
