@@ -102,22 +102,12 @@ EOF
 # job DIR [THROTTLE]: runs the two-node job of DIR/job.toml; writes DIR/bytes ("node0_bytes
 # node0_packets node1_bytes node1_packets" sent during it). THROTTLE=1 runs node 1 in $CG.
 job() {
-  local dir=$1 throttle=${2:-} b0 b1 a0 a1 pids=() rc=0 n ns pre
+  local dir=$1 throttle=${2:-} bytes rc=0
   rm -rf "$dir/w0" "$dir/w1" "$dir/checkpoints"
-  b0=$(counters "$N0" "$L0") b1=$(counters "$N1" "$L1")
-  for n in 0 1; do
-    ns=$N0 pre=""; [ $n = 1 ] && ns=$N1
-    # into the cgroup before `ip netns exec`, which mounts the namespace's own /sys (no cgroups)
-    [ $n = 1 ] && [ -n "$throttle" ] && pre="echo \$\$ > $CG/cgroup.procs && "
-    sh -c "${pre}exec ip netns exec $ns env XY_NODE_INDEX=$n XY_SECRET=cluster-bench timeout 900 \"$XY\" train --config \"$dir/job.toml\" --work-dir \"$dir/w$n\"" > "$dir/n$n.log" 2>&1 &
-    pids+=($!)
-  done
-  wait "${pids[0]}" || rc=$?
-  wait "${pids[1]}" || rc=$?
-  a0=$(counters "$N0" "$L0") a1=$(counters "$N1" "$L1")
+  # (into the cgroup before `ip netns exec`, which mounts the namespace's own /sys: no cgroups)
+  bytes=$(two_node_job "$dir/job.toml" "$dir/w" "$dir" cluster-bench 900 ${throttle:+"echo \$\$ > $CG/cgroup.procs && "}) || rc=$?
   [ $rc -eq 0 ] || { echo "cluster_bench: the job in $dir failed (exit $rc):" >&2; tail -n 5 "$dir"/n0.log "$dir"/n1.log >&2; return 1; }
-  read -r x0 y0 <<< "$b0"; read -r u0 v0 <<< "$a0"; read -r x1 y1 <<< "$b1"; read -r u1 v1 <<< "$a1"
-  echo "$((u0 - x0)) $((v0 - y0)) $((u1 - x1)) $((v1 - y1))" > "$dir/bytes"
+  echo "$bytes" > "$dir/bytes"
 }
 
 # doctor DIR: both nodes' `xy-node doctor` on DIR/job.toml (the link probe needs both); prints

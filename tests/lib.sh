@@ -92,6 +92,27 @@ counters() {
   ip netns exec "$1" sh -c "cat /sys/class/net/$2/statistics/tx_bytes /sys/class/net/$2/statistics/tx_packets" | tr '\n' ' '
 }
 
+# two_node_job CONFIG WORK LOGS SECRET TIMEOUT [PREFIX1]: runs the two-node job of CONFIG with the
+# xy-node in $XY, node n in the namespace two_namespaces made for it, `--work-dir WORKn`, its output in LOGS/nN.log; PREFIX1
+# (shell) runs in node 1's shell before it enters its namespace (a cgroup). Prints the bytes and
+# packets each node sent on the link meanwhile ("bytes0 packets0 bytes1 packets1"); returns the
+# first non-zero exit code of the two nodes.
+two_node_job() {
+  local config=$1 work=$2 logs=$3 secret=$4 limit=$5 prefix1=${6:-} b0 b1 a0 a1 pids=() rc=0 n ns pre
+  b0=$(counters "$N0" "$L0") b1=$(counters "$N1" "$L1")
+  for n in 0 1; do
+    ns=$N0 pre=""; [ $n = 1 ] && ns=$N1 pre=$prefix1
+    sh -c "${pre}exec ip netns exec $ns env XY_NODE_INDEX=$n XY_SECRET=$secret timeout $limit \"$XY\" train --config \"$config\" --work-dir \"$work$n\"" > "$logs/n$n.log" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[0]}" || rc=$?
+  wait "${pids[1]}" || { local r=$?; [ $rc -ne 0 ] || rc=$r; }
+  a0=$(counters "$N0" "$L0") a1=$(counters "$N1" "$L1")
+  read -r x0 y0 <<< "$b0"; read -r u0 v0 <<< "$a0"; read -r x1 y1 <<< "$b1"; read -r u1 v1 <<< "$a1"
+  echo "$((u0 - x0)) $((v0 - y0)) $((u1 - x1)) $((v1 - y1))"
+  return $rc
+}
+
 # two_node_topology SUBNET PORT [DEVICES [SHARD]]: the [topology] table of a two-node CPU job,
 # DEVICES ranks (default 1) at SUBNET.1 and as many at SUBNET.2 (the addresses two_namespaces
 # gives), both on PORT, sharded SHARD (default "global").

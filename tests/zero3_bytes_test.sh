@@ -68,23 +68,9 @@ every_steps = 0
 [control]
 doctor = false
 EOF
-  local b0 b1 a0 a1 pids=() rc=0
-  b0=$(counters "$N0" "$L0") b1=$(counters "$N1" "$L1")
-  for n in 0 1; do
-    local ns=$N0; [ $n = 1 ] && ns=$N1
-    ip netns exec "$ns" env XY_NODE_INDEX=$n XY_SECRET=bytes-test-secret \
-      timeout 180 "$XY" train --config "$dir/job.toml" --work-dir "$W/node$n" > "$dir/n$n.log" 2>&1 &
-    pids+=($!)
-  done
-  wait "${pids[0]}" || rc=$?
-  wait "${pids[1]}" || rc=$?
-  a0=$(counters "$N0" "$L0") a1=$(counters "$N1" "$L1")
+  local rc=0
+  two_node_job "$dir/job.toml" "$W/node" "$dir" bytes-test-secret 180 || rc=$?
   [ $rc -eq 0 ] || { echo "the $prec job of $steps steps failed (exit $rc):" >&2; tail -n 5 "$dir"/n0.log "$dir"/n1.log >&2; return 1; }
-  python3 - $b0 $a0 $b1 $a1 <<'PY'
-import sys
-b0, p0, a0, q0, b1, p1, a1, q1 = map(int, sys.argv[1:])
-print(a0 - b0, q0 - p0, a1 - b1, q1 - p1)
-PY
 }
 
 for prec in fp32 bf16; do
