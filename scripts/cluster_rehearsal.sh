@@ -21,17 +21,7 @@ source "$(dirname "$0")/../tests/lib.sh"
 two_namespaces xyr 10.231.30 10.231.31 bond0 eno1
 shape_link "$RATE" || { echo "cluster_rehearsal.sh: cannot shape the link to $RATE with tc tbf" >&2; exit 1; }
 cat > "$OUT/cluster.toml" <<EOF
-[topology]
-device = "cpu"
-shard = "auto"
-[[topology.nodes]]
-host = "10.231.30.1"
-port = 29800
-devices = $DEV
-[[topology.nodes]]
-host = "10.231.30.2"
-port = 29800
-devices = $DEV
+$(two_node_topology 10.231.30 29800 "$DEV" auto)
 [model]
 preset = "custom"
 vocab_size = 8000
