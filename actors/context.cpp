@@ -47,10 +47,9 @@ int64_t RankShards::state_bytes() const {
 }
 
 at::Tensor RankShards::state_on_host(int which, size_t u) const {
-  const std::vector<at::Tensor>& host = which == 0 ? master : which == 1 ? m : v;
-  const std::vector<at::Tensor>& dev = which == 0 ? master_dev : which == 1 ? m_dev : v_dev;
-  if (dev.empty() || dev[u].numel() == 0) return host[u];
-  return at::cat({dev[u].to(at::kCPU), host[u]});
+  const auto [host, dev] = state_parts(which);
+  if (dev->empty() || (*dev)[u].numel() == 0) return (*host)[u];
+  return at::cat({(*dev)[u].to(at::kCPU), (*host)[u]});
 }
 
 int64_t RankShards::working_bytes() const {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "actors/exit_codes.hpp"
@@ -48,6 +49,10 @@ struct RankShards {
   std::vector<at::Tensor> m, v;     // per unit [shard_numel - d], fp32 Adam moments
   std::vector<at::Tensor> master_dev, m_dev, v_dev;  // per unit [d], fp32, on the GPU
   std::vector<at::Tensor> grad_gpu;  // per unit [d], the landed gradient the device AdamW reads
+  // master (0), m (1) or v (2): the host parts and the GPU parts (empty list: none) of every unit.
+  std::pair<const std::vector<at::Tensor>*, const std::vector<at::Tensor>*> state_parts(int which) const {
+    return which == 0 ? std::pair{&master, &master_dev} : which == 1 ? std::pair{&m, &m_dev} : std::pair{&v, &v_dev};
+  }
   // Unit u's whole shard of master (0), m (1) or v (2) in host memory: the GPU part copied down
   // on the current stream (which the caller has ordered after the optimizer), the host part after it.
   at::Tensor state_on_host(int which, size_t u) const;

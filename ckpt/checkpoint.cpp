@@ -217,11 +217,11 @@ checkpoint_actor::behavior_type checkpoint_fn(
             ts.push_back(snapshot_copy(*s.ctx, sh->working_of(u, info.step)));
             // master, m, v: the GPU part (optimizer.placement) first, then the host part: one
             // layout whatever the placement.
-            const bool split = !sh->master_dev.empty() && sh->master_dev[u].numel() > 0;
-            for (const auto* list : {&sh->master, &sh->m, &sh->v}) {
-              const auto& dev = list == &sh->master ? sh->master_dev : list == &sh->m ? sh->m_dev : sh->v_dev;
-              ts.push_back(split ? at::cat({snapshot_copy(*s.ctx, dev[u]), snapshot_copy(*s.ctx, (*list)[u])})
-                                 : snapshot_copy(*s.ctx, (*list)[u]));
+            for (int which : {0, 1, 2}) {
+              const auto [host, dev] = sh->state_parts(which);
+              const bool split = !dev->empty() && (*dev)[u].numel() > 0;
+              ts.push_back(split ? at::cat({snapshot_copy(*s.ctx, (*dev)[u]), snapshot_copy(*s.ctx, (*host)[u])})
+                                 : snapshot_copy(*s.ctx, (*host)[u]));
             }
           }
           snap.ranks.push_back(std::move(ts));
