@@ -18,7 +18,7 @@ void CollectiveQueue::gather(uint64_t request, int unit, int dir, int64_t versio
     if (next < 0 || next >= units) break;
     want(next, version, true);
   }
-  waiting_.push_back({request, unit});
+  waiting_.push_back({request, unit, false});
   pump();
   serve();
 }
@@ -100,11 +100,15 @@ void CollectiveQueue::pump() {
       runner_->all_gather(q.unit, q.version);
       cache_.at(q.unit).state = State::kInFlight;
     } else if (q.kind == Collective::kReduceScatter) {
+      // The gradients on the device are bounded: past kOpenReductions open reductions the oldest
+      // lands. Where it may not land yet (the delayed update's optimizer still reads its unit's
+      // gradient shard) this reduce-scatter waits for the optimizer's `updated`, and the trainer's
+      // requests behind it wait with it (serve()): the backward pauses instead of piling up
+      // gradients on the device while the optimizer is behind.
+      if (reductions_.size() >= kOpenReductions && !can_land(reductions_.front())) return;
       runner_->reduce_scatter(q.id);
       reductions_.push_back({q.unit, q.step, q.id});
-      // Bound the memory of in-flight gradients: keep at most two reductions open (more while
-      // the delayed update's optimizer still reads the gradient shards they go to).
-      while (reductions_.size() > 2 && can_land(reductions_.front())) {
+      while (reductions_.size() > kOpenReductions && can_land(reductions_.front())) {
         runner_->land(reductions_.front().grad);
         reductions_.pop_front();
       }
@@ -124,12 +128,18 @@ void CollectiveQueue::pump() {
 }
 
 void CollectiveQueue::serve() {
+  // A reduce-scatter that waits at the front (pump() stopped there) holds every request behind it,
+  // even one whose unit is gathered already: the trainer makes no more gradients meanwhile.
+  if (!queue_.empty() && queue_.front().kind == Collective::kReduceScatter) {
+    for (auto& w : waiting_) w.held = true;
+    return;
+  }
   while (!waiting_.empty()) {
     const Waiting& w = waiting_.front();
     auto it = cache_.find(w.unit);
     if (it == cache_.end() || it->second.state == State::kQueued) return;
     complete(w.unit, it->second);
-    runner_->deliver(w.request, w.unit);
+    runner_->deliver(w.request, w.unit, w.held);
     waiting_.pop_front();
   }
 }

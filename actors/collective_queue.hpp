@@ -52,8 +52,9 @@ class CollectiveRunner {
   virtual void all_reduce(uint64_t finish) = 0;
   // An evaluation's all-reduce of request `id` (issued in turn; no gradient is involved); answers it.
   virtual void sum(uint64_t id) { throw std::logic_error("this runner has no sum"); }
-  // Answer gather request `request` with the complete gather of `unit`.
-  virtual void deliver(uint64_t request, int unit) = 0;
+  // Answer gather request `request` with the complete gather of `unit`. `held`: the answer waited
+  // behind a reduce-scatter that waited for the optimizer (the bound on gradients in flight).
+  virtual void deliver(uint64_t request, int unit, bool held) = 0;
 };
 
 class CollectiveQueue {
@@ -98,7 +99,11 @@ class CollectiveQueue {
   struct Waiting {  // a gather request not answered yet
     uint64_t request;
     int unit;
+    bool held = false;  // held behind a reduce-scatter that waited for the optimizer
   };
+  // Reductions kept open (issued, not landed) before the oldest must land: their gradients stay
+  // on the device meanwhile (optim/placement.cpp prices them as a step's transient memory).
+  static constexpr size_t kOpenReductions = 2;
 
   // Queues a reduce-scatter, all-reduce or sum, then issues and answers what may go.
   void push(Collective::Kind kind, uint64_t id, int unit = -1, int64_t step = 0);

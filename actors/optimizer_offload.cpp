@@ -1,5 +1,7 @@
-// The optimizer-offload actor: fp32 master, m and v of one rank's shards, stepped unit by unit,
-// first unit first. Where the placement plan puts part of a unit's state on the GPU
+// The optimizer-offload actor: fp32 master, m and v of one rank's shards, stepped unit by unit:
+// first unit first (the next step's forward needs it first), or with the delayed update last unit
+// first (the next step's forward reads the version before; its backward, last unit first, lands
+// each unit's gradient once that unit's update has read the previous one). Where the placement plan puts part of a unit's state on the GPU
 // (optimizer.placement), that part [0, d) is stepped by the device AdamW, enqueued on the rank's
 // host-to-device stream, while the host part [d, n) is stepped by the fused CPU AdamW on the node's
 // thread pool: both at once, the same arithmetic. After each unit it writes the working copy and
@@ -176,7 +178,9 @@ optimizer_actor::behavior_type optimizer_fn(optimizer_actor::stateful_pointer<Op
       [=](step_atom, StepOrder order) {
         auto& s = self->state;
         const int units = static_cast<int>(s.ctx->layout.units.size());
-        for (int u = 0; u < units; ++u) {
+        const bool last_first = s.ctx->cfg.optimizer.delayed_update;
+        for (int k = 0; k < units; ++k) {
+          const int u = last_first ? units - 1 - k : k;
           DeviceEventPtr uploaded;
           try {
             OpScope scope(&s.ctx->registry, "adam", s.rank, u, 0, order.step,

@@ -187,12 +187,14 @@ struct ParamShardState : CollectiveRunner {
 
   void drop_gather(int unit) override { gathered.erase(unit); }
 
-  void deliver(uint64_t request, int unit) override {
+  void deliver(uint64_t request, int unit, bool held) override {
     auto it = gather_requests.find(request);
     if (it == gather_requests.end()) return;
     const Gathered& g = gathered.at(unit);
-    // The part of the wait spent before the gather could be issued (the unit's update).
-    const double opt = std::max(0.0, std::chrono::duration<double>(g.issued_at - it->second.requested).count());
+    // The part of the wait spent on the optimizer: before the gather could be issued (the unit's
+    // update), or all of it where the answer was held until a gradient could land.
+    const auto waited_until = held ? Clock::now() : g.issued_at;
+    const double opt = std::max(0.0, std::chrono::duration<double>(waited_until - it->second.requested).count());
     it->second.rp.deliver(GatheredUnit{g.full, g.ready, opt});
     gather_requests.erase(it);
   }
