@@ -33,7 +33,7 @@ namespace xy {
 template <class F>
 void RankShards::for_each_tensor(F&& f) const {
   for (const auto* list : {&working, &working_alt, &grad, &grad_dev, &master, &m, &v, &master_dev, &m_dev,
-                           &v_dev, &grad_gpu})
+                           &v_dev, &grad_gpu, &next_host})
     for (const auto& t : *list) f(t);
   for (const auto& t : staging)
     if (t.defined()) f(t);
@@ -296,6 +296,8 @@ void place_unit(NodeContext& ctx, const UnitLayout& unit, const UnitStart& s) {
     sh->master.push_back(part(s.master, d, h, false));
     sh->m.push_back(part(s.m, d, h, false));
     sh->v.push_back(part(s.v, d, h, false));
+    // The delayed update's next version of the host part, until it is written in: this version's.
+    if (p.deferred_write) sh->next_host.push_back(pinned_copy(w.narrow(0, d, h), *sh));
     if (ctx.plan.device_state()) {
       sh->master_dev.push_back(part(s.master, 0, d, true));
       sh->m_dev.push_back(part(s.m, 0, d, true));

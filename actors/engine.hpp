@@ -65,6 +65,11 @@ struct RankShards {
   // With the delayed update the working copy is double-buffered: version v lives in
   // working_of(u, v), so the optimizer writes version v + 1 while version v is still being read.
   std::vector<at::Tensor> working_alt;
+  // The delayed update with the working copy on the GPU (the plan's deferred_write): one copy. The
+  // optimizer leaves version v's host part here, per unit [shard_numel - d], pinned (its GPU part is
+  // the fp32 master's); the parameter-shard writes both into `working` once the next step's
+  // backward has read version v - 1 (param_shard.cpp, write_next). Empty otherwise.
+  std::vector<at::Tensor> next_host;
   // Where working copies live on the device: two pinned buffers (the largest shard each) that the
   // optimizer writes each unit's new working copy into, in turn, before it is copied up.
   at::Tensor staging[2];
@@ -72,9 +77,10 @@ struct RankShards {
     return working_alt.empty() || version % 2 == 0 ? working[u] : working_alt[u];
   }
   // Parameter offload (working copies in pinned host memory): the last host-to-device copy that
-  // read each unit's buffer of each version parity. The parameter-shard records it; the optimizer
-  // waits for it before it writes that buffer again (an explicit guard, not a consequence of the
-  // order in which gathers happen to be issued).
+  // read each unit's buffer of each version parity; with deferred writes, the last one that read
+  // its next_host. The parameter-shard records it; the optimizer waits for it before it writes that
+  // buffer again (an explicit guard, not a consequence of the order in which gathers happen to be
+  // issued).
   void note_read(size_t u, int64_t version, DeviceEventPtr e) {
     std::lock_guard<std::mutex> lock(read_mu_);
     auto& v = last_read_[parity(version)];

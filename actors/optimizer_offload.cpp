@@ -95,19 +95,22 @@ void step_host(OptimizerState& s, int u, const StepOrder& o, at::Tensor out_t) {
 // stream (or its recast from the master on a skipped step); its new working copy goes into
 // `working` (the device copy, or with parameter offload the pinned host copy, through a device
 // buffer). Elements past the unit's end (the last rank's padding) are left alone, as on the host.
-void step_device(OptimizerState& s, int u, const StepOrder& o, at::Tensor& working) {
+// `working` undefined (the plan's deferred_write): the master, m and v only (a skipped step:
+// nothing); the parameter-shard recasts the working copy from the master later.
+void step_device(OptimizerState& s, int u, const StepOrder& o, const at::Tensor& working) {
   const UnitLayout& unit = s.ctx->layout.units[u];
   const int64_t d = s.ctx->plan.units[u].device_elems;
   const int64_t base = unit.shard_begin(s.sh->shard);
   const int64_t real = std::min(d, std::max<int64_t>(0, unit.shard_end(s.sh->shard) - base));
   if (real <= 0) return;
   c10::StreamGuard guard(s.st.h2d);
-  at::Tensor out = working.narrow(0, 0, real);
-  const bool via = !working.is_cuda();  // parameter offload: the device writes a buffer, copied down
+  const bool none = !working.defined();
+  at::Tensor out = none ? at::Tensor() : working.narrow(0, 0, real);
+  const bool via = !none && !working.is_cuda();  // parameter offload: the device writes a buffer, copied down
   at::Tensor dev_out = via ? at::empty({real}, at::TensorOptions(working.scalar_type()).device(s.st.device)) : out;
   at::Tensor master = s.sh->master_dev[u].narrow(0, 0, real);
   if (o.skip) {
-    recast_device(master, dev_out, s.st.h2d);
+    if (!none) recast_device(master, dev_out, s.st.h2d);
   } else {
     std::vector<ElemRange> no_decay;
     for (const ParamSpec& ps : unit.params) {
@@ -137,13 +140,17 @@ DeviceEventPtr update_unit(OptimizerState& s, int u, const StepOrder& order) {
   if (s.uploads(u) && s.staged[k]) s.staged[k]->synchronize();
   // Parameter offload: the buffer about to be rewritten may still be read by a copy to the device
   // (an older version of the same parity).
-  if (s.offloaded(u)) s.sh->wait_reads(u, order.step);
+  // Deferred writes (the delayed update, working copy on the GPU): the parameter-shard's last
+  // upload from next_host must be done before it is rewritten.
+  const bool deferred = up.deferred_write;
+  if (s.offloaded(u) || deferred) s.sh->wait_reads(u, order.step);
 #ifdef XY_WITH_CUDA
-  if (d > 0) step_device(s, u, order, w);
+  if (d > 0) step_device(s, u, order, deferred ? at::Tensor() : w);
 #endif
   // The host part's working copy: into a pinned staging buffer uploaded after (working copy on the
-  // GPU), else straight into the host working copy (parameter offload, CPU ranks).
-  at::Tensor out = s.uploads(u) ? s.sh->staging[k].narrow(0, 0, h) : w.narrow(0, d, h);
+  // GPU), or into next_host for the parameter-shard to write in later (deferred writes), else
+  // straight into the host working copy (parameter offload, CPU ranks).
+  at::Tensor out = s.uploads(u) ? s.sh->staging[k].narrow(0, 0, h) : deferred ? s.sh->next_host[u] : w.narrow(0, d, h);
   if (h > 0) {
     if (order.skip)  // the new version is the current one, recast from the master
       out.copy_(s.sh->master[u]);  // (with the delayed update the other buffer holds an older version)

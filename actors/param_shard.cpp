@@ -20,6 +20,9 @@
 
 #include "actors/actors.hpp"
 #include "actors/collective_queue.hpp"
+#ifdef XY_WITH_CUDA
+#include "optim/adam_device.hpp"
+#endif
 
 namespace xy {
 namespace {
@@ -72,6 +75,11 @@ struct ParamShardState : CollectiveRunner {
   std::optional<CollectiveQueue> queue;    // decides; the members below carry it out
   uint64_t next_id = 0;                    // ids of requests and gradients for the queue
   std::vector<DeviceEventPtr> uploaded;    // per unit: the optimizer's upload of its last version
+  // Deferred writes (the plan's deferred_write: the delayed update, working copies on the GPU):
+  // per unit, the version its working copy holds; the optimizer's newer one waits in the fp32
+  // master (GPU part) and RankShards::next_host (host part) until write_next().
+  std::vector<int64_t> written;
+  int64_t landed_step = 0;                 // the step of the last gradient landed
   std::map<int, Gathered> gathered;        // per unit the queue holds a gather of
   std::map<uint64_t, UnitGrad> grads;      // received, reduce-scatter not issued yet
   std::map<uint64_t, Reduction> reductions;  // reduce-scatters issued, not landed
@@ -157,6 +165,10 @@ struct ParamShardState : CollectiveRunner {
     Gathered& g = gathered.at(unit);
     c10::StreamGuard guard(st.gather);
     wait_for(uploaded[unit], st.gather);
+    // Deferred writes: a gather of a version that no landing wrote in (the evaluation after the
+    // last step) writes it here. Every read of the version before ended with the last step's
+    // backward, which that step's end-of-step all-reduce waited for.
+    if (deferred(unit) && written[unit] < version) write_next(unit, version, st.gather);
     at::Tensor shard = sh->working_of(unit, version);
     const bool offloaded = st.on_device() && shard.is_cpu();  // parameter offload: copied up first
     if (offloaded) limit_copies();
@@ -247,8 +259,9 @@ struct ParamShardState : CollectiveRunner {
       }
       // One read of the 16-bit shard, summed in fp32 (no fp32 copy of it).
       sumsq[r.unit].add_(at::linalg_vector_norm(r.shard, 2, c10::nullopt, false, at::kFloat).square());
-      land_split(r.shard, r.unit);
+      land_split(r.shard, r.unit, r.step);
     }
+    landed_step = r.step;
     reductions.erase(it);
   }
 
@@ -256,13 +269,42 @@ struct ParamShardState : CollectiveRunner {
   // it (optim/placement.hpp): elements [0, d) in the device AdamW's buffer, once the device AdamW
   // of the previous step is done with it (the unit's last update event); the rest into pinned host
   // memory for the CPU AdamW (asynchronously, on the reduce stream).
-  void land_split(const at::Tensor& g, int unit) {
+  // Deferred writes: before the step's gradient lands, the optimizer's version of the step before
+  // is written into the working copy (this step's backward, which the reduce stream waited for,
+  // was the last to read the version before that).
+  void land_split(const at::Tensor& g, int unit, int64_t step) {
     const int64_t n = g.numel(), d = ctx->plan.units[unit].device_elems;
+    if (deferred(unit) && written[unit] < step - 1) write_next(unit, step - 1, st.reduce);
     if (d > 0) {
       wait_for(uploaded[unit], st.reduce);
       sh->grad_gpu[unit].copy_(g.narrow(0, 0, d), /*non_blocking=*/true);
     }
     if (d < n) sh->grad[unit].copy_(g.narrow(0, d, n - d), /*non_blocking=*/true);
+  }
+
+  bool deferred(int unit) const { return ctx->plan.units[unit].deferred_write; }
+  // Writes the optimizer's `version` of `unit` (its latest: the fp32 master's GPU part recast,
+  // next_host's part copied up) into the working copy, on stream `on` (current), after the
+  // optimizer's device work on the unit. The caller has ordered `on` after every read of the
+  // version before.
+  void write_next(int unit, int64_t version, const c10::Stream& on) {
+    if (queue->version(unit) != version)
+      throw std::logic_error("unit " + std::to_string(unit) + ": writing version " + std::to_string(version) +
+                             " of the working copy, but the optimizer's latest is " +
+                             std::to_string(queue->version(unit)));
+    wait_for(uploaded[unit], on);
+    const int64_t d = ctx->plan.units[unit].device_elems, h = ctx->plan.units[unit].shard_numel - d;
+    at::Tensor& w = sh->working[unit];
+#ifdef XY_WITH_CUDA
+    if (d > 0) {
+      at::Tensor out = w.narrow(0, 0, d);
+      recast_device(sh->master_dev[unit], out, on);
+    }
+#endif
+    if (h > 0) w.narrow(0, d, h).copy_(sh->next_host[unit], /*non_blocking=*/true);
+    uploaded[unit] = DeviceEvent::record(on);
+    sh->note_read(unit, version, uploaded[unit]);  // the optimizer rewrites next_host after it
+    written[unit] = version;
   }
 
   // Node sharding: all-reduces `grad` (a unit's complete gradient shard) over the replica group,
@@ -303,7 +345,7 @@ struct ParamShardState : CollectiveRunner {
         if (landing.scalar_type() == at::kHalf)
           sq = at::where(at::isfinite(landing).all(), sq, at::full({}, INFINITY, sq.options()));
         n2.push_back(sq);
-        land_split(landing, static_cast<int>(u));
+        land_split(landing, static_cast<int>(u), landed_step);
         landing.record_stream(st.reduce);
       }
       for (auto& g : sh->grad_dev) g.zero_();  // ordered after the copies on this stream
@@ -398,6 +440,7 @@ param_shard_actor::behavior_type param_shard_fn(
   s.queue.emplace(std::move(unit_bytes), ctx->cfg.actors.gather_budget_mb * (int64_t{1} << 20),
                   ctx->cfg.actors.prefetch_layers, ctx->start_step, &s);
   s.uploaded.resize(ctx->layout.units.size());
+  s.written.assign(ctx->layout.units.size(), ctx->start_step);
   if (s.st.on_device())
     s.sumsq = at::zeros({static_cast<int64_t>(ctx->layout.units.size())},
                         at::TensorOptions().dtype(at::kFloat).device(s.st.device));

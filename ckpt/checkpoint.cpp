@@ -93,6 +93,15 @@ at::Tensor snapshot_copy(NodeContext& ctx, const at::Tensor& t) {
   return dst;
 }
 
+// The optimizer's latest version of unit u's working copy where its write is deferred
+// (UnitPlacement::deferred_write): the GPU part of the fp32 master rounded to the working
+// precision (round to nearest even, as the device's recast and the CPU AdamW round), then the
+// host part waiting in next_host.
+at::Tensor next_working(NodeContext& ctx, const RankShards& sh, size_t u) {
+  const at::Tensor host = snapshot_copy(ctx, sh.next_host[u]);
+  if (sh.master_dev.empty() || sh.master_dev[u].numel() == 0) return host;
+  return at::cat({snapshot_copy(ctx, sh.master_dev[u]).to(host.scalar_type()), host});
+}
 
 // Every node writes its ranks' files into <dir>/.tmp-step-N/ and reports them through the store;
 // node 0 waits for every node's report, writes the manifest and publishes (rename, then `latest`).
@@ -214,7 +223,13 @@ checkpoint_actor::behavior_type checkpoint_fn(
         for (const auto& sh : s.ctx->shards) {
           std::vector<at::Tensor> ts;
           for (size_t u = 0; u < sh->working.size(); ++u) {
-            ts.push_back(snapshot_copy(*s.ctx, sh->working_of(u, info.step)));
+            // Deferred writes (the delayed update, working copies on the GPU): version info.step
+            // may not be written in yet; it is the fp32 master's GPU part recast (as the
+            // parameter-shard will write it) and next_host.
+            if (s.ctx->plan.units[u].deferred_write)
+              ts.push_back(next_working(*s.ctx, *sh, u));
+            else
+              ts.push_back(snapshot_copy(*s.ctx, sh->working_of(u, info.step)));
             // master, m, v: the GPU part (optimizer.placement) first, then the host part: one
             // layout whatever the placement.
             for (int which : {0, 1, 2}) {

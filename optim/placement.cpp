@@ -37,13 +37,15 @@ int64_t transient_device_bytes(const Config& cfg, const ModelLayout& layout) {
   // backward's full unit gradient and up to two reductions in flight.
   // (A job of one GPU computes on its working copies: nothing is gathered, unless they live in
   // host memory and each is copied up for its use.)
-  // Gathered buffers are reserved per unit (prefetch_layers ahead of the one in use); copies up
-  // from host memory are made per use and freed as the compute stream passes them, so the host
-  // running ahead of the GPU holds more of them: up to the gather budget.
+  // Gathered buffers are reserved per unit (prefetch_layers ahead of the one in use, within the
+  // budget); copies up from host memory are made per use and freed as the compute stream passes
+  // them, and a new one waits until at most two released ones are still in use
+  // (param_shard.cpp, limit_copies).
   const int64_t budget = cfg.actors.gather_budget_mb << 20;
-  const int64_t gathered = cfg.actors.offload_params ? budget + unit
-                           : cfg.topology.world_size() > 1 ? std::min<int64_t>(budget, (cfg.actors.prefetch_layers + 1) * unit) + unit
-                                                    : 0;
+  const int64_t held = std::min<int64_t>(budget, (cfg.actors.prefetch_layers + 1) * unit);
+  const int64_t gathered = cfg.actors.offload_params ? held + 2 * unit
+                           : cfg.topology.world_size() > 1 ? held + unit
+                                                           : 0;
   const int64_t grads = 3 * unit;
   // Activation checkpointing keeps each block's input (and the head's).
   const int64_t saved = (m.layers + 1) * tokens * m.hidden * wb;
@@ -81,24 +83,31 @@ namespace {
 
 // The decision: where each unit's pieces go, with the optimizer state on the host
 // (device_elems = 0); set_device_share() then moves a share of it to the GPU.
+// Where the working copy lives, and how the delayed update keeps the version being read while the
+// optimizer makes the next: on the GPU one copy (deferred_write), elsewhere two.
+void set_working(UnitPlacement& up, Where w, bool delayed) {
+  up.working = w;
+  up.deferred_write = delayed && w == Where::kDevice;
+  up.double_buffered = delayed && !up.deferred_write;
+}
+
 void decide(PlacementPlan& p, const Config& cfg, const ModelLayout& layout, bool cuda) {
   const int wb = p.working_elem_bytes;
   for (const UnitLayout& u : layout.units) {
     UnitPlacement up;
     up.shard_numel = u.shard_numel;
-    up.double_buffered = cfg.optimizer.delayed_update;
     if (cuda) {
       // The working copy on the GPU, or in pinned host memory with parameter offload (copied up
       // before each use); gradients land in pinned host memory in the working precision, after
       // accumulating over micro-batches on the GPU in fp32.
-      up.working = cfg.actors.offload_params ? Where::kPinnedHost : Where::kDevice;
+      set_working(up, cfg.actors.offload_params ? Where::kPinnedHost : Where::kDevice, cfg.optimizer.delayed_update);
       up.grad_landing = Where::kPinnedHost;
       up.grad_landing_bytes = wb;
       up.grad_on_device = max_grad_accum(cfg) > 1;  // any node's (io/config.hpp)
     } else {
       // CPU ranks: everything in host memory; gradients land in 2 bytes when they need no
       // accumulation over micro-batches in a 16-bit run (as on a GPU), else in fp32.
-      up.working = Where::kHost;
+      set_working(up, Where::kHost, cfg.optimizer.delayed_update);
       up.grad_landing = Where::kHost;
       up.grad_landing_bytes = wb == 2 && max_grad_accum(cfg) == 1 ? 2 : 4;
     }
@@ -146,6 +155,7 @@ void price(PlacementPlan& p) {
     // The host part: fp32 master, m, v (ordinary memory) and the gradient landing buffer.
     add(Where::kHost, 12 * h);
     add(u.grad_landing, u.grad_landing_bytes * h);
+    if (u.deferred_write) add(Where::kPinnedHost, wb * h);  // the next version's host part
     p.state_host_bytes += 12 * h + (u.grad_landing == Where::kDevice ? 0 : u.grad_landing_bytes * h);
   }
   add(Where::kPinnedHost, 2 * p.staging_elems * wb);
@@ -158,7 +168,7 @@ void plan_auto(PlacementPlan& p, const Config& cfg, const ModelLayout& layout) {
   set_device_share(p, 0);
   price(p);
   if (room() < 0 && !cfg.actors.offload_params && p.units.front().working == Where::kDevice) {
-    for (UnitPlacement& u : p.units) u.working = Where::kPinnedHost;
+    for (UnitPlacement& u : p.units) set_working(u, Where::kPinnedHost, cfg.optimizer.delayed_update);
     p.auto_offload = true;
     Config offloaded = cfg;  // the step then holds device copies of the units it uses
     offloaded.actors.offload_params = true;
@@ -183,7 +193,10 @@ std::string why_text(const PlacementPlan& p, const Config& cfg, bool cuda, const
                      int64_t cap) {
   const std::string wp = p.working_elem_bytes == 4 ? "fp32" : "16-bit";
   const UnitPlacement& u = p.units.front();
-  const std::string db = u.double_buffered ? ", double-buffered for the delayed update" : "";
+  const std::string db = u.double_buffered ? ", double-buffered for the delayed update"
+                         : u.deferred_write ? ", one copy with the delayed update (each unit's new version is "
+                                              "written in once the next step's backward has read the old one)"
+                                            : "";
   if (!cuda)
     return "CPU ranks: the working copies (" + wp + db + "), the gradients (" +
            (u.grad_landing_bytes == 2 ? "16-bit" : "fp32") +

@@ -37,6 +37,11 @@ struct UnitPlacement {
   int64_t shard_numel = 0;        // the layout's: elements of the unit per rank
   Where working = Where::kHost;   // the working copy (the model's parameters in the working precision)
   bool double_buffered = false;   // optimizer.delayed_update: a second working copy, where the first is
+  // The delayed update with the working copy on the GPU: one copy. The optimizer leaves the new
+  // version's host part in pinned memory (RankShards::next_host) and its GPU part in the fp32
+  // master; the parameter-shard writes both in once the next step's backward has read the old
+  // version (when that step's gradient of the unit lands). Saves the second copy's GPU memory.
+  bool deferred_write = false;
   Where grad_landing = Where::kHost;  // where the reduce-scattered gradient lands for the optimizer
   int grad_landing_bytes = 4;     // its element size: 2 (the 16-bit working precision) or 4 (fp32)
   bool grad_on_device = false;    // an fp32 accumulator on the GPU over micro-batches (grad_accum > 1)
@@ -93,8 +98,10 @@ struct PlacementPlan {
 
   // The CPU AdamW writes a new working copy that must be uploaded: part of the unit's state is on
   // the host and its working copy on the GPU.
+  // (With deferred_write the parameter-shard uploads it instead.)
   bool uploads(size_t unit) const {
-    return units[unit].working == Where::kDevice && units[unit].device_elems < units[unit].shard_numel;
+    return units[unit].working == Where::kDevice && !units[unit].deferred_write &&
+           units[unit].device_elems < units[unit].shard_numel;
   }
   // "per rank: GPU 1.3 GiB, host 12.0 GiB (0.4 GiB pinned)": the bytes, one line.
   std::string bytes_text() const;
