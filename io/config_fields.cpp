@@ -479,7 +479,9 @@ const Table<OptimizerConfig>& optimizer_table() {
        "computes, so the whole optimizer step overlaps compute; the gradients of step *s* are then "
        "taken at the parameters after step *s-2* (one step stale: θ<sub>s</sub> = "
        "Adam(θ<sub>s-1</sub>, ∇L<sub>s</sub>(θ<sub>s-2</sub>))). Costs a second copy of the "
-       "working shards"},
+       "working shards where they live in host memory (CPU ranks, parameter offload); on a GPU "
+       "the working shards stay one copy, and each unit's new version waits in the fp32 master and "
+       "pinned host memory until the next step's backward has read the old one"},
       {"placement", &T::placement, string(),
        "where each GPU rank keeps its optimizer state (fp32 master, m, v and the gradient they "
        "read): `\"cpu\"` (host memory, stepped by the CPU AdamW: what fits any GPU), `\"gpu\"` "
