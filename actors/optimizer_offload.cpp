@@ -1,8 +1,8 @@
 // The optimizer-offload actor: fp32 master, m and v of one rank's shards, stepped unit by unit:
 // first unit first (the next step's forward needs it first), or with the delayed update last unit
 // first (the next step's forward reads the version before; its backward, last unit first, lands
-// each unit's gradient once that unit's update has read the previous one). Where the placement plan puts part of a unit's state on the GPU
-// (optimizer.placement), that part [0, d) is stepped by the device AdamW, enqueued on the rank's
+// each unit's gradient once that unit's update has read the previous one). Where the placement
+// plan puts part of a unit's state on the GPU (optimizer.placement), that part [0, d) is stepped by the device AdamW, enqueued on the rank's
 // host-to-device stream, while the host part [d, n) is stepped by the fused CPU AdamW on the node's
 // thread pool: both at once, the same arithmetic. After each unit it writes the working copy and
 // tells the parameter-shard the unit's new version (with the event that ends its device work), so
@@ -138,10 +138,9 @@ DeviceEventPtr update_unit(OptimizerState& s, int u, const StepOrder& order) {
   // The upload that last read this staging buffer must be done before it is rewritten.
   const int k = s.next_staging;
   if (s.uploads(u) && s.staged[k]) s.staged[k]->synchronize();
-  // Parameter offload: the buffer about to be rewritten may still be read by a copy to the device
-  // (an older version of the same parity).
-  // Deferred writes (the delayed update, working copy on the GPU): the parameter-shard's last
-  // upload from next_host must be done before it is rewritten.
+  // The host buffer about to be rewritten may still be read by a copy to the device: with parameter
+  // offload the working copy (an older version of the same parity), with deferred writes (the
+  // delayed update, working copy on the GPU) next_host, which the parameter-shard uploads.
   const bool deferred = up.deferred_write;
   if (s.offloaded(u) || deferred) s.sh->wait_reads(u, order.step);
 #ifdef XY_WITH_CUDA

@@ -90,12 +90,11 @@ struct ParamShardState : CollectiveRunner {
   // Device copies of units made for a use (gathered buffers, parameter offload's uploads) are freed
   // only once the compute stream has passed their use; the host issues a step's work ahead of the
   // GPU, so without a bound it would hold a copy of nearly every unit at once. The compute stream's
-  // position at each release; a new copy waits (on the host) until at most `kCopiesAhead` released
-  // copies are still in use (FSDP's all-gather rate limit).
+  // position at each release; a new copy waits (on the host) until at most kCopiesAhead
+  // (optim/placement.hpp) released copies are still in use (FSDP's all-gather rate limit).
   std::deque<DeviceEventPtr> released;
-  static constexpr size_t kCopiesAhead = 2;
   void limit_copies() {
-    while (released.size() > kCopiesAhead) {
+    while (released.size() > static_cast<size_t>(kCopiesAhead)) {
       released.front()->synchronize();
       released.pop_front();
     }

@@ -39,11 +39,11 @@ int64_t transient_device_bytes(const Config& cfg, const ModelLayout& layout) {
   // host memory and each is copied up for its use.)
   // Gathered buffers are reserved per unit (prefetch_layers ahead of the one in use, within the
   // budget); copies up from host memory are made per use and freed as the compute stream passes
-  // them, and a new one waits until at most two released ones are still in use
+  // them, and a new one waits until at most kCopiesAhead released ones are still in use
   // (param_shard.cpp, limit_copies).
   const int64_t budget = cfg.actors.gather_budget_mb << 20;
   const int64_t held = std::min<int64_t>(budget, (cfg.actors.prefetch_layers + 1) * unit);
-  const int64_t gathered = cfg.actors.offload_params ? held + 2 * unit
+  const int64_t gathered = cfg.actors.offload_params ? held + int64_t{kCopiesAhead} * unit
                            : cfg.topology.world_size() > 1 ? held + unit
                                                            : 0;
   const int64_t grads = 3 * unit;
@@ -81,8 +81,6 @@ std::string PlacementPlan::refusal() const {
 
 namespace {
 
-// The decision: where each unit's pieces go, with the optimizer state on the host
-// (device_elems = 0); set_device_share() then moves a share of it to the GPU.
 // Where the working copy lives, and how the delayed update keeps the version being read while the
 // optimizer makes the next: on the GPU one copy (deferred_write), elsewhere two.
 void set_working(UnitPlacement& up, Where w, bool delayed) {
@@ -91,6 +89,8 @@ void set_working(UnitPlacement& up, Where w, bool delayed) {
   up.double_buffered = delayed && !up.deferred_write;
 }
 
+// The decision: where each unit's pieces go, with the optimizer state on the host
+// (device_elems = 0); set_device_share() then moves a share of it to the GPU.
 void decide(PlacementPlan& p, const Config& cfg, const ModelLayout& layout, bool cuda) {
   const int wb = p.working_elem_bytes;
   for (const UnitLayout& u : layout.units) {

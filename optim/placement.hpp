@@ -52,6 +52,11 @@ struct UnitPlacement {
   int64_t device_elems = 0;
 };
 
+// Device copies of units made for one use (gathered buffers, parameter offload's uploads): a new
+// one waits until at most this many released ones are still read by the compute stream
+// (actors/param_shard.cpp, limit_copies); transient_device_bytes() prices them.
+constexpr int kCopiesAhead = 2;
+
 // device_elems is a multiple of this (16-byte vector loads stay aligned on both sides of the
 // split) unless it is the whole shard.
 constexpr int64_t kDeviceAlign = 64;
